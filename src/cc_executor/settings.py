@@ -1,0 +1,171 @@
+"""Every setting of the service in one place, read from the environment and `.env`.
+
+Command-line flags (see `cc_executor.__main__`) override these; `.env.example` lists each one.
+Keeping them together means the server, the runner and the load monitor never disagree
+about a default, and the docs have a single table to mirror.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, Field, field_validator
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_MULT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str | int) -> int:
+    """Parse `512M`, `1.5GiB`, `65536` into bytes (binary units, case-insensitive)."""
+    if isinstance(text, int):
+        return text
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise ValueError(f"not a size: {text!r} (expected e.g. 65536, 512K, 64M, 2G)")
+    unit = (m.group(2) or "").lower()[:1]
+    return int(float(m.group(1)) * _SIZE_MULT[unit])
+
+
+def parse_bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    t = str(text).strip().lower()
+    if t in {"1", "true", "yes", "on"}:
+        return True
+    if t in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {text!r} (expected 1/0, true/false, yes/no, on/off)")
+
+
+def parse_list(text: str | list[str]) -> list[str]:
+    if isinstance(text, list):
+        return [s for s in text if s]
+    return [s.strip() for s in str(text).split(",") if s.strip()]
+
+
+def default_run_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    return Path(base) / f"cc_executor-{os.getuid()}"
+
+
+class Settings(BaseModel):
+    """The service's configuration. Field docs are the source for `.env.example`."""
+
+    host: str = Field("127.0.0.1", description="Address to bind; non-loopback requires a token")
+    port: int = Field(8004, ge=0, le=65535, description="TCP port; 0 picks a free one")
+    token: str | None = Field(None, description="Bearer token required on the WebSocket upgrade")
+    allow: list[str] = Field(default_factory=lambda: ["claude"], description="Executables allowed")
+    shell: bool = Field(False, description="Run `command` strings through `sh -c` (unsafe)")
+    allow_origin: list[str] = Field(default_factory=list, description="Extra allowed Origins")
+    log_dir: Path = Field(Path("logs"), description="Where job event logs go")
+    run_dir: Path = Field(default_factory=default_run_dir, description="Live process registry")
+    kill_grace: float = Field(3.0, gt=0, description="Seconds between SIGTERM and SIGKILL")
+    max_frame: int = Field(16 * 1024**2, gt=0, description="Largest accepted client frame, bytes")
+    max_jobs_per_connection: int = Field(64, gt=0, description="Running+queued jobs per connection")
+    max_jobs: int = Field(128, gt=0, description="Jobs running at once across all connections")
+    max_queue: int = Field(1024, ge=0, description="Jobs waiting to start, across all connections")
+    queue_timeout: float = Field(900.0, gt=0, description="Longest wait in the queue, seconds")
+    default_timeout: float | None = Field(None, description="Total limit for jobs that set none")
+    ping_interval: float = Field(20.0, gt=0, description="WebSocket protocol ping interval")
+    ping_timeout: float = Field(120.0, gt=0, description="Seconds to wait for a pong")
+    batch_bytes: int = Field(64 * 1024, gt=0, description="Largest output batch, bytes")
+    batch_interval: float = Field(0.010, gt=0, description="Longest wait before a partial batch")
+    max_buffer: int = Field(4 * 1024**2, gt=0, description="Undelivered output per job before "
+                            "the runner stops reading the pipe (back-pressure)")
+    is_sandbox: bool = Field(False, description="Set IS_SANDBOX=1 for claude (root + skip-perms)")
+    claude_path: str | None = Field(None, description="Path of the claude executable")
+    throttle: bool = Field(True, description="Queue new jobs while the host is overloaded")
+    max_load: str = Field("8", description="Max 1-min load: absolute (8) or per core (2/core)")
+    min_free_mem: int = Field(256 * 1024**2, ge=0, description="Free-memory floor, bytes")
+
+    @field_validator("allow", "allow_origin", mode="before")
+    @classmethod
+    def _lists(cls, v):  # noqa: D102
+        return parse_list(v)
+
+    @field_validator("shell", "is_sandbox", "throttle", mode="before")
+    @classmethod
+    def _bools(cls, v):  # noqa: D102
+        return parse_bool(v)
+
+    @field_validator("max_frame", "batch_bytes", "max_buffer", "min_free_mem", mode="before")
+    @classmethod
+    def _sizes(cls, v):  # noqa: D102
+        return parse_size(v)
+
+    @field_validator("token", "claude_path", "default_timeout", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v):  # noqa: D102
+        return None if v == "" else v
+
+    @field_validator("max_load")
+    @classmethod
+    def _max_load(cls, v: str) -> str:  # noqa: D102
+        parse_max_load(v, cores=1)
+        return v
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        dotenv_path: str | Path | None = ".env",
+        **overrides,
+    ) -> "Settings":
+        """Build settings from `.env`, then the environment, then explicit overrides.
+
+        The process environment wins over `.env`, as with python-dotenv's default.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        sources: list[Mapping[str, str | None]] = []
+        if dotenv_path and Path(dotenv_path).is_file():
+            sources.append(dotenv_values(dotenv_path))
+        sources.append(environ)
+        for source in sources:
+            for name in cls.model_fields:
+                key = ENV_PREFIX + name.upper()
+                if key in source and source[key] is not None:
+                    values[name] = source[key]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def max_load_value(self, cores: int | None = None) -> float:
+        return parse_max_load(self.max_load, cores or os.cpu_count() or 1)
+
+
+ENV_PREFIX = "CC_EXECUTOR_"
+
+
+def parse_max_load(text: str, cores: int) -> float:
+    """`8` is an absolute 1-minute load; `2/core` (or `2x`) scales with the core count."""
+    t = str(text).strip().lower()
+    for suffix in ("/core", "x"):
+        if t.endswith(suffix):
+            return float(t[: -len(suffix)]) * cores
+    try:
+        return float(t)
+    except ValueError:
+        raise ValueError(f"not a load: {text!r} (expected e.g. 8 or 2/core)") from None
+
+
+def env_example() -> str:
+    """Render `.env.example` from the field docs so it never drifts from the code."""
+    lines = ["# cc_executor settings. Every variable is optional; shown with its default.", ""]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, list):
+            default = ",".join(default)
+        elif isinstance(default, bool):
+            default = "1" if default else "0"
+        elif default is None:
+            default = ""
+        if name == "run_dir":
+            default = ""
+        lines.append(f"# {field.description}")
+        lines.append(f"{ENV_PREFIX}{name.upper()}={default}")
+        lines.append("")
+    return "\n".join(lines)
