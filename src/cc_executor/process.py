@@ -1,0 +1,651 @@
+"""The process runner: start a command, stream its output in batches, control it, end it once.
+
+This module knows nothing of WebSockets; the service, the harness and `safe_run` all use it.
+
+How it works, and why:
+
+* `subprocess.Popen` with `start_new_session=True` (own session and process group), stdin
+  /dev/null unless input is given, then `os.pidfd_open` watched by the event loop for the exit.
+  That is ~10x cheaper than asyncio's subprocess transport with a child watcher, and it never
+  reaps anybody else's children.
+* stdout and stderr are read with `loop.add_reader` on the raw, non-blocking pipe descriptors
+  (never `connect_read_pipe`, which double-closes descriptors under uvloop: MagicStack/uvloop#763).
+  There is no line splitting anywhere, so no line is ever too long.
+* Output is cut into batches of at most `batch_bytes`, flushed after `batch_interval` when a
+  producer is slow, and at once when a stream ends. A cut never splits a UTF-8 character (an
+  incomplete tail waits for its next bytes; invalid bytes are passed through as they are: batches
+  are `bytes`, so nothing is lost). Every batch carries its stream, a run-wide sequence number and
+  its byte offset within its stream.
+* Back-pressure: when more than `max_buffer` bytes wait for the consumer, the runner stops reading
+  the pipes; the child then blocks in `write()` once the pipe is full. Reading resumes when the
+  consumer has taken half of it. Memory is therefore bounded by `max_buffer` plus one read. Time
+  spent held back this way, or paused, does not count as a stall.
+* Exactly one `RunEnd` per run, after every batch. Ending kills the whole tree (see `tree`):
+  SIGTERM to the group and to escaped descendants, `kill_grace`, SIGKILL, then reap. When the
+  leader exits by itself, anything it left in its group is ended the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import errno
+import fcntl
+import os
+import shlex
+import signal
+import subprocess
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from . import tree
+from .registry import Registry
+
+Stream = Literal["stdout", "stderr"]
+
+_READ_SIZE = 1 << 20
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_PIPE_SIZE = 1 << 20
+
+
+class EndReason(str, enum.Enum):
+    EXITED = "exited"
+    SIGNALLED = "signalled"
+    TIMEOUT = "timeout"
+    STALLED = "stalled"
+    CANCELLED = "cancelled"
+    SHUTDOWN = "shutdown"
+
+
+class SpawnError(Exception):
+    """The command could not be started (not found, not executable, bad cwd...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutputBatch:
+    stream: Stream
+    seq: int
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    reason: EndReason
+    exit_code: int
+    """The exit status, or the negative signal number when a signal ended the leader."""
+    signal: int | None
+    duration: float
+    stdout_bytes: int
+    stderr_bytes: int
+    batches: int
+    killed: int = 0
+    """How many processes the runner had to signal (0 for a clean exit)."""
+    leftover_pipe: bool = False
+    """A process outside our reach kept a pipe open; it was closed without EOF."""
+
+
+@dataclass
+class RunSpec:
+    """What to run. Exactly one of `argv` and `shell`."""
+
+    argv: Sequence[str] | None = None
+    shell: str | None = None
+    cwd: str | None = None
+    env: Mapping[str, str | None] | None = None
+    """Overrides on top of the inherited environment; None removes a variable."""
+    inherit_env: bool = True
+    input: bytes | None = None
+    timeout: float | None = None
+    stall_timeout: float | None = None
+    kill_grace: float = 3.0
+    capture: bool = True
+    """False: the child writes straight to our stdout/stderr (no batches, no stall detection)."""
+    batch_bytes: int = 64 * 1024
+    batch_interval: float = 0.010
+    max_buffer: int = 4 * 1024 * 1024
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+
+    def resolved_argv(self) -> list[str]:
+        if (self.argv is None) == (self.shell is None):
+            raise ValueError("give exactly one of argv and shell")
+        if self.shell is not None:
+            return ["/bin/sh", "-c", self.shell]
+        argv = list(self.argv or [])
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise ValueError("argv must be a non-empty list of strings")
+        return argv
+
+
+def build_env(spec: RunSpec, marker: str) -> dict[str, str]:
+    env = dict(os.environ) if spec.inherit_env else {}
+    for key, value in (spec.env or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    # A CLI started from inside a Claude Code session refuses to run nested.
+    env.pop("CLAUDECODE", None)
+    env[tree.MARKER_VAR] = marker
+    return env
+
+
+def utf8_cut(buf: bytes | bytearray, n: int) -> int:
+    """Largest cut <= n that does not end inside a (well-formed-looking) UTF-8 sequence."""
+    if n >= len(buf):
+        n = len(buf)
+    for back in range(1, 4):
+        i = n - back
+        if i < 0:
+            break
+        c = buf[i]
+        if c & 0xC0 == 0x80:
+            continue
+        if c >= 0xC0:
+            need = 2 if c < 0xE0 else 3 if c < 0xF0 else 4
+            if back < need:
+                return i
+        break
+    return n
+
+
+class _StreamState:
+    __slots__ = ("name", "fd", "pending", "offset", "total", "eof", "reading")
+
+    def __init__(self, name: Stream, fd: int):
+        self.name = name
+        self.fd = fd
+        self.pending = bytearray()
+        self.offset = 0
+        self.total = 0
+        self.eof = False
+        self.reading = False
+
+
+class Run:
+    """One running command. Create with `start()`; consume with `events()` or `output()`."""
+
+    def __init__(self, spec: RunSpec, registry: Registry | None = None):
+        self.spec = spec
+        self.run_id = spec.run_id
+        self.argv = spec.resolved_argv()
+        self.pid = -1
+        self.pgid = -1
+        self.started_at = 0.0
+        self.paused = False
+        self._registry = registry
+        self._loop = asyncio.get_running_loop()
+        self._proc: subprocess.Popen | None = None
+        self._streams: list[_StreamState] = []
+        self._batches: deque[OutputBatch] = deque()
+        self._queued = 0
+        self._seq = 0
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._wakeup = asyncio.Event()
+        self._exit_fut: asyncio.Future[int] = self._loop.create_future()
+        self._end_fut: asyncio.Future[RunEnd] = self._loop.create_future()
+        self._end: RunEnd | None = None
+        self._end_request: EndReason | None = None
+        self._kill_task: asyncio.Task | None = None
+        self._killed = 0
+        self._held_back = False
+        self._force_read = False
+        self._last_activity = 0.0
+        self._eof_event = asyncio.Event()
+        self._pidfd = -1
+        self._stdin_fd = -1
+        self._stdin_data = memoryview(spec.input or b"")
+        self._tasks: list[asyncio.Task] = []
+        self._consumed = False
+
+    # ---- start -----------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        spec = self.spec
+        env = build_env(spec, self.run_id)
+        pipe = subprocess.PIPE if spec.capture else None
+        try:
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE if spec.input is not None else subprocess.DEVNULL,
+                stdout=pipe,
+                stderr=pipe,
+                cwd=spec.cwd,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+                bufsize=0,
+            )
+        except FileNotFoundError as e:
+            missing = spec.cwd if spec.cwd and not os.path.isdir(spec.cwd) else self.argv[0]
+            what = "working directory" if missing == spec.cwd else "executable"
+            raise SpawnError(f"{what} not found: {missing}") from e
+        except PermissionError as e:
+            raise SpawnError(f"permission denied: {e.filename or self.argv[0]}") from e
+        except NotADirectoryError as e:
+            raise SpawnError(f"not a directory: {spec.cwd}") from e
+        except OSError as e:
+            raise SpawnError(f"cannot start {self.argv[0]}: {e.strerror or e}") from e
+        proc = self._proc
+        self.pid = self.pgid = proc.pid
+        self.started_at = time.time()
+        self._t0 = time.monotonic()
+        self._last_activity = self._t0
+        if self._registry is not None:
+            self._registry.add(self.run_id, self.pid, self.argv, spec.cwd, self.run_id)
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+            self._loop.add_reader(self._pidfd, self._on_exit)
+        except (AttributeError, OSError):
+            self._pidfd = -1
+            self._tasks.append(self._loop.create_task(self._wait_in_thread()))
+        if spec.capture:
+            for name, f in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+                fd = f.fileno()
+                os.set_blocking(fd, False)
+                try:
+                    fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+                except OSError:
+                    pass
+                st = _StreamState(name, fd)  # type: ignore[arg-type]
+                self._streams.append(st)
+                self._start_reading(st)
+        if spec.input is not None:
+            self._stdin_fd = proc.stdin.fileno()
+            os.set_blocking(self._stdin_fd, False)
+            self._loop.add_writer(self._stdin_fd, self._on_writable)
+        self._tasks.append(self._loop.create_task(self._lifecycle()))
+        if spec.timeout is not None or (spec.stall_timeout is not None and spec.capture):
+            self._tasks.append(self._loop.create_task(self._watchdog()))
+
+    async def _wait_in_thread(self) -> None:
+        rc = await asyncio.to_thread(self._proc.wait)
+        if not self._exit_fut.done():
+            self._exit_fut.set_result(rc)
+
+    def _on_exit(self) -> None:
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
+        rc = self._proc.wait()
+        if not self._exit_fut.done():
+            self._exit_fut.set_result(rc)
+
+    # ---- stdin ------------------------------------------------------------------------------
+
+    def _on_writable(self) -> None:
+        try:
+            n = os.write(self._stdin_fd, self._stdin_data[: 1 << 16])
+            self._stdin_data = self._stdin_data[n:]
+        except BlockingIOError:
+            return
+        except OSError:  # the child closed its stdin (EPIPE): it does not want the rest
+            self._stdin_data = memoryview(b"")
+        if not self._stdin_data:
+            self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        if self._stdin_fd >= 0:
+            self._loop.remove_writer(self._stdin_fd)
+            self._proc.stdin.close()
+            self._stdin_fd = -1
+
+    # ---- output -----------------------------------------------------------------------------
+
+    def _start_reading(self, st: _StreamState) -> None:
+        if not st.eof and not st.reading:
+            self._loop.add_reader(st.fd, self._on_readable, st)
+            st.reading = True
+
+    def _stop_reading(self, st: _StreamState) -> None:
+        if st.reading:
+            self._loop.remove_reader(st.fd)
+            st.reading = False
+
+    def _on_readable(self, st: _StreamState) -> None:
+        try:
+            data = os.read(st.fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._stop_reading(st)
+            st.eof = True
+            self._cut(st, "final")
+            if all(s.eof for s in self._streams):
+                self._eof_event.set()
+            return
+        self._last_activity = time.monotonic()
+        st.pending += data
+        st.total += len(data)
+        self._queued += len(data)
+        if len(st.pending) >= self.spec.batch_bytes:
+            self._cut(st, "full")
+        if st.pending and self._flush_handle is None:
+            self._flush_handle = self._loop.call_later(self.spec.batch_interval, self._on_flush)
+        if self._queued > self.spec.max_buffer and not self._force_read:
+            self._hold_back()
+
+    def _on_flush(self) -> None:
+        self._flush_handle = None
+        for st in self._streams:
+            if st.pending:
+                self._cut(st, "flush")
+        if any(st.pending for st in self._streams) and self._flush_handle is None:
+            # Only an incomplete UTF-8 tail is left: look again after the next interval.
+            self._flush_handle = self._loop.call_later(self.spec.batch_interval, self._on_flush)
+
+    def _cut(self, st: _StreamState, mode: Literal["full", "flush", "final"]) -> None:
+        """Move batches from pending to the queue.
+
+        full: only whole `batch_bytes` batches; flush: all but an incomplete UTF-8 tail;
+        final: everything (the stream ended, so an incomplete tail is just invalid bytes).
+        """
+        size = self.spec.batch_bytes
+        pending = st.pending
+        made = False
+        while pending:
+            n = min(len(pending), size)
+            if mode == "full" and n < size:
+                break
+            if mode != "final" or n < len(pending):
+                n = utf8_cut(pending, n)
+            if n <= 0:
+                break
+            data = bytes(pending[:n])
+            del pending[:n]
+            self._batches.append(OutputBatch(st.name, self._seq, st.offset, data))
+            self._seq += 1
+            st.offset += n
+            made = True
+        if made:
+            self._wakeup.set()
+
+    def _hold_back(self) -> None:
+        self._held_back = True
+        for st in self._streams:
+            self._stop_reading(st)
+
+    def _consumer_took(self, n: int) -> None:
+        self._queued -= n
+        if self._held_back and self._queued <= self.spec.max_buffer // 2:
+            self._held_back = False
+            # Time spent held back is the consumer's, not a stall of the child.
+            self._last_activity = time.monotonic()
+            for st in self._streams:
+                self._start_reading(st)
+
+    # ---- consumer API -------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[OutputBatch | RunEnd]:
+        """Every batch in order, then the RunEnd. Only one consumer may iterate."""
+        if self._consumed:
+            raise RuntimeError("events() may be iterated only once")
+        self._consumed = True
+        while True:
+            while self._batches:
+                batch = self._batches.popleft()
+                self._consumer_took(len(batch.data))
+                yield batch
+            if self._end is not None:
+                yield self._end
+                return
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def output(self) -> AsyncIterator[OutputBatch]:
+        async for ev in self.events():
+            if isinstance(ev, OutputBatch):
+                yield ev
+
+    async def wait(self) -> RunEnd:
+        """The end of the run. Does not consume output: without a consumer, back-pressure
+        holds the child once `max_buffer` bytes wait (use `collect()` to read everything)."""
+        return await asyncio.shield(self._end_fut)
+
+    async def collect(self) -> tuple[bytes, bytes, RunEnd]:
+        """Read everything into memory: for small outputs and tests."""
+        out, err = bytearray(), bytearray()
+        end = None
+        async for ev in self.events():
+            if isinstance(ev, RunEnd):
+                end = ev
+            elif ev.stream == "stdout":
+                out += ev.data
+            else:
+                err += ev.data
+        assert end is not None
+        return bytes(out), bytes(err), end
+
+    @property
+    def done(self) -> bool:
+        return self._end is not None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    # ---- control ----------------------------------------------------------------------------
+
+    def pause(self) -> bool:
+        """SIGSTOP the group. Returns False when the run is not running or already paused."""
+        if self.paused or self._exit_fut.done() or self._end_request is not None:
+            return False
+        tree._signal_all(self.pgid, (), signal.SIGSTOP)
+        self.paused = True
+        return True
+
+    def resume(self) -> bool:
+        if not self.paused or self._exit_fut.done():
+            return False
+        tree._signal_all(self.pgid, (), signal.SIGCONT)
+        self.paused = False
+        self._last_activity = time.monotonic()
+        return True
+
+    def cancel(self, reason: EndReason = EndReason.CANCELLED) -> bool:
+        """Ask for the end: kill the tree. False when the run was already ending."""
+        return self._request_end(reason)
+
+    def shutdown(self) -> bool:
+        return self._request_end(EndReason.SHUTDOWN)
+
+    def _request_end(self, reason: EndReason) -> bool:
+        if self._end_request is not None or self._exit_fut.done():
+            return False
+        self._end_request = reason
+        self._kill_task = self._loop.create_task(self._kill(with_leader=True))
+        return True
+
+    async def _kill(self, with_leader: bool) -> None:
+        pids = tree.snapshot(self.pid if with_leader else None, self.pgid, self.run_id)
+        if with_leader and self._proc.returncode is None:
+            pids.add(self.pid)
+        if not pids and not tree.group_alive(self.pgid):
+            return
+        self._killed += len(pids)
+        await tree.kill_tree(pids, self.pgid, self.spec.kill_grace, keep=frozenset({self.pid}))
+
+    # ---- timers -----------------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        spec = self.spec
+        stall = spec.stall_timeout if spec.capture else None
+        while not self._exit_fut.done() and self._end_request is None:
+            now = time.monotonic()
+            deadlines = []
+            if spec.timeout is not None:
+                if now - self._t0 >= spec.timeout:
+                    self._request_end(EndReason.TIMEOUT)
+                    return
+                deadlines.append(self._t0 + spec.timeout)
+            if stall is not None:
+                if self.paused or self._held_back:
+                    self._last_activity = now
+                elif now - self._last_activity >= stall:
+                    self._request_end(EndReason.STALLED)
+                    return
+                deadlines.append(self._last_activity + stall)
+            delay = max(0.005, min(deadlines) - now) if deadlines else 1.0
+            if stall is not None:
+                delay = min(delay, max(0.05, stall / 4))
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exit_fut), delay)
+            except asyncio.TimeoutError:
+                pass
+
+    # ---- the one end --------------------------------------------------------------------------
+
+    async def _lifecycle(self) -> None:
+        try:
+            rc = await self._exit_fut
+            if self._kill_task is not None:
+                await self._kill_task
+            elif tree.group_alive(self.pgid):
+                # The leader is gone but left work in its group: end it, it is an orphan now.
+                await self._kill(with_leader=False)
+            self._close_stdin()
+            await self._drain()
+            if tree.is_subreaper():
+                await self._sweep_adopted()
+        finally:
+            self._finish(self._proc.returncode if self._proc else -1)
+
+    async def _drain(self) -> None:
+        """Read what is left in the pipes. Writers are dead, so it is bounded by the pipe size."""
+        if not self._streams:
+            return
+        self._force_read = True
+        self._held_back = False
+        for st in self._streams:
+            self._start_reading(st)
+        if self._eof_event.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._eof_event.wait(), self.spec.kill_grace)
+            return
+        except asyncio.TimeoutError:
+            pass
+        # Someone outside the group holds a pipe: find it by marker and end it.
+        pids = tree.marked(self.run_id)
+        if pids:
+            self._killed += len(pids)
+            await tree.kill_tree(pids, None, self.spec.kill_grace)
+            try:
+                await asyncio.wait_for(self._eof_event.wait(), 1.0)
+                return
+            except asyncio.TimeoutError:
+                pass
+        self._leftover_pipe = True
+        for st in self._streams:
+            if not st.eof:
+                self._stop_reading(st)
+                st.eof = True
+                self._cut(st, "final")
+
+    async def _sweep_adopted(self) -> None:
+        """As subreaper we inherit orphans: end the ones that belong to this run."""
+        mine = tree.marked(self.run_id, tree.children(os.getpid()))
+        if mine:
+            self._killed += len(mine)
+            await tree.kill_tree(mine, None, self.spec.kill_grace)
+
+    def _finish(self, rc: int | None) -> None:
+        if self._end is not None:
+            return
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        for st in self._streams:
+            self._stop_reading(st)
+            if st.pending:
+                self._cut(st, "final")
+        for f in (self._proc.stdout, self._proc.stderr) if self._proc else ():
+            if f is not None:
+                f.close()
+        if self._pidfd >= 0:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        rc = -1 if rc is None else rc
+        if self._end_request is not None:
+            reason = self._end_request
+        elif rc < 0:
+            reason = EndReason.SIGNALLED
+        else:
+            reason = EndReason.EXITED
+        by_name = {s.name: s.total for s in self._streams}
+        self._end = RunEnd(
+            reason=reason,
+            exit_code=rc,
+            signal=-rc if rc < 0 else None,
+            duration=time.monotonic() - self._t0,
+            stdout_bytes=by_name.get("stdout", 0),
+            stderr_bytes=by_name.get("stderr", 0),
+            batches=self._seq,
+            killed=self._killed,
+            leftover_pipe=getattr(self, "_leftover_pipe", False),
+        )
+        if self._registry is not None:
+            self._registry.remove(self.run_id)
+        for t in self._tasks:
+            if t is not asyncio.current_task() and not t.done():
+                t.cancel()
+        self._end_fut.set_result(self._end)
+        self._wakeup.set()
+
+
+async def start(spec: RunSpec, registry: Registry | None = None) -> Run:
+    """Start `spec` and return its `Run`. Raises SpawnError when it cannot start."""
+    run = Run(spec, registry)
+    run._spawn()
+    return run
+
+
+def split_command(command: str) -> list[str]:
+    """shlex split with a clear error, for callers that take a command string."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as e:
+        raise ValueError(f"cannot split command: {e}") from None
+    if not argv:
+        raise ValueError("command is empty")
+    return argv
+
+
+class ProcessRunner:
+    """All runs of one owner (the service, a harness), with a shared registry and shutdown."""
+
+    def __init__(self, run_dir: str | os.PathLike[str] | None = None, *, reap_stale: bool = True):
+        self.registry = Registry(run_dir) if run_dir else None
+        self.runs: dict[str, Run] = {}
+        self.reaped: list[dict] = []
+        if self.registry is not None and reap_stale:
+            self.reaped = self.registry.reap_stale()
+
+    async def start(self, spec: RunSpec) -> Run:
+        run = await start(spec, self.registry)
+        self.runs[run.run_id] = run
+        run._end_fut.add_done_callback(lambda _f, rid=run.run_id: self.runs.pop(rid, None))
+        return run
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """End every live run (reason shutdown) and wait for their ends."""
+        runs = list(self.runs.values())
+        for run in runs:
+            run.shutdown()
+        if runs:
+            await asyncio.wait([asyncio.ensure_future(r.wait()) for r in runs], timeout=timeout)
+
+
+__all__ = [
+    "EndReason", "OutputBatch", "ProcessRunner", "Run", "RunEnd", "RunSpec", "SpawnError",
+    "build_env", "split_command", "start", "utf8_cut",
+]
+
+_ = errno  # reserved for finer spawn errors
