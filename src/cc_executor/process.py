@@ -629,7 +629,12 @@ class ProcessRunner:
             self.reaped = self.registry.reap_stale()
 
     async def start(self, spec: RunSpec) -> Run:
-        run = await start(spec, self.registry)
+        return self.start_nowait(spec)
+
+    def start_nowait(self, spec: RunSpec) -> Run:
+        """Spawn now (the spawn itself is synchronous); must be called with a running loop."""
+        run = Run(spec, self.registry)
+        run._spawn()
         self.runs[run.run_id] = run
         run._end_fut.add_done_callback(lambda _f, rid=run.run_id: self.runs.pop(rid, None))
         return run

@@ -1,0 +1,142 @@
+"""`python -m cc_executor`: serve the executor on 127.0.0.1:8004 and print its WebSocket URL.
+
+Flags override the environment and `.env` (see `settings`). A non-loopback `--host` without a
+token stops here, before anything is bound. SIGTERM/SIGINT end every job's tree, tell connected
+clients (`process.completed`, reason `shutdown`), then exit 0; a second SIGINT forces the exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import signal
+import sys
+
+import uvicorn
+
+from .settings import Settings
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m cc_executor", description=__doc__.splitlines()[0])
+    p.add_argument("--host", help="address to bind (CC_EXECUTOR_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port; 0 picks a free one (CC_EXECUTOR_PORT, 8004)")
+    p.add_argument("--token", help="bearer token required to connect (CC_EXECUTOR_TOKEN)")
+    p.add_argument("--allow", action="append", metavar="CMD",
+                   help="allow this executable too; repeatable (CC_EXECUTOR_ALLOW, default claude)")
+    p.add_argument("--shell", action="store_true", default=None,
+                   help="run `command` strings through sh -c: UNSAFE (CC_EXECUTOR_SHELL=1)")
+    p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                   help="accept WebSocket upgrades from this browser Origin; repeatable")
+    p.add_argument("--log-dir", help="job event logs (CC_EXECUTOR_LOG_DIR, default logs)")
+    p.add_argument("--run-dir", help="live-run registry (CC_EXECUTOR_RUN_DIR)")
+    p.add_argument("--max-load", help="queue jobs above this 1-min load: 8 or 2/core")
+    p.add_argument("--min-free-mem", help="queue jobs below this free memory, e.g. 512M")
+    p.add_argument("--no-throttle", action="store_true", help="never queue for host load")
+    p.add_argument("--kill-grace", type=float, help="seconds between SIGTERM and SIGKILL")
+    p.add_argument("--env-file", default=".env", help="dotenv file to read (default .env)")
+    return p.parse_args(argv)
+
+
+def build_settings(ns: argparse.Namespace) -> Settings:
+    overrides = {
+        "host": ns.host, "port": ns.port, "token": ns.token, "shell": ns.shell,
+        "log_dir": ns.log_dir, "run_dir": ns.run_dir, "max_load": ns.max_load,
+        "min_free_mem": ns.min_free_mem, "kill_grace": ns.kill_grace,
+    }
+    if ns.no_throttle:
+        overrides["throttle"] = False
+    base = Settings.from_env(dotenv_path=ns.env_file)
+    if ns.allow:
+        overrides["allow"] = [*base.allow, *ns.allow]
+    if ns.allow_origin:
+        overrides["allow_origin"] = [*base.allow_origin, *ns.allow_origin]
+    return Settings.from_env(dotenv_path=ns.env_file, **overrides)
+
+
+class _Server(uvicorn.Server):
+    """First SIGTERM/SIGINT: end the jobs and tell their clients, then stop serving."""
+
+    def __init__(self, config: uvicorn.Config, app):
+        super().__init__(config)
+        self._app = app
+        self._ending = False
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if self._ending:
+            if sig == signal.SIGINT:
+                self.force_exit = True
+            return
+        self._ending = True
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._graceful()))
+
+    async def _graceful(self) -> None:
+        try:
+            await self._app.state.service.stop()
+        finally:
+            self.should_exit = True
+
+
+async def serve(settings: Settings) -> int:
+    from .server import create_app  # noqa: PLC0415 - keep `--help` fast
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="on",
+        ws_max_size=settings.max_frame * 4,
+        ws_ping_interval=settings.ping_interval,
+        ws_ping_timeout=settings.ping_timeout,
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=settings.kill_grace + 15,
+    )
+    server = _Server(config, app)
+    task = asyncio.ensure_future(server.serve())
+    while not server.started and not task.done():
+        await asyncio.wait({task}, timeout=0.01)
+    if task.done():
+        task.result()
+        return 1
+    sock = server.servers[0].sockets[0]
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"ws://{shown}:{port}/ws", flush=True)
+    await task
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parse_args(argv)
+    try:
+        settings = build_settings(ns)
+    except ValueError as e:
+        print(f"cc_executor: invalid setting: {e}", file=sys.stderr)
+        return 2
+    if not is_loopback(settings.host) and not settings.token:
+        print(f"cc_executor: refusing to listen on non-loopback host {settings.host!r} without a "
+              "token; set --token or CC_EXECUTOR_TOKEN", file=sys.stderr)
+        return 2
+    try:
+        import uvloop  # noqa: PLC0415
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    return runner(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,440 @@
+"""Jobs: what an `execute` request becomes, between the transport and the process runner.
+
+The server (transport: WebSocket, auth, frames) hands validated requests here; this module decides
+whether a command may run (allow-list, shell mode), adapts Claude invocations, admits or queues the
+job (limits, host load), pumps the run's output to the job's sink as protocol notifications, and
+guarantees one `process.completed` per job whatever happens. It knows nothing of WebSockets: a sink
+is just `async (text) -> None`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import protocol
+from .process import EndReason, OutputBatch, ProcessRunner, Run, RunEnd, RunSpec, SpawnError
+from .process import split_command
+from .settings import Settings
+
+Sink = Callable[[str], Awaitable[None]]
+AdmissionCheck = Callable[[], tuple[bool, str]]
+
+log = logging.getLogger("cc_executor.jobs")
+
+PROJECT_BIN = Path(__file__).resolve().parents[2] / "node_modules" / ".bin"
+
+
+class JobError(Exception):
+    """A request that cannot be honoured: carries the protocol error code."""
+
+    def __init__(self, code: int, message: str, data: dict | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+def search_path() -> str:
+    """PATH plus the project's own node_modules/.bin, where the pinned claude lives."""
+    path = os.environ.get("PATH", os.defpath)
+    if PROJECT_BIN.is_dir():
+        path = f"{path}{os.pathsep}{PROJECT_BIN}"
+    return path
+
+
+def find_claude(configured: str | None = None) -> str | None:
+    if configured:
+        return shutil.which(configured) or (configured if os.access(configured, os.X_OK) else None)
+    return shutil.which("claude", path=search_path())
+
+
+class AllowList:
+    """Executables that may run, compared by real path so `/tmp/x/claude` is not `claude`."""
+
+    def __init__(self, names: list[str], claude_path: str | None = None):
+        self.names = list(names)
+        self.real: dict[str, str] = {}
+        for name in names:
+            found = find_claude(claude_path) if name == "claude" else shutil.which(
+                name, path=search_path())
+            if found:
+                self.real[os.path.realpath(found)] = name
+
+    def resolve(self, argv0: str) -> str:
+        """The absolute path to exec, or JobError naming why it is refused."""
+        found = shutil.which(argv0, path=search_path()) if os.sep not in argv0 else argv0
+        if not found or not os.path.exists(found):
+            if argv0 in self.names:
+                raise JobError(protocol.SPAWN_FAILED, f"executable not found: {argv0}",
+                               {"executable": argv0})
+            raise JobError(protocol.COMMAND_NOT_ALLOWED,
+                           f"command not allowed: {argv0} (allowed: {', '.join(self.names)})",
+                           {"executable": argv0, "allowed": self.names})
+        real = os.path.realpath(found)
+        if real not in self.real:
+            raise JobError(protocol.COMMAND_NOT_ALLOWED,
+                           f"command not allowed: {argv0} (allowed: {', '.join(self.names)})",
+                           {"executable": argv0, "allowed": self.names})
+        return found
+
+    def is_claude(self, path: str) -> bool:
+        return self.real.get(os.path.realpath(path)) == "claude"
+
+
+def adapt_claude_argv(argv: list[str]) -> list[str]:
+    """`--output-format stream-json` with `-p` needs `--verbose`; add it when missing."""
+    wants_stream = False
+    for i, a in enumerate(argv):
+        if a == "--output-format" and i + 1 < len(argv) and argv[i + 1] == "stream-json":
+            wants_stream = True
+        elif a == "--output-format=stream-json":
+            wants_stream = True
+    if wants_stream and "--verbose" not in argv:
+        return [*argv, "--verbose"]
+    return argv
+
+
+@dataclass
+class Job:
+    job_id: str
+    owner: Any
+    sink: Sink
+    argv: list[str]
+    spec: RunSpec
+    is_claude: bool
+    state: str = "queued"  # queued -> running -> ended
+    run: Run | None = None
+    queued_at: float = field(default_factory=time.monotonic)
+    queue_reason: str = ""
+    started_at: float | None = None
+    completed: bool = False
+    sink_broken: bool = False
+    pump: asyncio.Task | None = None
+
+    def describe(self) -> dict:
+        d = {"job_id": self.job_id, "state": self.state, "argv": self.argv,
+             "pid": self.run.pid if self.run else None,
+             "pgid": self.run.pgid if self.run else None,
+             "started_at": self.run.started_at if self.run else None}
+        if self.run is not None and self.run.paused:
+            d["state"] = "paused"
+        return d
+
+
+class JobManager:
+    def __init__(self, settings: Settings, runner: ProcessRunner,
+                 admission: AdmissionCheck | None = None):
+        self.settings = settings
+        self.runner = runner
+        self.admission = admission
+        self.allow = AllowList(settings.allow, settings.claude_path)
+        self.jobs: dict[str, Job] = {}
+        self.queue: collections.deque[Job] = collections.deque()
+        self.running = 0
+        self.event_log = logging.getLogger("cc_executor.events")
+        self._queue_timer: asyncio.Task | None = None
+        self._closing = False
+
+    # ---- building a job ------------------------------------------------------------------
+
+    def prepare(self, params: protocol.ExecuteParams) -> tuple[list[str], RunSpec, bool]:
+        s = self.settings
+        shell = None
+        if params.command is not None and s.shell:
+            argv = ["/bin/sh", "-c", params.command]
+            shell = params.command
+            is_claude = False
+        else:
+            if params.command is not None:
+                try:
+                    argv = split_command(params.command)
+                except ValueError as e:
+                    raise JobError(protocol.INVALID_PARAMS, f"params.command: {e}",
+                                   {"field": "command"}) from None
+            else:
+                argv = list(params.args)
+            exe = self.allow.resolve(argv[0])
+            is_claude = self.allow.is_claude(exe)
+            argv = [exe, *argv[1:]]
+            if is_claude:
+                argv = adapt_claude_argv(argv)
+        env = dict(params.env or {})
+        if is_claude and s.is_sandbox:
+            env.setdefault("IS_SANDBOX", "1")
+        if params.cwd is not None and not os.path.isdir(params.cwd):
+            raise JobError(protocol.SPAWN_FAILED, f"working directory not found: {params.cwd}",
+                           {"field": "cwd"})
+        timeout = params.timeout if params.timeout is not None else s.default_timeout
+        spec = RunSpec(
+            argv=None if shell is not None else argv,
+            shell=shell,
+            cwd=params.cwd,
+            env=env,
+            input=params.input.encode() if params.input is not None else None,
+            timeout=timeout,
+            stall_timeout=params.stall_timeout,
+            kill_grace=s.kill_grace,
+            batch_bytes=s.batch_bytes,
+            batch_interval=s.batch_interval,
+            max_buffer=s.max_buffer,
+        )
+        return argv, spec, is_claude
+
+    def owner_jobs(self, owner: Any) -> list[Job]:
+        return [j for j in self.jobs.values() if j.owner is owner]
+
+    def submit(self, owner: Any, params: protocol.ExecuteParams, sink: Sink) -> Job:
+        """Validate and register a job. The caller answers the request, then calls `begin`."""
+        if self._closing:
+            raise JobError(protocol.TOO_MANY_JOBS, "server is shutting down")
+        argv, spec, is_claude = self.prepare(params)
+        mine = len(self.owner_jobs(owner))
+        if mine >= self.settings.max_jobs_per_connection:
+            raise JobError(protocol.TOO_MANY_JOBS,
+                           f"too many jobs on this connection ({mine}, limit "
+                           f"{self.settings.max_jobs_per_connection})",
+                           {"limit": self.settings.max_jobs_per_connection})
+        job = Job(uuid.uuid4().hex[:12], owner, sink, argv, spec, is_claude)
+        ok, reason = self._may_start()
+        if not ok and len(self.queue) >= self.settings.max_queue:
+            raise JobError(protocol.TOO_MANY_JOBS,
+                           f"queue is full ({len(self.queue)} waiting); {reason}",
+                           {"limit": self.settings.max_queue})
+        self.jobs[job.job_id] = job
+        if ok and not self.queue:
+            self._spawn(job)  # may raise JobError: spawn failed
+        else:
+            job.queue_reason = reason or "waiting behind earlier jobs"
+            self.queue.append(job)
+            self._ensure_queue_timer()
+        return job
+
+    def result_of(self, job: Job) -> dict:
+        if job.state == "queued":
+            return {"status": "queued", "job_id": job.job_id,
+                    "position": self.position(job), "reason": job.queue_reason}
+        return {"status": "started", "job_id": job.job_id, "pid": job.run.pid,
+                "pgid": job.run.pgid, "argv": job.argv}
+
+    async def begin(self, job: Job) -> None:
+        """Send what follows the execute response: process.queued or process.started."""
+        if job.state == "queued":
+            await self._send(job, protocol.notification_json("process.queued", {
+                "job_id": job.job_id, "position": self.position(job), "reason": job.queue_reason}))
+        elif job.run is not None:
+            job.pump = asyncio.get_running_loop().create_task(self._announce_and_pump(job))
+
+    def position(self, job: Job) -> int:
+        try:
+            return self.queue.index(job) + 1
+        except ValueError:
+            return 0
+
+    # ---- admission -------------------------------------------------------------------------
+
+    def _may_start(self) -> tuple[bool, str]:
+        if self.running >= self.settings.max_jobs:
+            return False, f"{self.running} jobs running (limit {self.settings.max_jobs})"
+        if self.admission is not None:
+            return self.admission()
+        return True, ""
+
+    def pump_queue(self) -> None:
+        """Start queued jobs in FIFO order while capacity and load allow. No job overtakes."""
+        while self.queue and not self._closing:
+            ok, reason = self._may_start()
+            if not ok:
+                for j in self.queue:
+                    j.queue_reason = reason
+                return
+            job = self.queue.popleft()
+            try:
+                self._spawn(job)
+            except JobError as e:
+                asyncio.get_running_loop().create_task(self._complete_unstarted(
+                    job, "spawn_failed", e.message, e.code))
+                continue
+            job.pump = asyncio.get_running_loop().create_task(self._announce_and_pump(job))
+
+    def _ensure_queue_timer(self) -> None:
+        if self._queue_timer is None or self._queue_timer.done():
+            self._queue_timer = asyncio.get_running_loop().create_task(self._watch_queue())
+
+    async def _watch_queue(self) -> None:
+        """Expire jobs that waited too long, and retry admission as the host recovers."""
+        while self.queue:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            for job in [j for j in self.queue if now - j.queued_at > self.settings.queue_timeout]:
+                self.queue.remove(job)
+                await self._complete_unstarted(
+                    job, "queue_timeout",
+                    f"waited {self.settings.queue_timeout:.0f}s in the queue: {job.queue_reason}",
+                    protocol.QUEUE_TIMEOUT)
+            self.pump_queue()
+
+    # ---- running ----------------------------------------------------------------------------
+
+    def _spawn(self, job: Job) -> None:
+        try:
+            job.run = self.runner.start_nowait(job.spec)
+        except SpawnError as e:
+            job.run = None
+            self.jobs.pop(job.job_id, None)
+            raise JobError(protocol.SPAWN_FAILED, str(e), {"argv": job.argv}) from None
+        job.state = "running"
+        job.started_at = time.monotonic()
+        self.running += 1
+        self._log("started", job, pid=job.run.pid, pgid=job.run.pgid, argv0=job.argv[0])
+
+    async def _announce_and_pump(self, job: Job) -> None:
+        run = job.run
+        await self._send(job, protocol.notification_json("process.started", {
+            "job_id": job.job_id, "pid": run.pid, "pgid": run.pgid, "argv": job.argv}))
+        await self._pump(job)
+
+    async def _pump(self, job: Job) -> None:
+        run = job.run
+        end: RunEnd | None = None
+        try:
+            async for ev in run.events():
+                if isinstance(ev, OutputBatch):
+                    if not job.sink_broken:
+                        await self._send(job, protocol.encode_output(
+                            job.job_id, ev.stream, ev.seq, ev.offset, ev.data))
+                else:
+                    end = ev
+        finally:
+            if end is None:  # the pump itself was cancelled: make sure the run ends
+                run.cancel()
+                end = await run.wait()
+            self.running -= 1
+            job.state = "ended"
+            await self._complete(job, end)
+            self.pump_queue()
+
+    async def _send(self, job: Job, text: str) -> None:
+        if job.sink_broken:
+            return
+        try:
+            await job.sink(text)
+        except Exception:  # the client went away: keep draining so the run can end
+            job.sink_broken = True
+
+    async def _complete(self, job: Job, end: RunEnd) -> None:
+        if job.completed:
+            return
+        job.completed = True
+        reason = end.reason.value
+        if end.reason is EndReason.EXITED:
+            status = "completed" if end.exit_code == 0 else "failed"
+        else:
+            status = reason
+        params = {"job_id": job.job_id, "status": status, "reason": reason,
+                  "exit_code": end.exit_code, "signal": end.signal,
+                  "duration": round(end.duration, 6), "stdout_bytes": end.stdout_bytes,
+                  "stderr_bytes": end.stderr_bytes}
+        self._log("completed", job, reason=reason, exit_code=end.exit_code,
+                  duration=round(end.duration, 4), stdout_bytes=end.stdout_bytes,
+                  stderr_bytes=end.stderr_bytes, killed=end.killed,
+                  pid=job.run.pid if job.run else None)
+        await self._send(job, protocol.notification_json("process.completed", params))
+        self.jobs.pop(job.job_id, None)
+
+    async def _complete_unstarted(self, job: Job, reason: str, message: str, code: int) -> None:
+        job.state = "ended"
+        job.completed = True
+        self._log("completed", job, reason=reason, message=message)
+        await self._send(job, protocol.notification_json("process.completed", {
+            "job_id": job.job_id, "status": reason, "reason": reason, "exit_code": -1,
+            "signal": None, "duration": 0.0, "stdout_bytes": 0, "stderr_bytes": 0,
+            "message": message, "code": code}))
+        self.jobs.pop(job.job_id, None)
+
+    # ---- control ----------------------------------------------------------------------------
+
+    def find(self, owner: Any, job_id: str | None) -> Job:
+        mine = [j for j in self.owner_jobs(owner) if j.state != "ended"]
+        if job_id is None:
+            if len(mine) == 1:
+                return mine[0]
+            if not mine:
+                raise JobError(protocol.NO_SUCH_JOB, "no job is running on this connection")
+            raise JobError(protocol.INVALID_PARAMS,
+                           f"params.job_id: required when {len(mine)} jobs are live",
+                           {"field": "job_id", "jobs": [j.job_id for j in mine]})
+        for j in self.owner_jobs(owner):
+            if j.job_id == job_id:
+                return j
+        raise JobError(protocol.NO_SUCH_JOB, f"no such job: {job_id}", {"job_id": job_id})
+
+    async def control(self, owner: Any, job_id: str | None, kind: str) -> dict:
+        job = self.find(owner, job_id)
+        if job.state == "queued":
+            if kind == "CANCEL":
+                self.queue.remove(job)
+                await self._complete_unstarted(job, "cancelled", "cancelled while queued",
+                                               protocol.JOB_NOT_RUNNING)
+                return {"status": "cancelled", "job_id": job.job_id}
+            raise JobError(protocol.JOB_NOT_RUNNING, f"job {job.job_id} is queued, not running",
+                           {"job_id": job.job_id, "state": "queued"})
+        run = job.run
+        ok = {"PAUSE": run.pause, "RESUME": run.resume, "CANCEL": run.cancel}[kind]()
+        if not ok:
+            state = "paused" if run.paused else "ending" if run.done or job.state == "ended" \
+                else "running"
+            raise JobError(protocol.JOB_NOT_RUNNING,
+                           f"cannot {kind.lower()} job {job.job_id}: it is {state}",
+                           {"job_id": job.job_id, "state": state})
+        self._log(kind.lower(), job)
+        return {"status": {"PAUSE": "paused", "RESUME": "resumed", "CANCEL": "cancelled"}[kind],
+                "job_id": job.job_id}
+
+    # ---- endings of owners and of the service -------------------------------------------------
+
+    async def end_owner(self, owner: Any) -> None:
+        """The client went away: end its jobs (whole trees) and wait for them."""
+        waits = []
+        for job in self.owner_jobs(owner):
+            job.sink_broken = True
+            if job.state == "queued":
+                self.queue.remove(job)
+                await self._complete_unstarted(job, "cancelled", "client disconnected",
+                                               protocol.JOB_NOT_RUNNING)
+            elif job.run is not None:
+                job.run.cancel()
+                if job.pump is not None:
+                    waits.append(job.pump)
+        if waits:
+            await asyncio.wait(waits, timeout=self.settings.kill_grace + 10)
+
+    async def shutdown(self) -> None:
+        """End every job (reason shutdown), tell clients that are still there, and wait."""
+        self._closing = True
+        for job in list(self.queue):
+            self.queue.remove(job)
+            await self._complete_unstarted(job, "shutdown", "server shutting down",
+                                           protocol.JOB_NOT_RUNNING)
+        waits = []
+        for job in list(self.jobs.values()):
+            if job.run is not None:
+                job.run.shutdown()
+                if job.pump is not None:
+                    waits.append(job.pump)
+        if waits:
+            await asyncio.wait(waits, timeout=self.settings.kill_grace + 10)
+        await self.runner.shutdown(timeout=self.settings.kill_grace + 10)
+
+    def _log(self, event: str, job: Job, **fields) -> None:
+        self.event_log.info(event, extra={"job_event": {"event": event, "job_id": job.job_id,
+                                                        **fields}})

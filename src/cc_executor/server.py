@@ -1,0 +1,277 @@
+"""The transport: FastAPI routes, the WebSocket upgrade checks, and the frame loop.
+
+A thin layer by design. Frames are decoded by `protocol` (no I/O there), requests are carried out
+by `jobs` (no WebSocket there), and processes are run by `process` (nothing of either). What lives
+here is only what needs the socket: who may connect (token, Origin), reading frames, and writing
+replies and notifications one at a time per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import logging.handlers
+import os
+import secrets
+import time
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from . import __version__, protocol, tree
+from .jobs import JobError, JobManager
+from .process import ProcessRunner
+from .settings import Settings
+
+log = logging.getLogger("cc_executor.server")
+
+SUBPROTOCOL = "cc-executor"
+BEARER_PREFIX = "bearer."
+
+
+class _JsonLines(logging.Formatter):
+    """One JSON object per job event. Only fields we put there: never env values or tokens."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = getattr(record, "job_event", None) or {"event": record.getMessage()}
+        return json.dumps({"ts": round(record.created, 3), **event}, default=str)
+
+
+def setup_event_log(log_dir: Path) -> logging.Handler | None:
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            log_dir / "cc_executor.jsonl", maxBytes=10 * 1024**2, backupCount=5)
+    except OSError as e:
+        log.warning("event log disabled: %s", e)
+        return None
+    handler.setFormatter(_JsonLines())
+    events = logging.getLogger("cc_executor.events")
+    events.setLevel(logging.INFO)
+    events.propagate = False
+    events.addHandler(handler)
+    return handler
+
+
+class Connection:
+    """One client. Sends are serialised: frames from several jobs never interleave mid-write."""
+
+    def __init__(self, websocket: WebSocket):
+        self.ws = websocket
+        self.id = uuid.uuid4().hex[:12]
+        self._lock = asyncio.Lock()
+        self.open = True
+
+    async def send(self, text: str) -> None:
+        if not self.open:
+            raise ConnectionError("connection closed")
+        async with self._lock:
+            await self.ws.send_text(text)
+
+
+class Service:
+    """What the routes share: settings, runner, jobs, load monitor, start time."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.started = time.time()
+        self.runner: ProcessRunner | None = None
+        self.jobs: JobManager | None = None
+        self.monitor = None
+        self.connections: set[Connection] = set()
+        self.allowed_origins = set(settings.allow_origin)
+
+    async def start(self) -> None:
+        tree.become_subreaper()
+        setup_event_log(Path(self.settings.log_dir))
+        self.runner = ProcessRunner(self.settings.run_dir)
+        for rec in self.runner.reaped:
+            log.warning("ended a run left by a previous server: %s", rec)
+        admission = None
+        try:
+            from .load import LoadMonitor, decide  # noqa: PLC0415
+        except ImportError:  # pragma: no cover - load module absent
+            LoadMonitor = None
+        if LoadMonitor is not None:
+            self.monitor = LoadMonitor()
+            await self.monitor.start()
+            if self.settings.throttle:
+                max_load = self.settings.max_load_value()
+                floor = self.settings.min_free_mem
+
+                def admission() -> tuple[bool, str]:
+                    d = decide(self.monitor.latest, max_load, floor)
+                    return d.may_start, d.reason
+        self.jobs = JobManager(self.settings, self.runner, admission)
+        if self.monitor is not None and admission is not None:
+            self.monitor.on_sample(lambda _r: self.jobs.pump_queue())
+
+    async def stop(self) -> None:
+        if self.jobs is not None:
+            await self.jobs.shutdown()
+        if self.monitor is not None:
+            await self.monitor.stop()
+
+    def health(self) -> dict[str, Any]:
+        jobs = self.jobs
+        body: dict[str, Any] = {
+            "status": "ok",
+            "version": __version__,
+            "uptime": round(time.time() - self.started, 3),
+            "jobs": {"running": jobs.running if jobs else 0,
+                     "queued": len(jobs.queue) if jobs else 0},
+            "connections": len(self.connections),
+        }
+        if self.monitor is not None and self.monitor.latest is not None:
+            body["load"] = self.monitor.latest.as_dict()
+            body["throttle"] = {"enabled": self.settings.throttle,
+                                "max_load": self.settings.max_load_value(),
+                                "min_free_mem": self.settings.min_free_mem}
+        return body
+
+    # ---- the upgrade checks --------------------------------------------------------------------
+
+    def refuse_reason(self, ws: WebSocket) -> tuple[int, str] | None:
+        origin = ws.headers.get("origin")
+        if origin is not None and origin not in self.allowed_origins:
+            return 403, f"origin not allowed: {origin}"
+        token = self.settings.token
+        if token:
+            offered = self.offered_token(ws)
+            if offered is None:
+                return 401, "missing token: send 'Authorization: Bearer <token>'"
+            if not secrets.compare_digest(offered.encode(), token.encode()):
+                return 401, "invalid token"
+        return None
+
+    @staticmethod
+    def offered_token(ws: WebSocket) -> str | None:
+        auth = ws.headers.get("authorization", "")
+        if auth[:7].lower() == "bearer ":
+            return auth[7:].strip()
+        # Browsers cannot set headers on a WebSocket: they may offer the token as a subprotocol.
+        for proto in ws.scope.get("subprotocols", []):
+            if proto.startswith(BEARER_PREFIX):
+                return proto[len(BEARER_PREFIX):]
+        return None
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title="cc_executor", version=__version__, lifespan=lifespan)
+    app.state.service = service
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        return JSONResponse(service.health())
+
+    async def endpoint(websocket: WebSocket) -> None:
+        refused = service.refuse_reason(websocket)
+        if refused is not None:
+            status, message = refused
+            log.info("refused upgrade from %s: %s", websocket.client, message)
+            await websocket.send_denial_response(
+                JSONResponse({"error": message}, status_code=status))
+            return
+        offered = websocket.scope.get("subprotocols", [])
+        await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        await serve_connection(service, websocket)
+
+    app.add_api_websocket_route("/ws", endpoint)
+    app.add_api_websocket_route("/ws/mcp", endpoint)  # the path older clients use
+    return app
+
+
+async def serve_connection(service: Service, websocket: WebSocket) -> None:
+    conn = Connection(websocket)
+    service.connections.add(conn)
+    s = service.settings
+    try:
+        await conn.send(protocol.notification_json("connected", {
+            "session_id": conn.id,
+            "version": __version__,
+            "capabilities": {
+                "methods": ["execute", "control", "jobs", "ping"],
+                "shell": s.shell,
+                "allow": s.allow,
+                "max_frame": s.max_frame,
+                "batch_bytes": s.batch_bytes,
+            },
+        }))
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            frame = message.get("text")
+            if frame is None:
+                frame = message.get("bytes") or b""
+            await handle_frame(service, conn, frame)
+    except (WebSocketDisconnect, ConnectionError, RuntimeError):
+        pass
+    finally:
+        conn.open = False
+        service.connections.discard(conn)
+        if service.jobs is not None:
+            await service.jobs.end_owner(conn)
+
+
+async def handle_frame(service: Service, conn: Connection, frame: str | bytes) -> None:
+    """Decode one frame and answer it. Never raises: a bad frame gets an error, nothing more."""
+    parsed = protocol.decode_frame(frame, service.settings.max_frame)
+    if isinstance(parsed, protocol.ErrorReply):
+        await conn.send(parsed.to_json())
+        return
+    req = parsed
+    try:
+        result = await dispatch(service, conn, req)
+    except JobError as e:
+        if req.id is not None or not req.is_notification:
+            await conn.send(protocol.error_json(req.id, e.code, e.message, e.data))
+        return
+    except Exception as e:  # a bug of ours must not take the connection down
+        log.exception("internal error handling %s", req.method)
+        if not req.is_notification:
+            await conn.send(protocol.error_json(req.id, protocol.INTERNAL_ERROR,
+                                                f"internal error: {type(e).__name__}"))
+        return
+    if result is not None:
+        reply, after = result
+        if not req.is_notification:
+            await conn.send(protocol.result_json(req.id, reply))
+        if after is not None:
+            await after()
+
+
+async def dispatch(service: Service, conn: Connection, req: protocol.Request):
+    jobs = service.jobs
+    if req.method == "execute":
+        job = jobs.submit(conn, req.params, conn.send)
+        return jobs.result_of(job), (lambda: jobs.begin(job))
+    if req.method == "control":
+        return await jobs.control(conn, req.params.job_id, req.params.type), None
+    if req.method == "jobs":
+        return {"jobs": [j.describe() for j in jobs.owner_jobs(conn)]}, None
+    if req.method == "ping":
+        return {"pong": True, "time": time.time()}, None
+    raise JobError(protocol.METHOD_NOT_FOUND, f"method not found: {req.method}")
+
+
+__all__ = ["create_app", "Service", "SUBPROTOCOL", "BEARER_PREFIX"]
+
+_ = os
