@@ -145,7 +145,7 @@ def utf8_cut(buf: bytes | bytearray, n: int) -> int:
         c = buf[i]
         if c & 0xC0 == 0x80:
             continue
-        if c >= 0xC0:
+        if 0xC2 <= c <= 0xF4:  # a byte that can start a character; others never will: pass
             need = 2 if c < 0xE0 else 3 if c < 0xF0 else 4
             if back < need:
                 return i
@@ -485,7 +485,7 @@ class Run:
                     return
                 deadlines.append(self._t0 + spec.timeout)
             if stall is not None:
-                if self.paused or self._held_back:
+                if self.paused:
                     self._last_activity = now
                 elif now - self._last_activity >= stall:
                     self._request_end(EndReason.STALLED)

@@ -343,7 +343,7 @@ async def run_command(
     argv: list[str], timeout: float | None, grace: float, signals: _Signals
 ) -> int:
     """Run `argv` to its end through `cc_executor.process`; returns the exit status to report."""
-    spec = RunSpec(argv=argv, capture=False, timeout=timeout, kill_grace=grace)
+    spec = RunSpec(argv=argv, capture=False, inherit_stdin=True, timeout=timeout, kill_grace=grace)
     try:
         run = await start(spec)
     except SpawnError as exc:

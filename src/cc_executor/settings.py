@@ -143,13 +143,18 @@ ENV_PREFIX = "CC_EXECUTOR_"
 def parse_max_load(text: str, cores: int) -> float:
     """`8` is an absolute 1-minute load; `2/core` (or `2x`) scales with the core count."""
     t = str(text).strip().lower()
+    per_core = 1
     for suffix in ("/core", "x"):
         if t.endswith(suffix):
-            return float(t[: -len(suffix)]) * cores
+            t, per_core = t[: -len(suffix)], cores
+            break
     try:
-        return float(t)
+        value = float(t)
     except ValueError:
-        raise ValueError(f"not a load: {text!r} (expected e.g. 8 or 2/core)") from None
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"not a load: {text!r} (expected a number >= 0, e.g. 8 or 2/core)")
+    return value * per_core
 
 
 def env_example() -> str:
