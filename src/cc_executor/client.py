@@ -137,7 +137,8 @@ class JobHandle:
 
     async def result(self, on_event: Callable[[Event], Any] | None = None) -> JobResult:
         """Collect everything into a JobResult. `on_event` sees each event as it arrives."""
-        out, err = bytearray(), bytearray()
+        out: list[bytes] = []
+        err: list[bytes] = []
         batches = 0
         first = None
         completed: dict = {}
@@ -148,14 +149,14 @@ class JobHandle:
                 batches += 1
                 if first is None:
                     first = ev.received
-                (out if ev.stream == "stdout" else err).extend(ev.data)
+                (out if ev.stream == "stdout" else err).append(ev.data)
             elif ev.kind == "completed":
                 completed = ev.params
         return JobResult(
             job_id=self.job_id, status=completed.get("status", "unknown"),
             reason=completed.get("reason", "unknown"), exit_code=completed.get("exit_code", -1),
             signal=completed.get("signal"), duration=completed.get("duration", 0.0),
-            stdout=bytes(out), stderr=bytes(err), pid=self.pid, pgid=self.pgid, batches=batches,
+            stdout=b"".join(out), stderr=b"".join(err), pid=self.pid, pgid=self.pgid, batches=batches,
             queued=self.queued, message=completed.get("message"), completed=completed,
             first_output_at=None if first is None else first - self._t0,
             wall=time.monotonic() - self._t0)

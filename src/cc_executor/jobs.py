@@ -280,7 +280,7 @@ class JobManager:
                 await self._complete_unstarted(
                     job, "queue_timeout",
                     f"waited {self.settings.queue_timeout:.0f}s in the queue: {job.queue_reason}",
-                    protocol.QUEUE_TIMEOUT)
+                    protocol.QUEUE_WAIT_EXCEEDED)
             self.pump_queue()
 
     # ---- running ----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__, protocol, tree
 from .jobs import JobError, JobManager
+from .load import LoadMonitor, decide
 from .process import ProcessRunner
 from .settings import Settings
 
@@ -86,6 +87,8 @@ class Service:
         self.monitor = None
         self.connections: set[Connection] = set()
         self.allowed_origins = set(settings.allow_origin)
+        self._requeue: asyncio.Task | None = None
+        self._stopped = False
 
     async def start(self) -> None:
         tree.become_subreaper()
@@ -94,25 +97,39 @@ class Service:
         for rec in self.runner.reaped:
             log.warning("ended a run left by a previous server: %s", rec)
         admission = None
-        try:
-            from .load import LoadMonitor, decide  # noqa: PLC0415
-        except ImportError:  # pragma: no cover - load module absent
-            LoadMonitor = None
-        if LoadMonitor is not None:
-            self.monitor = LoadMonitor()
-            await self.monitor.start()
-            if self.settings.throttle:
-                max_load = self.settings.max_load_value()
-                floor = self.settings.min_free_mem
+        self.monitor = LoadMonitor(counters=self._counters)
+        await self.monitor.start()
+        if self.settings.throttle:
+            max_load = self.settings.max_load_value()
+            floor = self.settings.min_free_mem
 
-                def admission() -> tuple[bool, str]:
-                    d = decide(self.monitor.latest, max_load, floor)
-                    return d.may_start, d.reason
+            def admission() -> tuple[bool, str]:
+                d = decide(self.monitor.latest, max_load, floor)
+                return d.may_start, d.reason
+
         self.jobs = JobManager(self.settings, self.runner, admission)
-        if self.monitor is not None and admission is not None:
-            self.monitor.on_sample(lambda _r: self.jobs.pump_queue())
+        if admission is not None:
+            self._requeue = asyncio.get_running_loop().create_task(self._recheck_queue())
+
+    def _counters(self) -> dict[str, int]:
+        jobs = self.jobs
+        if jobs is None:
+            return {}
+        return {"running_jobs": jobs.running, "queued_jobs": len(jobs.queue)}
+
+    async def _recheck_queue(self) -> None:
+        """Each new load sample may admit queued jobs: re-check exactly then, not on a timer."""
+        while True:
+            await self.monitor.wait_for_change()
+            if self.jobs.queue:
+                self.jobs.pump_queue()
 
     async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._requeue is not None:
+            self._requeue.cancel()
         if self.jobs is not None:
             await self.jobs.shutdown()
         if self.monitor is not None:
@@ -129,7 +146,7 @@ class Service:
             "connections": len(self.connections),
         }
         if self.monitor is not None and self.monitor.latest is not None:
-            body["load"] = self.monitor.latest.as_dict()
+            body["load"] = self.monitor.latest.to_dict()
             body["throttle"] = {"enabled": self.settings.throttle,
                                 "max_load": self.settings.max_load_value(),
                                 "min_free_mem": self.settings.min_free_mem}
@@ -235,24 +252,25 @@ async def handle_frame(service: Service, conn: Connection, frame: str | bytes) -
     """Decode one frame and answer it. Never raises: a bad frame gets an error, nothing more."""
     parsed = protocol.decode_frame(frame, service.settings.max_frame)
     if isinstance(parsed, protocol.ErrorReply):
-        await conn.send(parsed.to_json())
+        if parsed.should_send:
+            await conn.send(parsed.to_json())
         return
     req = parsed
     try:
         result = await dispatch(service, conn, req)
     except JobError as e:
-        if req.id is not None or not req.is_notification:
+        if not req.notification:
             await conn.send(protocol.error_json(req.id, e.code, e.message, e.data))
         return
     except Exception as e:  # a bug of ours must not take the connection down
         log.exception("internal error handling %s", req.method)
-        if not req.is_notification:
+        if not req.notification:
             await conn.send(protocol.error_json(req.id, protocol.INTERNAL_ERROR,
                                                 f"internal error: {type(e).__name__}"))
         return
     if result is not None:
         reply, after = result
-        if not req.is_notification:
+        if not req.notification:
             await conn.send(protocol.result_json(req.id, reply))
         if after is not None:
             await after()
