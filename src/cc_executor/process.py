@@ -485,7 +485,7 @@ class Run:
                     return
                 deadlines.append(self._t0 + spec.timeout)
             if stall is not None:
-                if self.paused:
+                if self.paused or self._held_back:
                     self._last_activity = now
                 elif now - self._last_activity >= stall:
                     self._request_end(EndReason.STALLED)

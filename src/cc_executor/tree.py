@@ -16,6 +16,7 @@ Three nets, cast before the first signal so that a child re-parented mid-kill is
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ctypes
 import os
 import signal
@@ -241,5 +242,14 @@ async def _wait_gone(pgid: int | None, pids: set[int], limit: float,
 
 
 def kill_tree_sync(pids: set[int], pgid: int | None, grace: float) -> dict[str, int]:
-    """Blocking variant for code without an event loop (start-up reaper, signal handlers)."""
-    return asyncio.run(kill_tree(pids, pgid, grace))
+    """Blocking variant for code without an event loop (start-up reaper, signal handlers).
+
+    Also callable from inside a running loop (a `ProcessRunner` built in async code reaps stale
+    runs): asyncio.run refuses to nest, so the kill then runs on its own loop in a worker thread.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(kill_tree(pids, pgid, grace))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(kill_tree(pids, pgid, grace))).result()
