@@ -89,3 +89,17 @@ def anyio_backend():
 
 def pytest_report_header(config):
     return f"leftover-process marker: {SESSION_VAR}={SESSION_ID[:8]}..."
+
+
+@pytest.fixture
+def executor_service(tmp_path):
+    """Factory: `executor_service(*flags, env=..., allow=[...], env_file=...)` starts the real
+    server (`python -m cc_executor --port 0`) and returns a `service_fixture.ServiceProcess`.
+    Every server still running at teardown gets SIGTERM and must exit 0 without a traceback."""
+    from service_fixture import ServiceFactory  # noqa: PLC0415 - it imports this module
+
+    factory = ServiceFactory(tmp_path)
+    yield factory
+    problems = factory.close()
+    if problems:
+        pytest.fail("; ".join(problems), pytrace=False)

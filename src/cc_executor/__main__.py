@@ -3,6 +3,15 @@
 Flags override the environment and `.env` (see `settings`). A non-loopback `--host` without a
 token stops here, before anything is bound. SIGTERM/SIGINT end every job's tree, tell connected
 clients (`process.completed`, reason `shutdown`), then exit 0; a second SIGINT forces the exit.
+
+SIGHUP reloads the admission settings without a restart: the settings are resolved again exactly
+as at start (flags, then the environment, then the `--env-file` file, which is re-read), and the
+throttle fields (`max_load`, `min_free_mem`, `throttle`, `queue_timeout`) are applied to the
+running service, which then re-checks its queue at once. Everything else (host, port, token,
+allow-list, limits) needs a restart. The change is written to the event log (`event: reload`,
+old and new values; no secrets among them). An invalid file leaves the settings as they were and
+says why on stderr. So an operator can queue work behind `CC_EXECUTOR_MAX_LOAD` in `.env`, edit
+the file, `kill -HUP <pid>`, and the queue drains.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import asyncio
 import ipaddress
 import signal
 import sys
+from collections.abc import Callable
 
 import uvicorn
 
@@ -88,10 +98,29 @@ class _Server(uvicorn.Server):
             self.should_exit = True
 
 
-async def serve(settings: Settings) -> int:
+def reload_on_sighup(app, reload: Callable[[], Settings]) -> None:
+    """SIGHUP: re-resolve the settings and apply the throttle fields (see the module doc)."""
+    service = app.state.service
+
+    def on_hup() -> None:
+        try:
+            new = reload()
+        except ValueError as e:
+            print(f"cc_executor: SIGHUP: settings not reloaded: {e}", file=sys.stderr, flush=True)
+            return
+        changed = service.apply_throttle(new)
+        shown = ", ".join(f"{k} {v['from']} -> {v['to']}" for k, v in changed.items())
+        print(f"cc_executor: SIGHUP: {shown or 'no throttle setting changed'}",
+              file=sys.stderr, flush=True)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
+
+
+async def serve(settings: Settings, reload: Callable[[], Settings] | None = None) -> int:
     from .server import create_app  # noqa: PLC0415 - keep `--help` fast
 
     app = create_app(settings)
+    reload_on_sighup(app, reload or (lambda: settings))
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -135,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    return runner(serve(settings))
+    return runner(serve(settings, lambda: build_settings(ns)))
 
 
 if __name__ == "__main__":

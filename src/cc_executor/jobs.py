@@ -23,7 +23,6 @@ from typing import Any
 
 from . import protocol
 from .process import EndReason, OutputBatch, ProcessRunner, Run, RunEnd, RunSpec, SpawnError
-from .process import split_command
 from .settings import Settings
 
 Sink = Callable[[str], Awaitable[None]]
@@ -70,9 +69,17 @@ class AllowList:
             if found:
                 self.real[os.path.realpath(found)] = name
 
-    def resolve(self, argv0: str) -> str:
-        """The absolute path to exec, or JobError naming why it is refused."""
-        found = shutil.which(argv0, path=search_path()) if os.sep not in argv0 else argv0
+    def resolve(self, argv0: str, cwd: str | None = None) -> str:
+        """The absolute path to exec, or JobError naming why it is refused.
+
+        A path with a slash is resolved against the job's `cwd`, as exec will resolve it:
+        checking it against the server's own cwd let `../../x` name an allowed binary here and
+        run another file there. The absolute path is what gets exec'd, so check and exec agree.
+        """
+        if os.sep in argv0:
+            found = os.path.abspath(os.path.join(cwd or os.getcwd(), argv0))
+        else:
+            found = shutil.which(argv0, path=search_path())
         if not found or not os.path.exists(found):
             if argv0 in self.names:
                 raise JobError(protocol.SPAWN_FAILED, f"executable not found: {argv0}",
@@ -155,15 +162,11 @@ class JobManager:
             shell = params.command
             is_claude = False
         else:
-            if params.command is not None:
-                try:
-                    argv = split_command(params.command)
-                except ValueError as e:
-                    raise JobError(protocol.INVALID_PARAMS, f"params.command: {e}",
-                                   {"field": "command"}) from None
-            else:
-                argv = list(params.args)
-            exe = self.allow.resolve(argv[0])
+            try:  # protocol's splitter: linear time (shlex is quadratic on long prompts)
+                argv = params.argv(shell=False)
+            except protocol.RpcError as e:
+                raise JobError(e.code, e.message, e.data) from None
+            exe = self.allow.resolve(argv[0], params.cwd)
             is_claude = self.allow.is_claude(exe)
             argv = [exe, *argv[1:]]
             if is_claude:
@@ -216,6 +219,7 @@ class JobManager:
         else:
             job.queue_reason = reason or "waiting behind earlier jobs"
             self.queue.append(job)
+            self._log("queued", job, position=len(self.queue), reason=job.queue_reason)
             self._ensure_queue_timer()
         return job
 
@@ -279,7 +283,8 @@ class JobManager:
                 self.queue.remove(job)
                 await self._complete_unstarted(
                     job, "queue_timeout",
-                    f"waited {self.settings.queue_timeout:.0f}s in the queue: {job.queue_reason}",
+                    f"waited {self.settings.queue_timeout:g} s in the queue (queue_timeout) "
+                    f"without being admitted: {job.queue_reason}",
                     protocol.QUEUE_WAIT_EXCEEDED)
             self.pump_queue()
 
@@ -396,7 +401,7 @@ class JobManager:
             raise JobError(protocol.JOB_NOT_RUNNING,
                            f"cannot {kind.lower()} job {job.job_id}: it is {state}",
                            {"job_id": job.job_id, "state": state})
-        self._log(kind.lower(), job)
+        self._log(kind.lower(), job, pid=run.pid)
         return {"status": {"PAUSE": "paused", "RESUME": "resumed", "CANCEL": "cancelled"}[kind],
                 "job_id": job.job_id}
 

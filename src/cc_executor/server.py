@@ -33,6 +33,7 @@ from .settings import Settings
 log = logging.getLogger("cc_executor.server")
 
 SUBPROTOCOL = "cc-executor"
+THROTTLE_FIELDS = ("throttle", "max_load", "min_free_mem", "queue_timeout")
 BEARER_PREFIX = "bearer."
 
 
@@ -96,20 +97,40 @@ class Service:
         self.runner = ProcessRunner(self.settings.run_dir)
         for rec in self.runner.reaped:
             log.warning("ended a run left by a previous server: %s", rec)
-        admission = None
         self.monitor = LoadMonitor(counters=self._counters)
         await self.monitor.start()
-        if self.settings.throttle:
-            max_load = self.settings.max_load_value()
-            floor = self.settings.min_free_mem
+        # Always installed, and reading the settings at each call: a SIGHUP reload
+        # (`apply_throttle`) can then switch throttling on or off and move the limits live.
+        self.jobs = JobManager(self.settings, self.runner, self._admission)
+        self._requeue = asyncio.get_running_loop().create_task(self._recheck_queue())
 
-            def admission() -> tuple[bool, str]:
-                d = decide(self.monitor.latest, max_load, floor)
-                return d.may_start, d.reason
+    def _admission(self) -> tuple[bool, str]:
+        s = self.settings
+        if not s.throttle:
+            return True, ""
+        reading = self.monitor.latest if self.monitor is not None else None
+        if reading is None:  # no sample yet (or reads failing): do not block on the unknown
+            return True, "host load unknown"
+        d = decide(reading, s.max_load_value(), s.min_free_mem)
+        return d.may_start, d.reason
 
-        self.jobs = JobManager(self.settings, self.runner, admission)
-        if admission is not None:
-            self._requeue = asyncio.get_running_loop().create_task(self._recheck_queue())
+    def apply_throttle(self, new: Settings) -> dict[str, Any]:
+        """Take the admission fields of `new` (a SIGHUP reload), then re-check the queue.
+
+        Only these fields change live; the rest (host, port, token, allow-list...) need a
+        restart. Returns what changed; logs it (these values are never secrets)."""
+        changed: dict[str, Any] = {}
+        for name in THROTTLE_FIELDS:
+            old, value = getattr(self.settings, name), getattr(new, name)
+            if old != value:
+                setattr(self.settings, name, value)
+                changed[name] = {"from": old, "to": value}
+        logging.getLogger("cc_executor.events").info("reload", extra={"job_event": {
+            "event": "reload", "changed": changed,
+            "queued_jobs": len(self.jobs.queue) if self.jobs else 0}})
+        if self.jobs is not None and self.jobs.queue:
+            self.jobs.pump_queue()
+        return changed
 
     def _counters(self) -> dict[str, int]:
         jobs = self.jobs
@@ -179,6 +200,17 @@ class Service:
         return None
 
 
+def choose_subprotocol(offered: list[str]) -> str | None:
+    """Ours when offered; else the bearer subprotocol that carried the token. A browser that
+    offered subprotocols drops a connection whose answer names none, so we must echo one."""
+    if SUBPROTOCOL in offered:
+        return SUBPROTOCOL
+    for proto in offered:
+        if proto.startswith(BEARER_PREFIX):
+            return proto
+    return None
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     service = Service(settings)
@@ -207,7 +239,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 JSONResponse({"error": message}, status_code=status))
             return
         offered = websocket.scope.get("subprotocols", [])
-        await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        await websocket.accept(subprotocol=choose_subprotocol(offered))
         await serve_connection(service, websocket)
 
     app.add_api_websocket_route("/ws", endpoint)
