@@ -157,7 +157,7 @@ class JobHandle:
             reason=completed.get("reason", "unknown"), exit_code=completed.get("exit_code", -1),
             signal=completed.get("signal"), duration=completed.get("duration", 0.0),
             stdout=b"".join(out), stderr=b"".join(err), pid=self.pid, pgid=self.pgid, batches=batches,
-            queued=self.queued, message=completed.get("message"), completed=completed,
+            queued=self.queued, message=completed.get("error"), completed=completed,
             first_output_at=None if first is None else first - self._t0,
             wall=time.monotonic() - self._t0)
 
@@ -323,7 +323,7 @@ async def _cli(ns: argparse.Namespace) -> int:
                 end = ev.params
         if end.get("reason") not in ("exited", None):
             print(f"cc_executor: job ended: {end.get('reason')}"
-                  f"{' - ' + end['message'] if end.get('message') else ''}", file=sys.stderr)
+                  f"{' - ' + end['error'] if end.get('error') else ''}", file=sys.stderr)
         code = end.get("exit_code", 1)
         return code if code >= 0 else 128 - code
     finally:

@@ -363,7 +363,7 @@ class JobManager:
         await self._send(job, protocol.notification_json("process.completed", {
             "job_id": job.job_id, "status": reason, "reason": reason, "exit_code": -1,
             "signal": None, "duration": 0.0, "stdout_bytes": 0, "stderr_bytes": 0,
-            "message": message, "code": code}))
+            "error": message}))
         self.jobs.pop(job.job_id, None)
 
     # ---- control ----------------------------------------------------------------------------

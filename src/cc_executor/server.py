@@ -89,6 +89,7 @@ class Service:
         self.connections: set[Connection] = set()
         self.allowed_origins = set(settings.allow_origin)
         self._requeue: asyncio.Task | None = None
+        self._janitor: asyncio.Task | None = None
         self._stopped = False
 
     async def start(self) -> None:
@@ -138,6 +139,13 @@ class Service:
             return {}
         return {"running_jobs": jobs.running, "queued_jobs": len(jobs.queue)}
 
+    async def _reap_adopted(self) -> None:
+        """As subreaper we adopt orphans; collect the ones that died so none linger as zombies."""
+        while True:
+            await asyncio.sleep(5.0)
+            leaders = {run.pid for run in self.runner.runs.values()}
+            tree.reap_adopted(leaders)
+
     async def _recheck_queue(self) -> None:
         """Each new load sample may admit queued jobs: re-check exactly then, not on a timer."""
         while True:
@@ -149,8 +157,9 @@ class Service:
         if self._stopped:
             return
         self._stopped = True
-        if self._requeue is not None:
-            self._requeue.cancel()
+        for task in (self._requeue, self._janitor):
+            if task is not None:
+                task.cancel()
         if self.jobs is not None:
             await self.jobs.shutdown()
         if self.monitor is not None:

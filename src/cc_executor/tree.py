@@ -181,6 +181,21 @@ def reap_zombie(pid: int) -> None:
         pass
 
 
+def reap_adopted(exclude: set[int] | frozenset[int]) -> int:
+    """Collect zombies among our children, except `exclude` (live Popen leaders, whose exit
+    status belongs to their Run). Needed as subreaper: adopted orphans that exit on their own
+    would otherwise stay in the process table. Returns how many were reaped."""
+    n = 0
+    for pid in children(os.getpid()):
+        if pid in exclude:
+            continue
+        st = stat_fields(pid)
+        if st is not None and st[0] == "Z":
+            reap_zombie(pid)
+            n += 1
+    return n
+
+
 def _remaining(pgid: int | None, pids: set[int], keep: frozenset[int]) -> set[int]:
     left = set()
     me = os.getpid()
