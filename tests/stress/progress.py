@@ -1,0 +1,113 @@
+"""Live progress: counts and the tests running now, redrawn in place on a terminal.
+
+Why two renderings: a person at a terminal wants one compact, updating view (rich's Live), while a
+log file or CI console needs one plain line per event that stays readable when captured. `--quiet`
+prints nothing here; the summary and the report path are printed by the CLI either way.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+_MARK = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}
+
+
+def _short(text: str, n: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+class Progress:
+    """Call `started`/`finished` per execution; `note` for other lines; `close` at the end."""
+
+    def __init__(self, total: int, *, quiet: bool = False, stream: TextIO | None = None,
+                 live: bool | None = None) -> None:
+        self.total = total
+        self.quiet = quiet
+        self.stream = stream or sys.stdout
+        self.counts = {"passed": 0, "failed": 0, "skipped": 0}
+        self.running: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        use_live = self.stream.isatty() if live is None else live
+        self._live: Live | None = None
+        if use_live and not quiet:
+            self._console = Console(file=self.stream)
+            self._live = Live(self._render(), console=self._console, refresh_per_second=4,
+                              transient=False, get_renderable=self._render)
+            self._live.start()
+
+    # ---- events ----------------------------------------------------------------------------
+
+    def started(self, key: str, label: str) -> None:
+        with self._lock:
+            self.running[key] = (label, time.monotonic())
+        if self._live is None and not self.quiet:
+            self._line(f"START {label}")
+
+    def finished(self, key: str, label: str, status: str, reason: str, duration: float,
+                 message: str) -> None:
+        with self._lock:
+            self.running.pop(key, None)
+            self.counts[status] = self.counts.get(status, 0) + 1
+        if self.quiet:
+            return
+        line = f"{_MARK.get(status, status.upper())} {label} ({duration:.2f} s)"
+        if status != "passed":
+            line += f": {_short(message)}"
+        if self._live is not None:
+            style = {"passed": "green", "failed": "bold red", "skipped": "yellow"}.get(status, "")
+            self._live.console.print(Text(line, style=style))
+        else:
+            self._line(line)
+
+    def note(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self._live is not None:
+            self._live.console.print(Text(text))  # Text: no markup, "[stderr]" stays as is
+        else:
+            self._line(text)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render(), refresh=True)
+            self._live.stop()
+            self._live = None
+
+    # ---- rendering -------------------------------------------------------------------------
+
+    def _line(self, text: str) -> None:
+        try:
+            print(text, file=self.stream, flush=True)
+        except (OSError, ValueError):
+            pass
+
+    def _render(self) -> Group:
+        with self._lock:
+            counts = dict(self.counts)
+            running = list(self.running.values())
+        done = sum(counts.values())
+        head = Text.assemble(
+            (f"{done}/{self.total} runs  ", "bold"),
+            (f"passed {counts.get('passed', 0)}", "green"), "  ",
+            (f"failed {counts.get('failed', 0)}", "red"), "  ",
+            (f"skipped {counts.get('skipped', 0)}", "yellow"), "  ",
+            (f"running {len(running)}", "cyan"),
+        )
+        table = Table(show_header=bool(running), box=None, pad_edge=False)
+        table.add_column("running")
+        table.add_column("elapsed", justify="right")
+        now = time.monotonic()
+        for label, t0 in sorted(running, key=lambda r: r[1])[:20]:
+            table.add_row(label, f"{now - t0:.1f} s")
+        if len(running) > 20:
+            table.add_row(f"... and {len(running) - 20} more", "")
+        return Group(head, table)

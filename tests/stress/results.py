@@ -1,0 +1,269 @@
+"""What a run produced: one `Attempt` per execution, one `TestOutcome` per test, one `RunResult`.
+
+Why plain dataclasses with `to_json`: report.json is a documented, versioned contract
+(tests/stress/report.schema.json) read by other tools, so its shape is written out here once, by
+hand, instead of being whatever a serializer happens to emit. Bump SCHEMA_VERSION on any change
+that removes or renames a field; adding a field is compatible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+GRADUATION_RATIO = 10.0
+"""Seed 004 "graduated" a runner at a 10:1 success ratio (passes per failure)."""
+
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+
+
+@dataclass
+class Attempt:
+    """One execution of one test (one repeat; with instances, the best instance)."""
+
+    attempt: int
+    status: str
+    """passed | failed | skipped"""
+    reason: str
+    """verdict reason: passed, exit_code, missing_patterns, forbidden_pattern, timeout, stalled,
+    error, skipped"""
+    message: str
+    end_reason: str
+    """how the run ended: exited, signalled, timeout, stalled, cancelled, shutdown, error, skipped"""
+    exit_code: int | None = None
+    signal: int | None = None
+    started_at: float | None = None
+    """Unix time."""
+    duration: float = 0.0
+    """Seconds the job ran as the harness saw it (start to completion; queue wait excluded)."""
+    service_duration: float | None = None
+    """Seconds the service measured for the process."""
+    load1: float | None = None
+    factor: float = 1.0
+    timeout: float | None = None
+    """Stretched total limit sent to the service (configured x factor)."""
+    stall_timeout: float | None = None
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    stdout_batches: int = 0
+    stderr_batches: int = 0
+    stdout_path: str | None = None
+    stderr_path: str | None = None
+    """Relative to the report folder."""
+    preview: str = ""
+    job_id: str | None = None
+    pid: int | None = None
+    queued: bool = False
+    queue_wait: float | None = None
+    """Seconds the job waited in the service's queue (host overloaded) before it started."""
+    wall: float = 0.0
+    """Seconds from the execute request to the completion, queue wait included."""
+    guard: str | None = None
+    """Set when the harness's own guard ended the run: "stall" or "deadline"."""
+    interrupted: bool = False
+    patterns_found: list[str] = field(default_factory=list)
+    patterns_missing: list[str] = field(default_factory=list)
+    patterns_required: int = 0
+    forbidden_seen: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    claude: dict[str, Any] | None = None
+    cli_failure: dict[str, str] | None = None
+    resources: dict[str, Any] | None = None
+    instances: list[dict[str, Any]] | None = None
+
+    @property
+    def ran(self) -> bool:
+        return self.status != SKIPPED
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt, "status": self.status, "reason": self.reason,
+            "message": self.message, "end_reason": self.end_reason, "exit_code": self.exit_code,
+            "signal": self.signal, "started_at": self.started_at,
+            "duration": round(self.duration, 4),
+            "service_duration": self.service_duration, "load1": self.load1,
+            "factor": self.factor, "timeout": self.timeout,
+            "stall_timeout": self.stall_timeout, "stdout_bytes": self.stdout_bytes,
+            "stderr_bytes": self.stderr_bytes, "stdout_batches": self.stdout_batches,
+            "stderr_batches": self.stderr_batches, "stdout_path": self.stdout_path,
+            "stderr_path": self.stderr_path, "preview": self.preview, "job_id": self.job_id,
+            "pid": self.pid, "queued": self.queued,
+            "queue_wait": None if self.queue_wait is None else round(self.queue_wait, 4),
+            "wall": round(self.wall, 4), "guard": self.guard,
+            "interrupted": self.interrupted, "patterns_found": self.patterns_found,
+            "patterns_missing": self.patterns_missing,
+            "patterns_required": self.patterns_required, "forbidden_seen": self.forbidden_seen,
+            "failures": self.failures, "claude": self.claude, "cli_failure": self.cli_failure,
+            "resources": self.resources, "instances": self.instances,
+        }
+
+
+@dataclass
+class TestOutcome:
+    """A test over all its repeats: passed when `pass_threshold` was met."""
+
+    __test__ = False  # not a pytest class
+
+    suite: str
+    id: str
+    name: str
+    tags: list[str]
+    source: str
+    kind: str
+    invocation: str
+    requires: list[str]
+    timeout: float
+    stall_timeout: float | None
+    repeat: int
+    status: str = SKIPPED
+    reason: str = "skipped"
+    message: str = "not run"
+    passes: int = 0
+    runs: int = 0
+    required: int = 0
+    attempts: list[Attempt] = field(default_factory=list)
+    output_stem: str = ""
+
+    @property
+    def duration(self) -> float:
+        return sum(a.duration for a in self.attempts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite, "id": self.id, "name": self.name, "tags": self.tags,
+            "source": self.source, "kind": self.kind, "invocation": self.invocation,
+            "requires": self.requires, "timeout": self.timeout,
+            "stall_timeout": self.stall_timeout, "repeat": self.repeat, "status": self.status,
+            "reason": self.reason, "message": self.message, "passes": self.passes,
+            "runs": self.runs, "required": self.required,
+            "duration": round(self.duration, 4),
+            "attempts": [a.to_json() for a in self.attempts],
+        }
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """passes:failures, as seed 004 reported it, and whether it reaches 10:1."""
+
+    passes: int
+    failures: int
+
+    @property
+    def value(self) -> float:
+        if self.failures == 0:
+            return math.inf if self.passes else 0.0
+        return self.passes / self.failures
+
+    @property
+    def graduates(self) -> bool:
+        return self.passes > 0 and self.value >= GRADUATION_RATIO
+
+    def text(self) -> str:
+        if self.failures == 0:
+            return f"{self.passes}:0"
+        v = self.value
+        return f"{v:.1f}:1" if v != int(v) else f"{int(v)}:1"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passes": self.passes, "failures": self.failures,
+                "value": None if math.isinf(self.value) else round(self.value, 4),
+                "text": self.text(), "graduates": self.graduates,
+                "graduation_ratio": GRADUATION_RATIO}
+
+
+@dataclass
+class Totals:
+    tests: int = 0
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    attempts: int = 0
+    attempts_passed: int = 0
+    attempts_failed: int = 0
+    attempts_skipped: int = 0
+
+    @classmethod
+    def of(cls, outcomes: list[TestOutcome]) -> "Totals":
+        t = cls()
+        for o in outcomes:
+            t.tests += 1
+            setattr(t, o.status, getattr(t, o.status) + 1)
+            for a in o.attempts:
+                t.attempts += 1
+                if a.status == PASSED:
+                    t.attempts_passed += 1
+                elif a.status == FAILED:
+                    t.attempts_failed += 1
+                else:
+                    t.attempts_skipped += 1
+        return t
+
+    @property
+    def success_rate(self) -> float | None:
+        ran = self.passed + self.failed
+        return self.passed / ran if ran else None
+
+    @property
+    def ratio(self) -> Ratio:
+        """Over runs (attempts), as seed 004 counted: skipped runs are not counted."""
+        return Ratio(self.attempts_passed, self.attempts_failed)
+
+    def to_json(self) -> dict[str, Any]:
+        rate = self.success_rate
+        return {"tests": self.tests, "passed": self.passed, "failed": self.failed,
+                "skipped": self.skipped, "attempts": self.attempts,
+                "attempts_passed": self.attempts_passed, "attempts_failed": self.attempts_failed,
+                "attempts_skipped": self.attempts_skipped,
+                "success_rate": None if rate is None else round(rate, 4),
+                "ratio": self.ratio.to_json()}
+
+
+@dataclass
+class RunResult:
+    """Everything report.md, report.json and junit.xml are written from."""
+
+    run_id: str
+    tool: str
+    argv: list[str]
+    started_at: float
+    finished_at: float | None = None
+    interrupted: bool = False
+    interrupt_signal: str | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    service: dict[str, Any] = field(default_factory=dict)
+    suites: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[TestOutcome] = field(default_factory=list)
+    claude_totals: dict[str, Any] | None = None
+    resources: dict[str, Any] | None = None
+
+    @property
+    def totals(self) -> Totals:
+        return Totals.of(self.outcomes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "tool": self.tool,
+            "argv": self.argv,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration": None if self.finished_at is None else round(self.finished_at - self.started_at, 3),
+            "interrupted": self.interrupted,
+            "interrupt_signal": self.interrupt_signal,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "environment": self.environment,
+            "options": self.options,
+            "service": self.service,
+            "suites": self.suites,
+            "totals": self.totals.to_json(),
+            "claude_totals": self.claude_totals,
+            "resources": self.resources,
+            "tests": [o.to_json() for o in self.outcomes],
+        }

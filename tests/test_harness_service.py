@@ -1,0 +1,111 @@
+"""The harness's service handling and client-side guard, against the real service.
+
+`ManagedService` is used in-process here (it is the harness's own code); the service is the real
+`python -m cc_executor` subprocess. The guard test makes the service queue every job (a free-memory
+floor no machine meets) so the harness's own queue deadline must end the wait.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import REPO
+from stress.runner import Planned, RunOptions, Runner
+from stress.service import ManagedService, ServiceError, fetch_json, health_url
+from stress.suites import load_suite
+
+pytestmark = pytest.mark.anyio
+
+
+def one_test(tmp_path: Path, test: dict):
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"name": "one", "tests": [test]}))
+    t = load_suite(path).tests[0]
+    return Planned("one", t, t.id, 1, t.pass_threshold, False)
+
+
+async def test_managed_service_starts_answers_health_and_stops_cleanly(tmp_path):
+    svc = ManagedService(allow=["sh"], log_dir=tmp_path / "logs")
+    await svc.start()
+    try:
+        assert svc.url.startswith("ws://127.0.0.1:") and svc.health["status"] == "ok"
+        status, body = await fetch_json(health_url(svc.url))
+        assert status == 200 and body["status"] == "ok"
+        assert svc.token not in " ".join(svc.describe_argv())
+        pid = svc.pid
+    finally:
+        info = await svc.stop()
+    assert info.how == "sigterm" and info.exit_code == 0
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not svc.run_dir.exists()
+    assert (await svc.stop()) is info  # idempotent
+
+
+async def test_a_service_that_cannot_start_is_reported(tmp_path):
+    svc = ManagedService(allow=["sh"], log_dir=tmp_path / "logs", extra_args=["--max-load", "abc"])
+    with pytest.raises(ServiceError, match="(?s)exited with code 2 before listening: .*max_load"):
+        await svc.start()
+    assert svc.stop_info is not None
+
+
+async def test_client_guard_gives_up_on_a_job_the_service_keeps_queued(tmp_path):
+    svc = ManagedService(allow=["sh"], log_dir=tmp_path / "logs",
+                         extra_args=["--min-free-mem", "1000000G"])
+    await svc.start()
+    try:
+        planned = one_test(tmp_path, {"id": "queued", "command": "echo never", "timeout": 5})
+        runner = Runner(svc.url, svc.token, [planned], tmp_path / "report",
+                        RunOptions(queue_limit=1.0, cancel_wait=5.0))
+        t0 = time.monotonic()
+        outcomes = await runner.run()
+        elapsed = time.monotonic() - t0
+    finally:
+        await svc.stop()
+    a = outcomes[0].attempts[0]
+    assert (a.status, a.reason, a.end_reason, a.guard, a.queued) == ("failed", "error", "error", "queue", True)
+    assert "waited over 1 s in the service's queue" in a.message
+    assert a.stdout_bytes == 0 and elapsed < 8
+
+
+def test_harness_against_a_running_server(tmp_path):
+    """--server/--token: the harness tests a service it did not start, and leaves it running."""
+    token = "t0ken-for-test"
+    log = tmp_path / "svc.out"
+    with open(log, "wb") as out:
+        svc = subprocess.Popen([sys.executable, "-m", "cc_executor", "--port", "0", "--token", token,
+                                "--allow", "sh", "--run-dir", str(tmp_path / "run"),
+                                "--log-dir", str(tmp_path / "logs"), "--max-load", "1000"],
+                               stdout=out, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        from conftest import wait_until
+
+        url = wait_until(lambda: log.read_text().strip(), timeout=30)
+        assert url.startswith("ws://"), url
+        proc = subprocess.run(
+            [sys.executable, "-m", "stress.local", "configs/smoke.json", "--filter", "shell",
+             "--server", url, "--token", token, "--out", str(tmp_path / "out"), "--quiet"],
+            cwd=REPO, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        report = json.loads(next((tmp_path / "out").glob("*/report.json")).read_text())
+        assert report["service"]["kind"] == "remote" and report["service"]["url"] == url
+        assert report["service"]["stop"]["how"] == "remote"
+        assert [t["status"] for t in report["tests"]] == ["passed"]
+        assert svc.poll() is None  # not ours to stop
+        bad = subprocess.run(
+            [sys.executable, "-m", "stress.local", "configs/smoke.json", "--filter", "shell",
+             "--server", url, "--token", "wrong", "--out", str(tmp_path / "out2"), "--quiet"],
+            cwd=REPO, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert bad.returncode == 1
+        r2 = json.loads(next((tmp_path / "out2").glob("*/report.json")).read_text())
+        assert "cannot connect" in r2["tests"][0]["message"] and "401" in r2["tests"][0]["message"]
+    finally:
+        svc.terminate()
+        svc.wait(20)

@@ -1,0 +1,139 @@
+"""Pure pieces of the harness: ratio and graduation, planning, templates, histograms, reports.
+
+No processes: values in, values out. The end-to-end behaviour is in tests/test_harness.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from stress.cli import (
+    UsageError,
+    apply_template,
+    build_plan,
+    effective_threshold,
+    executables,
+    matches_filter,
+    parse_template,
+    unmet_requirement,
+)
+from stress.report import SIZE_BUCKETS, cell, fence, histogram, render_junit, render_markdown
+from stress.results import Attempt, Ratio, RunResult, TestOutcome
+from stress.suites import load_suite
+from stress.verdict import PassThreshold
+
+
+@pytest.mark.parametrize("passes, failures, text, graduates", [
+    (23, 2, "11.5:1", True), (10, 1, "10:1", True), (9, 1, "9:1", False), (5, 0, "5:0", True),
+    (0, 0, "0:0", False), (0, 3, "0:1", False), (1, 6, "0.2:1", False),
+])
+def test_success_ratio_and_graduation(passes, failures, text, graduates):
+    r = Ratio(passes, failures)
+    assert (r.text(), r.graduates) == (text, graduates)
+    value = r.to_json()["value"]
+    if failures:
+        assert math.isfinite(value)
+    else:
+        assert value is None if passes else value == 0.0
+
+
+def suite_file(tmp_path, tests, name="s", **top):
+    p = tmp_path / f"{name}.json"
+    p.write_text(json.dumps({"name": name, **top, "tests": tests}))
+    return load_suite(p)
+
+
+def test_filters_match_ids_and_tags_by_glob(tmp_path):
+    s = suite_file(tmp_path, [{"id": "alpha_1", "tags": ["fast"], "command": "true"},
+                              {"id": "beta", "tags": ["slow", "net"], "command": "true"}])
+    a, b = s.tests
+    assert matches_filter(a, []) and matches_filter(a, ["alpha_*"]) and matches_filter(b, ["n?t"])
+    assert not matches_filter(a, ["slow"]) and not matches_filter(b, ["BETA"])
+
+
+def test_plan_qualifies_clashing_ids_and_applies_repeat(tmp_path):
+    s1 = suite_file(tmp_path, [{"id": "same", "command": "true"}, {"id": "only1", "args": ["printf", "x"]}],
+                    name="one")
+    s2 = suite_file(tmp_path, [{"id": "same", "command": "true", "repeat": 2}], name="two words")
+    plan = build_plan([s1, s2], [], None)
+    assert [(p.stem, p.repeat) for p in plan] == [("one/same", 1), ("only1", 1), ("two_words/same", 2)]
+    assert plan[2].attempt_stem(2) == "two_words/same.2" and plan[1].attempt_stem(1) == "only1"
+    assert [p.repeat for p in build_plan([s1, s2], [], 5)] == [5, 5, 5]
+    assert executables(plan) == ["sh", "printf"]
+
+
+def test_repeat_override_keeps_the_threshold_ratio(tmp_path):
+    s = suite_file(tmp_path, [{"id": "t", "command": "true", "repeat": 3,
+                               "pass_threshold": {"passes": 2, "of": 3}}])
+    t = s.tests[0]
+    assert effective_threshold(t, 3) == PassThreshold(passes=2, of=3)
+    th = effective_threshold(t, 6)
+    assert th.ratio == pytest.approx(2 / 3) and th.required(6) == 4
+
+
+def test_claude_template_renders_prompt_tests_as_argv(tmp_path):
+    s = suite_file(tmp_path, [{"id": "q", "prompt": 'What is "2+2"? $HOME'},
+                              {"id": "c", "command": "echo hi"}])
+    argv = parse_template("claude -p ${PROMPT} --model 'claude x' --tag ${TEST_ID}")
+    q, c = apply_template(s, argv).tests
+    assert q.command is None
+    assert q.args == ("claude", "-p", 'What is "2+2"? $HOME', "--model", "claude x", "--tag", "q")
+    assert c.command == "echo hi"
+    plan = build_plan([s], [], None)
+    assert plan[0].uses_claude and not plan[1].uses_claude
+    with pytest.raises(UsageError, match="must contain"):
+        parse_template("claude -p hi")
+    with pytest.raises(UsageError, match="cannot split"):
+        parse_template("claude -p '${PROMPT}")
+
+
+def test_requirements_name_what_is_missing(tmp_path):
+    s = suite_file(tmp_path, [{"id": "r", "command": "claude -p x", "requires": ["real-model"]},
+                              {"id": "g", "command": "true", "requires": ["gpu"]},
+                              {"id": "ok", "command": "true"}])
+    r, g, ok = build_plan([s], [], None)
+    assert "requires 'claude'" in unmet_requirement(r, set(), "auto", "executable not found: claude")
+    assert "--model real" in unmet_requirement(r, {"claude"}, "local", "")
+    assert unmet_requirement(r, {"claude", "real-model"}, "real", "") is None
+    assert unmet_requirement(g, {"claude"}, "real", "") == "requires 'gpu', which this harness does not provide"
+    assert unmet_requirement(ok, set(), "auto", "") is None
+
+
+def test_histogram_and_fences():
+    text = histogram([0, 100, 2000, 70_000, 11 * 1024**2], SIZE_BUCKETS, width=10)
+    lines = text.splitlines()
+    assert lines[0].strip().startswith("< 1 KiB |    2 ##########")
+    assert lines[-1].strip() == ">= 10 MiB |    1 #####"
+    assert fence("no ticks") == "```" and fence("has ```` four") == "`````"
+
+
+def _run_with(outcome: TestOutcome) -> RunResult:
+    run = RunResult(run_id="r1", tool="stress.local", argv=["x"], started_at=0.0, finished_at=1.0,
+                    exit_code=1, environment={"hostname": "h", "cores": 2, "model_mode": "auto"})
+    run.outcomes = [outcome]
+    return run
+
+
+def test_reports_escape_what_they_show():
+    a = Attempt(attempt=1, status="failed", reason="missing_patterns",
+                message="missing 'a|b' \x00\x1b[31m", end_reason="exited", exit_code=0,
+                started_at=1.0, preview="```\nbinary \x00\x07 and <xml> & stuff\n",
+                stdout_path="outputs/t.stdout", stderr_path="outputs/t.stderr",
+                patterns_missing=["a|b"])
+    o = TestOutcome(suite="s", id="t", name="t", tags=[], source="f.json:$.tests[0]", kind="command",
+                    invocation="echo", requires=[], timeout=1.0, stall_timeout=None, repeat=1,
+                    status="failed", reason="missing_patterns", message=a.message, runs=1, required=1,
+                    attempts=[a])
+    run = _run_with(o)
+    md = render_markdown(run)
+    assert cell("a|b\nc") == "a\\|b c"  # table cells: one line, pipes escaped
+    assert "\x00" not in md and "\x1b" not in md and "missing 'a|b' \ufffd\ufffd[31m" in md
+    assert "\n````\n```\nbinary" in md  # the preview's own fence cannot close ours
+    root = ET.fromstring(render_junit(run))  # control characters removed: parses
+    case = root.find("testsuite/testcase")
+    assert case.find("failure").get("type") == "missing_patterns"
+    assert "<xml> & stuff" in case.find("system-out").text
