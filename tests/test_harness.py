@@ -178,6 +178,9 @@ def main_run(tmp_path_factory):
             {"id": "claude_stream", "args": ["python3", str(tmp / "stream.py")],
              "expected_patterns": [{"text": 'He said "hi"\nthen', "case_sensitive": True}, "done: 42"]},
             {"id": "claude_fail", "requires": ["claude"], "args": ["python3", str(tmp / "fail529.py")]},
+            # A shell line finds the project's pinned CLI (not on PATH) because the harness adds it.
+            {"id": "claude_in_shell", "command": "command -v claude && claude --version",
+             "expected_patterns": [{"regex": "/claude\n"}, "Claude Code"]},
             {"id": "needs_real_model", "requires": ["real-model"], "command": "echo never"},
             {"id": "instances", "command": "echo short",
              "expected_patterns": ["longer"],
@@ -198,12 +201,12 @@ def test_main_run_exit_status_and_summary(main_run):
     t = r.json["totals"]
     # claude_fail needs the claude CLI (installed by ./dev setup); without it, it is skipped.
     has_claude = not r.json["environment"]["claude"].startswith("unavailable")
-    failed, skipped, ratio = (7, 1, "0.9:1") if has_claude else (6, 2, "1:1")
-    assert (t["tests"], t["passed"], t["failed"], t["skipped"]) == (14, 6, failed, skipped), t
-    assert t["ratio"]["text"] == ratio and t["ratio"]["graduates"] is False
+    passed, failed, skipped = (7, 7, 1) if has_claude else (6, 6, 3)
+    assert (t["tests"], t["passed"], t["failed"], t["skipped"]) == (15, passed, failed, skipped), t
+    assert t["ratio"]["text"] == "1:1" and t["ratio"]["graduates"] is False
     assert "| Result | **FAILED** |" in r.md
-    assert f"**{ratio}** (runs passed : runs failed); does not graduate (needs 10:1)" in r.md
-    assert f"| Tests | 14: 6 passed, {failed} failed, {skipped} skipped |" in r.md
+    assert "**1:1** (runs passed : runs failed); does not graduate (needs 10:1)" in r.md
+    assert f"| Tests | 15: {passed} passed, {failed} failed, {skipped} skipped |" in r.md
 
 
 def test_main_run_report_json_follows_its_schema(main_run):
@@ -303,6 +306,8 @@ def test_claude_failures_are_classified(main_run):
     assert "claude: API error 529" in t["message"]
     assert "**Claude CLI:** api_error: API error 529" in r.md
     assert "Claude Code" in r.json["environment"]["claude"]
+    assert r.tests["claude_in_shell"]["status"] == "passed", r.tests["claude_in_shell"]["message"]
+    assert r.json["environment"]["claude_path"].endswith("/claude")
 
 
 def test_instances_pick_the_best_by_criterion(main_run):
@@ -353,7 +358,7 @@ def test_junit_xml_structure(main_run):
     s = suites[0]
     t = r.json["totals"]
     assert (s.get("tests"), s.get("failures"), s.get("errors"), s.get("skipped")) == (
-        "14", str(t["failed"]), "0", str(t["skipped"]))
+        "15", str(t["failed"]), "0", str(t["skipped"]))
     cases = r.cases()
     assert set(cases) == set(r.tests)
     f = cases["fail_exit"].find("failure")

@@ -137,3 +137,12 @@ def test_reports_escape_what_they_show():
     case = root.find("testsuite/testcase")
     assert case.find("failure").get("type") == "missing_patterns"
     assert "<xml> & stuff" in case.find("system-out").text
+
+
+def test_claude_path_env_puts_the_found_cli_first(monkeypatch):
+    from stress.cli import claude_path_env
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert claude_path_env("/opt/x/.bin/claude") == {"PATH": "/opt/x/.bin:/usr/bin:/bin"}
+    assert claude_path_env("/usr/bin/claude") == {}  # already found through PATH
+    assert claude_path_env(None) == {} and claude_path_env("claude") == {}

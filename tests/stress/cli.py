@@ -321,21 +321,37 @@ class Session:
             self.phase_task = None
 
 
-async def probe_claude(url: str, token: str | None) -> tuple[bool, str]:
-    """`claude --version` through the service: (available, version or why not)."""
+@dataclass
+class ClaudeProbe:
+    ok: bool
+    note: str
+    """The version line, or why claude cannot run."""
+    path: str | None = None
+    """Where the service found the executable (argv[0] of its `process.started`)."""
+
+
+async def probe_claude(url: str, token: str | None) -> ClaudeProbe:
+    """`claude --version` through the service."""
     try:
         client = await asyncio.wait_for(ExecutorClient.connect(url, token), 15)
     except Exception as e:  # noqa: BLE001
-        return False, f"cannot connect: {e}"
+        return ClaudeProbe(False, f"cannot connect: {e}")
+    path: list[str] = []
+
+    def on_event(ev) -> None:
+        argv = ev.params.get("argv") if ev.kind == "started" else None
+        if argv:
+            path.append(argv[0])
+
     try:
         res = await asyncio.wait_for(
             client.execute(args=["claude", "--version"], timeout=CLAUDE_VERSION_TIMEOUT,
-                           env={"CLAUDECODE": None}),
+                           env={"CLAUDECODE": None}, on_event=on_event),
             CLAUDE_VERSION_TIMEOUT + 15)
     except ExecutorError as e:
-        return False, e.message
+        return ClaudeProbe(False, e.message)
     except asyncio.TimeoutError:
-        return False, f"claude --version gave no answer within {CLAUDE_VERSION_TIMEOUT:g} s"
+        return ClaudeProbe(False, f"claude --version gave no answer within {CLAUDE_VERSION_TIMEOUT:g} s")
     finally:
         try:
             await asyncio.wait_for(client.close(), 5)
@@ -343,8 +359,20 @@ async def probe_claude(url: str, token: str | None) -> tuple[bool, str]:
             pass
     text = (res.stdout_text or res.stderr_text).strip()
     if res.reason == "exited" and res.exit_code == 0 and text:
-        return True, text.splitlines()[0]
-    return False, f"claude --version ended {res.reason} with exit {res.exit_code}: {text[:200]}"
+        return ClaudeProbe(True, text.splitlines()[0], path[0] if path else None)
+    return ClaudeProbe(False, f"claude --version ended {res.reason} with exit {res.exit_code}: {text[:200]}")
+
+
+def claude_path_env(claude_exe: str | None) -> dict[str, str]:
+    """PATH for shell jobs that call `claude`: the service finds the pinned CLI in the project's
+    node_modules/.bin, but `sh -c "claude ..."` searches only PATH, so put its folder first."""
+    if not claude_exe or not os.path.isabs(claude_exe):
+        return {}
+    folder = os.path.dirname(claude_exe)
+    path = os.environ.get("PATH", os.defpath)
+    if folder in path.split(os.pathsep):
+        return {}
+    return {"PATH": f"{folder}{os.pathsep}{path}"}
 
 
 async def run_session(s: Session) -> int:
@@ -378,11 +406,15 @@ async def run_session(s: Session) -> int:
 
             caps = set(model.provides)
             claude_note = "not used"
+            claude_env: dict[str, str] = {}
             if any(p.uses_claude for p in s.plan):
-                ok, claude_note = await s.phase(probe_claude(svc.url, svc.token))
-                if ok:
+                probe = await s.phase(probe_claude(svc.url, svc.token))
+                claude_note = probe.note
+                if probe.ok:
                     caps.add(CLAUDE_CAPABILITY)
-                run.environment["claude"] = claude_note if ok else f"unavailable: {claude_note}"
+                    claude_env = claude_path_env(probe.path)
+                run.environment["claude"] = probe.note if probe.ok else f"unavailable: {probe.note}"
+                run.environment["claude_path"] = probe.path
             else:
                 run.environment["claude"] = "not used"
             s.plan = [replace(p, skip=unmet_requirement(p, caps, ns.model, claude_note))
@@ -402,7 +434,8 @@ async def run_session(s: Session) -> int:
                     progress.note(f"SKIP {p.test.id}: {p.skip}")
             s.runner = Runner(
                 svc.url, svc.token, s.plan, s.report_dir,
-                RunOptions(concurrency=ns.concurrency, fail_fast=ns.fail_fast, model_env=model.env),
+                RunOptions(concurrency=ns.concurrency, fail_fast=ns.fail_fast, model_env=model.env,
+                           claude_env=claude_env),
                 progress=progress, monitor=monitor, service=svc)
             if s.interrupted:
                 s.runner.interrupt(f"interrupted by {s.interrupted}")

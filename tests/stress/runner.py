@@ -88,6 +88,8 @@ class RunOptions:
     concurrency: int = 1
     fail_fast: bool = False
     model_env: Mapping[str, str | None] = field(default_factory=dict)
+    claude_env: Mapping[str, str | None] = field(default_factory=dict)
+    """Added for tests that use Claude (e.g. PATH to the CLI for `sh -c "claude ..."`)."""
     guard_grace: float = GUARD_GRACE
     cancel_wait: float = CANCEL_WAIT
     queue_limit: float = QUEUE_LIMIT
@@ -348,8 +350,11 @@ class Runner:
         limits = stretch_timeouts(test.timeout, test.stall_timeout, factor)
         inv = test.invocation(instance)
         argv = job_argv(inv.command, inv.args)
-        env: dict[str, str | None] = {**self.options.model_env, **inv.env,
-                                      "STRESS_TEST_ID": test.id, "STRESS_ATTEMPT": str(n)}
+        env: dict[str, str | None] = {**self.options.model_env}
+        if p.uses_claude:
+            env.update(self.options.claude_env)
+        env.update(inv.env)
+        env.update({"STRESS_TEST_ID": test.id, "STRESS_ATTEMPT": str(n)})
         if instance is not None:
             env["STRESS_INSTANCE"] = str(instance + 1)
         if p.uses_claude and "CLAUDECODE" not in inv.env:
