@@ -105,6 +105,8 @@ class RunSpec:
     kill_grace: float = 3.0
     capture: bool = True
     """False: the child writes straight to our stdout/stderr (no batches, no stall detection)."""
+    inherit_stdin: bool = False
+    """True: the child reads our stdin (a terminal for `safe_run`); default is /dev/null."""
     batch_bytes: int = 64 * 1024
     batch_interval: float = 0.010
     max_buffer: int = 4 * 1024 * 1024
@@ -211,7 +213,8 @@ class Run:
         try:
             self._proc = subprocess.Popen(
                 self.argv,
-                stdin=subprocess.PIPE if spec.input is not None else subprocess.DEVNULL,
+                stdin=subprocess.PIPE if spec.input is not None
+                else None if spec.inherit_stdin else subprocess.DEVNULL,
                 stdout=pipe,
                 stderr=pipe,
                 cwd=spec.cwd,
