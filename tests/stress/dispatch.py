@@ -1,0 +1,701 @@
+"""Spread one run's tests over several executor services, by capacity, surviving lost servers.
+
+Why per-server queues with stealing instead of one shared queue: a shared queue balances well but
+gives no say over *where* long tests go. Here tests are dealt out up front, longest expected
+duration first, each to the server whose share of the work (assigned seconds / weight) would stay
+smallest; each server then runs its own queue, up to `concurrency` at a time. Estimates are wrong
+often (a model answers slowly, a host is loaded), so a server whose queue runs dry steals half of
+the pending queue of the server that is furthest behind (pending expected seconds / weight), from
+the short end: the pytest-xdist `worksteal` model. `steal=False` keeps the deal as dealt.
+
+Why a lost server does not fail its tests: a server that dies or drops the connection says
+nothing about the tests it was running. `run_one` signals the loss by raising `ServerLost` (any
+`ConnectionError`/`OSError`, or the client's `ConnectionLost`, counts too); the server is taken out
+of rotation, its pending queue is dealt to the live servers, and the test that was running is
+re-queued at the front of another live server's queue, within a per-test and a total retry
+budget. If no live server is left, every test not yet finished is reported LOST with the reason.
+Each test ends in exactly one final state: completed (run_one returned), lost, error (run_one
+raised something else: a harness bug, not retried), cancelled (halt `now`/`stop(now=True)` while
+running) or not_run (halted before it started).
+
+A lost server stays out unless a `probe` is given: then it is probed every `probe_interval`
+seconds (at most `max_probes` times) while the run goes on, and rejoins, stealing work like any
+idle server, once the probe answers True.
+
+The dispatcher never waits without a bound of its own making except on `run_one`: a run_one that
+never returns would hang it, so the harness's run_one must enforce its own limits, or pass
+`hang_grace` (items with a `timeout` then count their server as lost `timeout + hang_grace`
+seconds after starting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import statistics
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import websockets
+from websockets.protocol import State
+
+from cc_executor.client import ConnectionLost, ExecutorClient
+
+from .flaky import HaltRule, halt_reason
+
+T = TypeVar("T")
+
+COMPLETED, LOST, ERROR, CANCELLED, NOT_RUN = "completed", "lost", "error", "cancelled", "not_run"
+MIN_EXPECTED = 1e-3
+"""Expected seconds never count as less than this when dealing (zero estimates still spread)."""
+CANCEL_WAIT = 10.0
+"""Seconds to wait for a cancelled run_one to return."""
+
+
+class ServerLost(ConnectionError):
+    """Raised by run_one: the server died or the connection to it broke; the test did not finish."""
+
+    def __init__(self, server: str, detail: str):
+        super().__init__(f"server {server} lost: {detail}")
+        self.server = server
+        self.detail = detail
+
+
+LOST_EXCEPTIONS: tuple[type[BaseException], ...] = (ServerLost, OSError, ConnectionLost)
+"""What counts as "the server is gone" when run_one raises it (OSError covers ConnectionError
+and TimeoutError)."""
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One executor service. `weight` is its share of the work relative to the others;
+    `concurrency` how many tests it runs at once. Identical hosts: weight = concurrency."""
+
+    url: str
+    token: str | None = None
+    weight: float = 1.0
+    concurrency: int = 1
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url.startswith(("ws://", "wss://")):
+            raise ValueError(f"server URL must start with ws:// or wss://, got {self.url!r}")
+        w = self.weight
+        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w <= 0:
+            raise ValueError(f"server weight must be a number > 0, got {w!r} for {self.url}")
+        c = self.concurrency
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            raise ValueError(f"server concurrency must be a whole number >= 1, got {c!r} for {self.url}")
+        if not self.name:
+            object.__setattr__(self, "name", self.url)
+
+    @classmethod
+    def parse(cls, text: str, token: str | None = None) -> ServerSpec:
+        """`URL`, `URL@WEIGHT` or `URL@WEIGHT:CONCURRENCY`, e.g. ws://10.0.0.2:8004/ws@2:2."""
+        url, weight, conc = text.strip(), 1.0, 1
+        head, sep, tail = url.rpartition("@")
+        if sep and tail and tail[0].isdigit():
+            wtext, _, ctext = tail.partition(":")
+            try:
+                weight = float(wtext)
+                conc = int(ctext) if ctext else 1
+            except ValueError:
+                raise ValueError(f"bad --server {text!r}: expected URL[@WEIGHT[:CONCURRENCY]], "
+                                 "e.g. ws://127.0.0.1:8004/ws@2:2") from None
+            url = head
+        return cls(url, token, weight, conc)
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.weight:g}:{self.concurrency}"
+
+
+@dataclass(frozen=True)
+class TestItem:
+    """One unit of work (for the harness: one attempt of one test). `expected` orders and deals
+    it (history median, else the timeout); `payload` is whatever run_one needs."""
+
+    __test__ = False  # not a pytest class
+
+    key: str
+    expected: float
+    timeout: float | None = None
+    payload: Any = field(default=None, compare=False)
+
+
+def expected_duration(test_id: str, timeout: float | None, medians: Mapping[str, float],
+                      default: float = 60.0) -> float:
+    """History median when known, else the timeout as a proxy, else `default`."""
+    if test_id in medians:
+        return float(medians[test_id])
+    return float(timeout) if timeout is not None else default
+
+
+@dataclass
+class Dispatched(Generic[T]):
+    """The final state of one item."""
+
+    item: TestItem
+    state: str
+    value: T | None = None
+    server: str | None = None
+    """Where it completed (or, lost/cancelled, where it last ran)."""
+    tries: list[str] = field(default_factory=list)
+    """Every server it started on, in order (more than one after a retry)."""
+    reason: str = ""
+    started: float | None = None
+    ended: float | None = None
+    """Seconds since the dispatch began, of the final try."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.item.key, "state": self.state, "server": self.server,
+                "tries": list(self.tries), "reason": self.reason,
+                "started": _r(self.started), "ended": _r(self.ended)}
+
+
+@dataclass
+class ServerStats:
+    name: str
+    url: str
+    weight: float
+    concurrency: int
+    dealt: int = 0
+    tests_run: int = 0
+    """Items that completed here."""
+    busy: float = 0.0
+    """Slot-seconds spent inside run_one."""
+    idle: float = 0.0
+    """Slot-seconds alive but not running anything."""
+    steals_in: int = 0
+    steals_out: int = 0
+    """Items taken from / by other servers' queues."""
+    retries: int = 0
+    """Items re-queued here after their server was lost."""
+    lost_items: int = 0
+    """Items that were running here when it was lost."""
+    completion: float | None = None
+    """Seconds from the start to this server's last completed item."""
+    alive: bool = True
+    lost_reason: str | None = None
+    lost_at: float | None = None
+    rejoins: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "url": self.url, "weight": self.weight,
+                "concurrency": self.concurrency, "dealt": self.dealt, "tests_run": self.tests_run,
+                "busy": _r(self.busy), "idle": _r(self.idle), "steals_in": self.steals_in,
+                "steals_out": self.steals_out, "retries": self.retries,
+                "lost_items": self.lost_items, "completion": _r(self.completion),
+                "alive": self.alive, "lost_reason": self.lost_reason, "lost_at": _r(self.lost_at),
+                "rejoins": self.rejoins}
+
+
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
+
+
+def coefficient_of_variation(values: Sequence[float]) -> float | None:
+    """pstdev / mean; 0 for one value; None for none (or a zero mean)."""
+    if not values:
+        return None
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return 0.0
+    return statistics.pstdev(values) / mean if mean > 0 else None
+
+
+@dataclass
+class DispatchReport(Generic[T]):
+    results: list[Dispatched[T]]
+    """One per item, in the order the items were given."""
+    servers: list[ServerStats]
+    makespan: float
+    """Seconds from the start to the last item's end."""
+    halted: str | None = None
+    retries_used: int = 0
+
+    @property
+    def fairness(self) -> float | None:
+        """Coefficient of variation of per-server completion times (live servers that completed
+        something). 0 = every server finished together."""
+        return coefficient_of_variation(
+            [s.completion for s in self.servers if s.alive and s.completion is not None])
+
+    def by_state(self, state: str) -> list[Dispatched[T]]:
+        return [d for d in self.results if d.state == state]
+
+    @property
+    def lost(self) -> list[Dispatched[T]]:
+        return self.by_state(LOST)
+
+    @property
+    def completed(self) -> list[Dispatched[T]]:
+        return self.by_state(COMPLETED)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"makespan": _r(self.makespan), "fairness_cv": _r(self.fairness),
+                "halted": self.halted, "retries_used": self.retries_used,
+                "servers": [s.to_json() for s in self.servers],
+                "items": [d.to_json() for d in self.results]}
+
+
+@dataclass(frozen=True)
+class DispatchEvent:
+    """For progress lines: start, finish, steal, server_lost, requeue, rejoin, halt."""
+
+    kind: str
+    server: str | None
+    key: str | None
+    detail: str
+    at: float
+
+
+def deal(items: Sequence[TestItem], servers: Sequence[ServerSpec]) -> dict[str, list[TestItem]]:
+    """Longest first, each to the server whose weighted share would stay smallest (LPT)."""
+    load = [0.0] * len(servers)
+    out: dict[str, list[TestItem]] = {s.name: [] for s in servers}
+    for item in sorted(items, key=lambda i: -i.expected):
+        e = max(item.expected, MIN_EXPECTED)
+        i = min(range(len(servers)),
+                key=lambda k: ((load[k] + e) / servers[k].weight, -servers[k].weight, k))
+        load[i] += e
+        out[servers[i].name].append(item)
+    return out
+
+
+class _Entry:
+    __slots__ = ("item", "tries", "retries", "final", "started")
+
+    def __init__(self, item: TestItem) -> None:
+        self.item = item
+        self.tries: list[str] = []
+        self.retries = 0
+        self.final: Dispatched | None = None
+        self.started: float | None = None
+
+
+class _Server:
+    def __init__(self, spec: ServerSpec) -> None:
+        self.spec = spec
+        self.stats = ServerStats(spec.name, spec.url, spec.weight, spec.concurrency)
+        self.queue: collections.deque[_Entry] = collections.deque()
+        self.alive = True
+        self.alive_since = 0.0
+        self.alive_time = 0.0
+
+    def pending_share(self) -> float:
+        return sum(max(e.item.expected, MIN_EXPECTED) for e in self.queue) / self.spec.weight
+
+
+class Dispatcher(Generic[T]):
+    """Runs items on servers through `run_one(server, item)`; see the module doc. One `run` per object."""
+
+    def __init__(
+        self,
+        servers: Sequence[ServerSpec],
+        run_one: Callable[[ServerSpec, TestItem], Awaitable[T]],
+        *,
+        steal: bool = True,
+        retry_budget: int | None = None,
+        max_retries_per_test: int = 2,
+        halt: HaltRule | None = None,
+        is_failure: Callable[[T], bool] | None = None,
+        probe: Callable[[ServerSpec], Awaitable[bool]] | None = None,
+        probe_interval: float = 5.0,
+        probe_timeout: float = 10.0,
+        max_probes: int = 12,
+        hang_grace: float | None = None,
+        lost_exceptions: tuple[type[BaseException], ...] = LOST_EXCEPTIONS,
+        on_event: Callable[[DispatchEvent], None] | None = None,
+    ) -> None:
+        if not servers:
+            raise ValueError("at least one server is needed")
+        names = [s.name for s in servers]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"server given twice: {', '.join(sorted(dup))} (give each a different URL or name)")
+        if retry_budget is not None and retry_budget < 0:
+            raise ValueError(f"retry_budget must be >= 0 or None, got {retry_budget}")
+        if max_retries_per_test < 0:
+            raise ValueError(f"max_retries_per_test must be >= 0, got {max_retries_per_test}")
+        if probe_interval <= 0 or probe_timeout <= 0 or max_probes < 0:
+            raise ValueError("probe_interval and probe_timeout must be > 0, max_probes >= 0")
+        self._servers = [_Server(s) for s in servers]
+        self._run_one = run_one
+        self.steal = steal
+        self.retry_budget = retry_budget
+        self.max_retries_per_test = max_retries_per_test
+        self.halt_rule = halt
+        self._is_failure = is_failure or (lambda value: False)
+        self._probe = probe
+        self.probe_interval, self.probe_timeout, self.max_probes = probe_interval, probe_timeout, max_probes
+        self.hang_grace = hang_grace
+        self._lost_types = lost_exceptions
+        self._on_event = on_event
+        self._entries: list[_Entry] = []
+        self._open = 0
+        self._done = 0
+        self._failed = 0
+        self._retries_used = 0
+        self._halt: str | None = None
+        self._halt_now = False
+        self._changed = asyncio.Event()
+        self._workers: set[asyncio.Task] = set()
+        self._probes: set[asyncio.Task] = set()
+        self._inflight: dict[asyncio.Task, tuple[_Server, _Entry]] = {}
+        self._cancelled_by_us: set[asyncio.Task] = set()
+        self._t0 = 0.0
+        self._last_end = 0.0
+        self._started = False
+
+    # ---- public ------------------------------------------------------------------------------
+
+    @property
+    def servers(self) -> list[ServerStats]:
+        return [s.stats for s in self._servers]
+
+    def stop(self, reason: str, *, now: bool = False) -> None:
+        """Start no more items; with `now`, cancel the running ones too (e.g. on Ctrl-C)."""
+        self._begin_halt(reason, now)
+
+    async def run(self, items: Iterable[TestItem]) -> DispatchReport[T]:
+        if self._started:
+            raise RuntimeError("a Dispatcher runs once; make a new one")
+        self._started = True
+        items = list(items)
+        seen: set[str] = set()
+        for it in items:
+            if it.key in seen:
+                raise ValueError(f"item key {it.key!r} given twice; keys must be unique")
+            seen.add(it.key)
+            if not (isinstance(it.expected, int | float) and math.isfinite(it.expected) and it.expected >= 0):
+                raise ValueError(f"item {it.key!r}: expected duration must be a finite number >= 0, got {it.expected!r}")
+        loop = asyncio.get_running_loop()
+        self._t0 = loop.time()
+        self._entries = [_Entry(it) for it in items]
+        self._open = len(self._entries)
+        by_key = {e.item.key: e for e in self._entries}
+        for srv in self._servers:
+            srv.alive_since = 0.0
+        for name, dealt in deal(items, [s.spec for s in self._servers]).items():
+            srv = self._server(name)
+            srv.queue.extend(by_key[it.key] for it in dealt)
+            srv.stats.dealt = len(dealt)
+        if self._halt is None and self._open:  # stop() before run(): nothing starts
+            for srv in self._servers:
+                self._start_workers(srv)
+        try:
+            while self._workers:
+                done, _ = await asyncio.wait(set(self._workers), return_when=asyncio.FIRST_COMPLETED)
+                self._workers -= done
+                for t in done:
+                    if not t.cancelled() and t.exception() is not None:
+                        raise t.exception()  # a bug in the dispatcher itself: surface it
+        finally:
+            for t in list(self._workers) + list(self._probes):
+                t.cancel()
+            await asyncio.gather(*self._workers, *self._probes, return_exceptions=True)
+            self._probes.clear()
+        why = self._halt or "not run"
+        for e in self._entries:
+            if e.final is None:
+                self._finalize(e, NOT_RUN, reason=f"not run: {why}")
+        end = self._now()
+        makespan = max(self._last_end, 0.0) if self._entries else 0.0
+        for srv in self._servers:
+            if srv.alive:
+                srv.alive_time += end - srv.alive_since
+            srv.stats.idle = max(0.0, srv.alive_time * srv.spec.concurrency - srv.stats.busy)
+        return DispatchReport([e.final for e in self._entries], self.servers,  # type: ignore[misc]
+                              makespan, self._halt, self._retries_used)
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time() - self._t0
+
+    def _emit(self, kind: str, server: str | None, key: str | None, detail: str = "") -> None:
+        if self._on_event is not None:
+            self._on_event(DispatchEvent(kind, server, key, detail, self._now()))
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _server(self, name: str) -> _Server:
+        return next(s for s in self._servers if s.spec.name == name)
+
+    def _live(self) -> list[_Server]:
+        return [s for s in self._servers if s.alive]
+
+    def _start_workers(self, srv: _Server) -> None:
+        for _ in range(srv.spec.concurrency):
+            self._workers.add(asyncio.ensure_future(self._worker(srv)))
+
+    def _victim(self, thief: _Server) -> _Server | None:
+        cands = [s for s in self._servers if s is not thief and s.alive and s.queue]
+        return max(cands, key=lambda s: s.pending_share(), default=None)
+
+    def _take(self, srv: _Server) -> _Entry | None:
+        if srv.queue:
+            return srv.queue.popleft()
+        if not self.steal:
+            return None
+        victim = self._victim(srv)
+        if victim is None:
+            return None
+        n = max(1, len(victim.queue) // 2)
+        stolen = [victim.queue.pop() for _ in range(n)]  # the short end
+        stolen.reverse()
+        srv.queue.extend(stolen)
+        srv.stats.steals_in += n
+        victim.stats.steals_out += n
+        self._emit("steal", srv.spec.name, None, f"{n} from {victim.spec.name}")
+        return srv.queue.popleft()
+
+    async def _worker(self, srv: _Server) -> None:
+        while srv.alive and self._halt is None and self._open > 0:
+            entry = self._take(srv)
+            if entry is None:
+                await self._changed.wait()
+                continue
+            await self._run_entry(srv, entry)
+
+    async def _run_entry(self, srv: _Server, entry: _Entry) -> None:
+        item, name = entry.item, srv.spec.name
+        entry.tries.append(name)
+        entry.started = t0 = self._now()
+        self._emit("start", name, item.key)
+        task = asyncio.ensure_future(self._run_one(srv.spec, item))
+        self._inflight[task] = (srv, entry)
+        lost: BaseException | None = None
+        try:
+            limit = None
+            if self.hang_grace is not None and item.timeout is not None:
+                limit = item.timeout + self.hang_grace
+            done, _ = await asyncio.wait({task}, timeout=limit)
+            if not done:
+                self._cancelled_by_us.discard(task)
+                task.cancel()
+                await asyncio.wait({task}, timeout=CANCEL_WAIT)
+                lost = ServerLost(name, f"no answer for {item.key} within {limit:g} s "
+                                        f"(timeout {item.timeout:g} s + grace {self.hang_grace:g} s)")
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            self._inflight.pop(task, None)
+            srv.stats.busy += self._now() - t0
+        if lost is None and task.done():
+            if task.cancelled():
+                if task in self._cancelled_by_us:
+                    self._finalize(entry, CANCELLED, server=name, reason=f"cancelled: {self._halt}")
+                else:
+                    self._finalize(entry, ERROR, server=name, reason="run_one was cancelled")
+                return
+            exc = task.exception()
+            if exc is None:
+                if task in self._cancelled_by_us:
+                    self._finalize(entry, CANCELLED, task.result(), name, f"cancelled: {self._halt}")
+                else:
+                    self._finalize(entry, COMPLETED, task.result(), name)
+                return
+            if isinstance(exc, self._lost_types):
+                lost = exc
+            else:
+                self._finalize(entry, ERROR, server=name,
+                               reason=f"run_one raised {type(exc).__name__}: {exc}")
+                return
+        if lost is not None:
+            self._on_lost(srv, entry, lost)
+
+    def _on_lost(self, srv: _Server, entry: _Entry, exc: BaseException) -> None:
+        name = srv.spec.name
+        detail = exc.detail if isinstance(exc, ServerLost) else f"{type(exc).__name__}: {exc}"
+        srv.stats.lost_items += 1
+        if srv.alive:
+            self._mark_dead(srv, detail)
+        self._requeue(entry, f"server {name} lost ({detail})")
+
+    def _mark_dead(self, srv: _Server, detail: str) -> None:
+        now = self._now()
+        srv.alive = False
+        srv.alive_time += now - srv.alive_since
+        srv.stats.alive = False
+        srv.stats.lost_reason = detail
+        srv.stats.lost_at = now
+        self._emit("server_lost", srv.spec.name, None, detail)
+        pending = list(srv.queue)
+        srv.queue.clear()
+        live = self._live()
+        for e in pending:
+            if not live:
+                self._finalize(e, LOST, reason=f"no live server left (last lost: {srv.spec.name}: {detail})")
+            else:
+                self._place(e, live, front=False)
+        if not live:
+            for t in self._probes:
+                t.cancel()
+        elif self._probe is not None and self.max_probes and self._halt is None:
+            self._probes.add(asyncio.ensure_future(self._probe_loop(srv)))
+        self._notify()
+
+    def _place(self, entry: _Entry, live: list[_Server], *, front: bool) -> _Server:
+        fresh = [s for s in live if s.spec.name not in entry.tries] or live
+        e = max(entry.item.expected, MIN_EXPECTED)
+        target = min(fresh, key=lambda s: (s.pending_share() + e / s.spec.weight, -s.spec.weight))
+        if front:
+            target.queue.appendleft(entry)
+        else:
+            target.queue.append(entry)
+        return target
+
+    def _requeue(self, entry: _Entry, why: str) -> None:
+        entry.retries += 1
+        live = self._live()
+        last = entry.tries[-1] if entry.tries else None
+        if self._halt is not None:
+            self._finalize(entry, LOST, server=last, reason=f"{why}; not retried: {self._halt}")
+        elif entry.retries > self.max_retries_per_test:
+            self._finalize(entry, LOST, server=last, reason=f"{why}; retried {entry.retries - 1} "
+                           f"time(s), the per-test limit is {self.max_retries_per_test}")
+        elif self.retry_budget is not None and self._retries_used >= self.retry_budget:
+            self._finalize(entry, LOST, server=last,
+                           reason=f"{why}; the run's retry budget of {self.retry_budget} is spent")
+        elif not live:
+            self._finalize(entry, LOST, server=last, reason=f"{why}; no live server left")
+        else:
+            self._retries_used += 1
+            target = self._place(entry, live, front=True)
+            target.stats.retries += 1
+            self._emit("requeue", target.spec.name, entry.item.key, why)
+            self._notify()
+
+    async def _probe_loop(self, srv: _Server) -> None:
+        assert self._probe is not None
+        for _ in range(self.max_probes):
+            await asyncio.sleep(self.probe_interval)
+            if self._open == 0 or self._halt is not None or not self._live():
+                return
+            try:
+                ok = await asyncio.wait_for(self._probe(srv.spec), self.probe_timeout)
+            except Exception:  # noqa: BLE001 - a failing probe is a "no"
+                ok = False
+            if ok and self._open > 0 and self._halt is None and self._live():
+                srv.alive = True
+                srv.alive_since = self._now()
+                srv.stats.alive = True
+                srv.stats.rejoins += 1
+                self._emit("rejoin", srv.spec.name, None, "probe answered")
+                self._start_workers(srv)
+                self._notify()
+                return
+
+    def _finalize(self, entry: _Entry, state: str, value: Any = None, server: str | None = None,
+                  reason: str = "") -> None:
+        assert entry.final is None, f"{entry.item.key} finalized twice"
+        now = self._now()
+        entry.final = Dispatched(entry.item, state, value, server, list(entry.tries), reason,
+                                 entry.started, now if entry.started is not None else None)
+        self._open -= 1
+        if entry.started is not None:
+            self._last_end = max(self._last_end, now)
+        if state == COMPLETED and server is not None:
+            st = self._server(server).stats
+            st.tests_run += 1
+            st.completion = now
+        self._emit("finish", server, entry.item.key, state if not reason else f"{state}: {reason}")
+        if state in (COMPLETED, LOST, ERROR):
+            self._done += 1
+            if state != COMPLETED or self._is_failure(value):
+                self._failed += 1
+            rule = self.halt_rule
+            if rule is not None and self._halt is None:
+                when = rule.should_halt(self._done, self._failed, len(self._entries))
+                if when is not None:
+                    self._begin_halt(halt_reason(rule, self._done, self._failed), when == "now")
+        self._notify()
+
+    def _begin_halt(self, reason: str, now: bool) -> None:
+        if self._halt is None:
+            self._halt = reason
+            self._emit("halt", None, None, reason)
+        if now and not self._halt_now:
+            self._halt_now = True
+            for task in list(self._inflight):
+                self._cancelled_by_us.add(task)
+                task.cancel()
+        self._notify()
+
+
+# ---------------------------------------------------------------------------------------------
+# Connections for run_one
+
+
+class ClientPool:
+    """Open client connections per server, reused by the next item on that server.
+
+    `async with pool.client(spec) as client:` connects (or reuses an idle connection). A failed
+    connect, or the client's ConnectionLost inside the block, comes out as ServerLost, which is
+    what the Dispatcher retries elsewhere. Close the pool when the run ends.
+    """
+
+    def __init__(self, *, open_timeout: float = 10.0) -> None:
+        self.open_timeout = open_timeout
+        self._idle: dict[str, list[ExecutorClient]] = collections.defaultdict(list)
+
+    @asynccontextmanager
+    async def client(self, spec: ServerSpec) -> AsyncIterator[ExecutorClient]:
+        idle = self._idle[spec.name]
+        client: ExecutorClient | None = None
+        while idle and client is None:
+            c = idle.pop()
+            if c.ws.state is State.OPEN:
+                client = c
+            else:
+                await _close(c)
+        if client is None:
+            try:
+                client = await asyncio.wait_for(
+                    ExecutorClient.connect(spec.url, spec.token, open_timeout=self.open_timeout,
+                                           ping_timeout=None),
+                    self.open_timeout + 5)
+            except (OSError, ConnectionLost, websockets.InvalidHandshake, websockets.InvalidURI,
+                    websockets.ConnectionClosed) as e:
+                raise ServerLost(spec.name, f"cannot connect: {type(e).__name__}: {e}") from e
+        reusable = False
+        try:
+            yield client
+            reusable = True
+        except ConnectionLost as e:
+            raise ServerLost(spec.name, str(e)) from e
+        finally:
+            if reusable and client.ws.state is State.OPEN:
+                idle.append(client)
+            else:
+                # Unknown state (cancelled, lost, hung server): drop the socket now rather than
+                # wait for a closing handshake a stopped server will never answer.
+                await _close(client, abort=True)
+
+    async def close(self) -> None:
+        clients = [c for cs in self._idle.values() for c in cs]
+        self._idle.clear()
+        await asyncio.gather(*(_close(c) for c in clients))
+
+
+async def _close(client: ExecutorClient, *, abort: bool = False) -> None:
+    try:
+        if abort:
+            transport = getattr(client.ws, "transport", None)
+            if transport is not None:
+                transport.abort()
+        await asyncio.wait_for(client.close(), 5)
+    except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - closing is best effort
+        pass
+
+
+__all__ = ["CANCELLED", "COMPLETED", "ClientPool", "DispatchEvent", "DispatchReport", "Dispatched",
+           "Dispatcher", "ERROR", "LOST", "LOST_EXCEPTIONS", "NOT_RUN", "ServerLost", "ServerSpec",
+           "ServerStats", "TestItem", "coefficient_of_variation", "deal", "expected_duration"]

@@ -1,0 +1,287 @@
+"""The run history (`stress.history`): a real SQLite file per test, real writer processes."""
+
+from __future__ import annotations
+
+import io
+import math
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from stress.history import (History, HistoryError, TestKey, make_ratio)
+from stress.history_cli import main as history_main
+from stress.results import Attempt, TestOutcome
+
+T0 = 1_800_000_000.0
+
+
+def add_run(h: History, run_id: str, at: float, results: dict[str, list], *, suites=("local",),
+            finished: bool = True, **run_fields) -> None:
+    """results: test_id -> list of (passed, duration) per attempt."""
+    h.record_run(run_id, started=at, suites=suites, **run_fields)
+    rows = []
+    for test_id, attempts in results.items():
+        for n, (passed, duration) in enumerate(attempts, 1):
+            rows.append(dict(suite=suites[0], test_id=test_id, attempt=n, passed=passed,
+                             duration=duration, reason="passed" if passed else "exit_code"))
+    h.record_results(run_id, rows)
+    if finished:
+        h.finish_run(run_id, ended=at + 60, exit_code=0)
+
+
+@pytest.fixture
+def hist(tmp_path):
+    with History(tmp_path / "history.sqlite3") as h:
+        yield h
+
+
+def test_a_run_and_its_results_read_back(hist):
+    hist.record_run("r1", started=T0, suites=["local", "b"], host="box", cores=2, load_start=0.5,
+                    model_mode="mock", versions={"cc_executor": "0.1.0"}, argv=["--repeat", "2"])
+    hist.record_result("r1", suite="local", test_id="echo", attempt=1, passed=True, duration=0.25,
+                       server="ws://a/ws", output_bytes=12, cost_usd=0.001, tokens=30, load1=0.7,
+                       timeout_used=20.0, reason="passed")
+    hist.record_result("r1", suite="b", test_id="x", passed=None, reason="skipped")
+    hist.record_run("r1", started=T0, suites=["b", "local"], load_end=1.5)  # update keeps the rest
+    hist.finish_run("r1", ended=T0 + 3, exit_code=1)
+    run = hist.run("r1")
+    assert (run.suites, run.host, run.cores, run.load_start, run.load_end) == (["b", "local"], "box", 2, 0.5, 1.5)
+    assert run.versions == {"cc_executor": "0.1.0"} and run.argv == ["--repeat", "2"]
+    assert (run.duration, run.exit_code, run.attempts, run.passed, run.failed) == (3, 1, 1, 1, 0)
+    rows = hist.results("r1")
+    assert [(r.suite, r.test_id, r.passed) for r in rows] == [("b", "x", None), ("local", "echo", True)]
+    echo = rows[1]
+    assert (echo.server, echo.output_bytes, echo.cost_usd, echo.tokens, echo.load1, echo.timeout_used) == \
+        ("ws://a/ws", 12, 0.001, 30, 0.7, 20.0)
+    assert [r.run_id for r in hist.runs()] == ["r1"]
+
+
+def test_bad_input_is_refused_by_name(hist):
+    with pytest.raises(HistoryError, match="record_run\\('nope'"):
+        hist.record_result("nope", suite="s", test_id="t", passed=True)
+    hist.record_run("r", started=T0, suites=["s"])
+    with pytest.raises(ValueError, match="passed must be True, False or None"):
+        hist.record_result("r", suite="s", test_id="t", passed="yes")
+    with pytest.raises(ValueError, match="unknown result fields \\['colour'\\]"):
+        hist.record_results("r", [dict(suite="s", test_id="t", passed=True, colour=1)])
+    with pytest.raises(ValueError, match="at least one suite"):
+        hist.record_run("r2", started=T0, suites=[])
+    with pytest.raises(HistoryError, match="no run 'zz'"):
+        hist.run("zz")
+
+
+def test_outcomes_from_the_harness_are_recorded_one_row_per_attempt(hist):
+    o = TestOutcome(suite="local", id="t1", name="t1", tags=[], source="x.json", kind="command",
+                    invocation="echo", requires=[], timeout=20.0, stall_timeout=None, repeat=2)
+    o.attempts = [
+        Attempt(attempt=1, status="passed", reason="passed", message="", end_reason="exited",
+                duration=1.5, stdout_bytes=10, stderr_bytes=2, load1=0.3, timeout=20.0,
+                claude={"total_cost_usd": 0.02, "usage": {"input_tokens": 5, "output_tokens": 7}}),
+        Attempt(attempt=2, status="skipped", reason="skipped", message="", end_reason="skipped"),
+    ]
+    hist.record_run("r", started=T0, suites=["local"])
+    n = hist.record_outcomes("r", [o], server_for=lambda suite, tid, a: f"srv{a}")
+    assert n == 2
+    a1, a2 = hist.results("r")
+    assert (a1.passed, a1.duration, a1.output_bytes, a1.cost_usd, a1.tokens, a1.server) == \
+        (True, 1.5, 12, 0.02, 12, "srv1")
+    assert (a2.passed, a2.duration, a2.reason) == (None, None, "skipped")
+
+
+def test_compare_finds_new_failures_fixed_tests_and_duration_changes(hist):
+    add_run(hist, "base", T0, {
+        "steady": [(True, 1.0)], "breaks": [(True, 1.0)], "heals": [(False, 1.0)],
+        "broken": [(False, 1.0)], "slows": [(True, 1.0)], "speeds": [(True, 4.0)],
+        "tiny": [(True, 0.01)], "gone": [(True, 1.0)], "wobbles": [(True, 1.0), (True, 1.0)],
+    })
+    add_run(hist, "now", T0 + 100, {
+        "steady": [(True, 1.1)], "breaks": [(False, 1.0)], "heals": [(True, 1.0)],
+        "broken": [(False, 1.0)], "slows": [(True, 1.5)], "speeds": [(True, 2.0)],
+        "tiny": [(True, 0.05)], "new": [(True, 1.0)], "wobbles": [(True, 1.0), (False, 1.0)],
+    })
+    c = hist.compare("now", "base")
+    k = lambda t: TestKey("local", t)  # noqa: E731
+    assert c.new_failures == [k("breaks"), k("wobbles")]
+    assert c.fixed == [k("heals")] and c.still_failing == [k("broken")]
+    assert c.added == [k("new")] and c.removed == [k("gone")]
+    # +10% is under the 25% threshold; "tiny" is +400% but only 0.04 s, under the absolute floor.
+    assert [(d.key, d.before, d.after) for d in c.slower] == [(k("slows"), 1.0, 1.5)]
+    assert [d.key for d in c.faster] == [k("speeds")] and c.faster[0].relative == pytest.approx(-0.5)
+    assert c.regressed
+    text = "\n".join(c.lines())
+    assert "new failures (2): local/breaks, local/wobbles [flaky (1/2 passed, needed 2)]" in text
+    assert "slower: local/slows: 1 s -> 1.5 s (+0.5 s, +50%)" in text
+    j = c.to_json()
+    assert j["new_failures"] == ["local/breaks", "local/wobbles"] and j["slower"][0]["relative"] == 0.5
+    # A tighter threshold and no floor see the small changes too.
+    fine = hist.compare("now", "base", duration_threshold=0.05, min_seconds=0)
+    assert {d.key.test_id for d in fine.slower} == {"slows", "steady", "tiny"}
+    with pytest.raises(ValueError, match="duration_threshold must be > 0"):
+        hist.compare("now", "base", duration_threshold=0)
+
+
+def test_baseline_is_the_previous_finished_run_of_the_same_suites(hist):
+    add_run(hist, "a1", T0, {"t": [(True, 1.0)]})
+    add_run(hist, "other", T0 + 10, {"t": [(True, 1.0)]}, suites=("local", "extra"))
+    add_run(hist, "a2", T0 + 20, {"t": [(True, 1.0)]})
+    add_run(hist, "running", T0 + 30, {"t": [(True, 1.0)]}, finished=False)
+    add_run(hist, "a3", T0 + 40, {"t": [(True, 1.0)]})
+    assert hist.baseline("a3").run_id == "a2"  # "running" has not finished
+    assert hist.baseline("a2").run_id == "a1"
+    assert hist.baseline("a1") is None
+    assert hist.previous_run(["local"]).run_id == "a3"
+    assert hist.previous_run(["extra", "local"]).run_id == "other"
+    assert hist.previous_run(["nothing"]) is None
+
+
+def test_graduation_needs_ten_to_one_and_ten_passes():
+    assert make_ratio(9, 0).graduated is False  # too little evidence
+    assert make_ratio(10, 0) == (10, 0, math.inf, True)
+    assert make_ratio(10, 1).graduated and make_ratio(23, 2).graduated  # seed 004's 11.5:1
+    assert not make_ratio(19, 2).graduated  # 9.5:1
+    assert make_ratio(0, 0) == (0, 0, 0.0, False)
+    assert make_ratio(23, 2).text() == "11.5:1"
+
+
+def test_suite_ratio_is_cumulative_over_runs_and_ignores_skipped(hist):
+    for i in range(4):
+        add_run(hist, f"r{i}", T0 + i, {f"t{j}": [(True, 1.0)] for j in range(3)})
+    add_run(hist, "bad", T0 + 10, {"t0": [(False, 1.0)], "t1": [(None, None)]})
+    add_run(hist, "o", T0 + 11, {"x": [(False, 1.0)]}, suites=("other",))
+    passes, failures, ratio, graduated = hist.suite_ratio("local")
+    assert (passes, failures, ratio, graduated) == (12, 1, 12.0, True)
+    assert hist.suite_ratio("other") == (0, 1, 0.0, False)
+    assert hist.suite_ratio(None)[:2] == (12, 2)
+    assert hist.suite_ratio("absent") == (0, 0, 0.0, False)
+    assert {s: runs for s, (_, runs) in hist.suite_ratios().items()} == {"local": 5, "other": 1}
+
+
+def test_trend_and_medians_come_from_recent_passed_attempts(hist):
+    durations = [1.0, 2.0, 3.0, 4.0, 50.0]
+    for i, d in enumerate(durations):
+        add_run(hist, f"r{i}", T0 + i, {"t": [(d < 10, d)], "u": [(True, 0.5)]})
+    trend = hist.trend("t", limit=3)
+    assert [r.run_id for r in trend] == ["r2", "r3", "r4"]  # the last three, oldest first
+    assert [r.passed for r in trend] == [True, True, False]
+    assert hist.median_durations(["t", "u", "never"]) == {"t": 2.5, "u": 0.5}  # 50 s failed
+    assert hist.median_durations(["t"], window=2) == {"t": 3.5}
+    assert hist.trend("t", suite="other") == []
+
+
+def test_schema_is_versioned_and_migrations_run_once(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    with History(path) as h:
+        assert h.schema_version == 1
+        add_run(h, "r", T0, {"t": [(True, 1.0)]})
+
+    def add_notes(db):
+        db.execute("ALTER TABLE runs ADD COLUMN notes TEXT")
+
+    class Newer(History):
+        MIGRATIONS = History.MIGRATIONS + (add_notes,)
+
+    with Newer(path) as h:
+        assert h.schema_version == 2 and h.run("r").passed == 1  # data kept
+    with Newer(path) as h:  # already migrated: runs nothing again (would fail: duplicate column)
+        assert h.schema_version == 2
+    with pytest.raises(HistoryError, match="schema version 2, newer than this code knows \\(1\\)"):
+        History(path)
+
+
+def test_unusable_paths_are_refused_by_name(tmp_path):
+    junk = tmp_path / "junk.sqlite3"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(HistoryError, match="cannot use .*junk.sqlite3 as a history database"):
+        History(junk)
+    with pytest.raises(HistoryError, match="is a directory"):
+        History(tmp_path)
+    with pytest.raises(HistoryError, match="no history database at"):
+        History(tmp_path / "absent.sqlite3", create=False)
+    assert not (tmp_path / "absent.sqlite3").exists()
+
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    from stress.history import History
+    path, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    h = History(path, busy_timeout_ms=20000)
+    h.record_run(name, started=time.time(), suites=["local"])
+    for i in range(n):  # one transaction per result: the most lock traffic there can be
+        h.record_result(name, suite="local", test_id=f"t{i}", passed=i % 7 != 0, duration=0.01 * i)
+    h.finish_run(name, exit_code=0)
+    print("ok", h.schema_version)
+""")
+
+
+def test_two_processes_write_the_same_file_at_once(tmp_path):
+    path = tmp_path / "shared.sqlite3"  # neither process finds it: both race to create the schema
+    n = 150
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"w{i}", str(n)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert all(o[0].strip() == "ok 1" for o in outs)
+    with History(path) as h:
+        assert sorted(r.run_id for r in h.runs()) == ["w0", "w1"]
+        assert all(r.attempts == n and r.ended is not None for r in h.runs())
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("SELECT count(*) FROM results").fetchone()[0] == 2 * n
+    finally:
+        db.close()
+
+
+# ---- the command line -----------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    rc = history_main(list(args), out=out)
+    return rc, out.getvalue()
+
+
+@pytest.fixture
+def filled(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    with History(path) as h:
+        add_run(h, "run-a", T0, {"echo": [(True, 1.0)], "cat": [(True, 0.2)]},
+                host="box", model_mode="mock")
+        add_run(h, "run-b", T0 + 100, {"echo": [(False, 1.0)], "cat": [(True, 0.9)]})
+    return str(path)
+
+
+def test_cli_list_show_ratio_compare(filled, capsys):
+    rc, out = run_cli("--db", filled, "list")
+    assert rc == 0 and out.index("run-b") < out.index("run-a") and "mock" in out
+    rc, out = run_cli("--db", filled, "show", "run-b")
+    assert rc == 0 and "FAIL" in out and "exit_code" in out
+    assert "new failures (1): local/echo" in out and "slower: local/cat" in out
+    rc, out = run_cli("--db", filled, "ratio")
+    assert rc == 0 and "local" in out and "3.0" in out and "no" in out
+    rc, out = run_cli("--db", filled, "compare", "run-b")
+    assert rc == 1 and "run-b against baseline run-a" in out
+    rc, out = run_cli("--db", filled, "compare", "run-a", "--baseline", "run-b")
+    assert rc == 0 and "fixed (1): local/echo" in out
+    rc, out = run_cli("--db", filled, "compare", "run-a")
+    assert rc == 2 and "give --baseline" in out
+    rc, _ = run_cli("--db", filled, "show", "nope")
+    assert rc == 2 and "no run 'nope'" in capsys.readouterr().err
+
+
+def test_cli_as_a_module_prints_the_trend_and_refuses_a_missing_db(filled, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "stress.history", "--db", filled, "trend", "echo"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert any("run-a" in ln and "pass" in ln and "1.000" in ln for ln in lines)
+    assert any("run-b" in ln and "FAIL" in ln for ln in lines)
+    assert "flaky: 1/2 passed (50%); median 1.000 s over 1 passes" in r.stdout
+    missing = tmp_path / "missing.sqlite3"
+    r = subprocess.run([sys.executable, "-m", "stress.history", "--db", str(missing), "list"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no history database at" in r.stderr and not missing.exists()
