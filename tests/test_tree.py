@@ -133,7 +133,11 @@ async def test_writers_at_full_speed_killed(consumer):
         run.cancel()
     end = await r.finish(20)
     assert end.reason is EndReason.CANCELLED
-    assert end.stdout_bytes > 0 and end.stderr_bytes > 0
+    assert end.stdout_bytes > 0
+    if consumer == "reading":
+        assert end.stderr_bytes > 0
+    # Held back: stdout alone can fill the buffer before the stderr writer was ever scheduled
+    # on a loaded machine, so stderr may legitimately be empty there.
     assert_gone(pids)
 
 
@@ -249,7 +253,7 @@ async def test_registry_record_lives_exactly_as_long_as_the_run(tmp_path):
     record = json.loads(path.read_text())
     assert record == {
         "run_id": run.run_id, "pid": run.pid, "pgid": run.pgid,
-        "start_ticks": tree.stat_fields(run.pid)[3], "started_at": record["started_at"],
+        "started_at": record["started_at"],
         "argv": ["sleep", "30"], "cwd": str(tmp_path), "owner_pid": os.getpid(),
         "owner_start_ticks": tree.stat_fields(os.getpid())[3], "marker": run.run_id,
     }

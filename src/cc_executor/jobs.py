@@ -63,6 +63,7 @@ class AllowList:
     def __init__(self, names: list[str], claude_path: str | None = None):
         self.names = list(names)
         self.real: dict[str, str] = {}
+        self._cache: dict[str, tuple[str, str]] = {}
         for name in names:
             found = find_claude(claude_path) if name == "claude" else shutil.which(
                 name, path=search_path())
@@ -78,21 +79,34 @@ class AllowList:
         """
         if os.sep in argv0:
             found = os.path.abspath(os.path.join(cwd or os.getcwd(), argv0))
+            real = os.path.realpath(found) if os.path.exists(found) else None
         else:
-            found = shutil.which(argv0, path=search_path())
-        if not found or not os.path.exists(found):
+            found, real = self._lookup(argv0)
+        if not found or real is None:
             if argv0 in self.names:
                 raise JobError(protocol.SPAWN_FAILED, f"executable not found: {argv0}",
                                {"executable": argv0})
             raise JobError(protocol.COMMAND_NOT_ALLOWED,
                            f"command not allowed: {argv0} (allowed: {', '.join(self.names)})",
                            {"executable": argv0, "allowed": self.names})
-        real = os.path.realpath(found)
         if real not in self.real:
             raise JobError(protocol.COMMAND_NOT_ALLOWED,
                            f"command not allowed: {argv0} (allowed: {', '.join(self.names)})",
                            {"executable": argv0, "allowed": self.names})
         return found
+
+    def _lookup(self, name: str) -> tuple[str | None, str | None]:
+        """PATH search for a bare name, remembered: it runs on every request. A remembered
+        answer is re-checked with one stat, so a removed binary is noticed."""
+        hit = self._cache.get(name)
+        if hit is not None and os.path.exists(hit[0]):
+            return hit
+        found = shutil.which(name, path=search_path())
+        if not found:
+            return None, None
+        hit = (found, os.path.realpath(found))
+        self._cache[name] = hit
+        return hit
 
     def is_claude(self, path: str) -> bool:
         return self.real.get(os.path.realpath(path)) == "claude"

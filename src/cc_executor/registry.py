@@ -2,13 +2,15 @@
 
 Format (documented in docs/process.md): `<run_dir>/runs/<run_id>.json`, one JSON object:
 
-    {"run_id": "...", "pid": 1234, "pgid": 1234, "start_ticks": 567890,
-     "started_at": 1700000000.123, "argv": ["claude", "-p", "..."], "cwd": "/...",
-     "owner_pid": 999, "owner_start_ticks": 12345, "marker": "..."}
+    {"run_id": "...", "pid": 1234, "pgid": 1234, "started_at": 1700000000.123,
+     "argv": ["claude", "-p", "..."], "cwd": "/...", "owner_pid": 999,
+     "owner_start_ticks": 12345, "marker": "..."}
 
-`start_ticks` is field 22 of /proc/<pid>/stat (start time in clock ticks since boot): with the pid
-it names one process for good, so a recycled pid is never mistaken for ours. The file is written
-atomically (temp file + rename) when a run starts and removed when it ends.
+A recycled pid is never mistaken for ours: the leader counts as ours only while its environment
+still carries `CC_EXECUTOR_RUN=<marker>`, and the owner only while its start time (field 22 of
+/proc/<pid>/stat, read once per runner) matches. Writing a record reads nothing from /proc, so it
+costs the spawn path only a small file write. The file is written atomically (temp file +
+rename) when a run starts and removed when it ends.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import tree
@@ -27,7 +29,6 @@ class RunRecord:
     run_id: str
     pid: int
     pgid: int
-    start_ticks: int
     started_at: float
     argv: list[str]
     cwd: str | None
@@ -46,18 +47,24 @@ class Registry:
 
     def __init__(self, run_dir: str | os.PathLike[str] | None):
         self.dir = Path(run_dir) / "runs" if run_dir else None
-        self._owner_ticks = _ticks(os.getpid())
+        self._owner_pid = os.getpid()
+        self._owner_ticks = _ticks(self._owner_pid)
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
 
     def add(self, run_id: str, pid: int, argv: list[str], cwd: str | None, marker: str) -> None:
         if self.dir is None:
             return
-        rec = RunRecord(run_id, pid, pid, _ticks(pid), time.time(), list(argv), cwd,
-                        os.getpid(), self._owner_ticks, marker)
-        tmp = self.dir / f".{run_id}.tmp"
-        tmp.write_text(json.dumps(asdict(rec)))
-        os.replace(tmp, self.dir / f"{run_id}.json")
+        rec = {"run_id": run_id, "pid": pid, "pgid": pid, "started_at": time.time(),
+               "argv": list(argv), "cwd": cwd, "owner_pid": self._owner_pid,
+               "owner_start_ticks": self._owner_ticks, "marker": marker}
+        tmp = f"{self.dir}/.{run_id}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps(rec).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, f"{self.dir}/{run_id}.json")
 
     def remove(self, run_id: str) -> None:
         if self.dir is None:
@@ -87,7 +94,7 @@ class Registry:
         """End what dead owners left behind and drop their records. Returns what was done."""
         done = []
         for rec in self.stale():
-            leader_ours = tree.is_alive(rec.pid) and _ticks(rec.pid) == rec.start_ticks
+            leader_ours = rec.pid in tree.marked(rec.marker, [rec.pid])
             pids = tree.snapshot(rec.pid if leader_ours else None,
                                  rec.pgid if leader_ours else None, rec.marker)
             counts = tree.kill_tree_sync(pids, rec.pgid if leader_ours else None, grace) \
