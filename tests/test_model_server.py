@@ -423,6 +423,7 @@ claude_missing = pytest.mark.skipif(find_claude() is None, reason="node_modules/
 
 def run_cli(srv, tmp_path: Path, prompt: str, *extra: str, timeout: float = 45, **env_options):
     env = claude_process_env(srv.url, config_dir=tmp_path / "claude-config", **env_options)
+    env["CLAUDE_CODE_TMPDIR"] = str(tmp_path)  # its task files, instead of /tmp/claude-<uid>
     run = run_claude(["-p", prompt, "--output-format", "stream-json", "--verbose", *extra],
                      env=env, timeout=timeout, cwd=tmp_path)
     assert not run.timed_out, f"CLI timed out; stderr: {run.stderr[-2000:]}"
