@@ -204,6 +204,9 @@ class JobManager:
             batch_bytes=s.batch_bytes,
             batch_interval=s.batch_interval,
             max_buffer=s.max_buffer,
+            # Claude Code 2.1.x can exit with output still unflushed to a pipe (lost, exit 0);
+            # a regular file always gets everything.
+            capture_to="file" if is_claude and s.claude_capture == "file" else "pipe",
         )
         return argv, spec, is_claude
 

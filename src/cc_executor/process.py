@@ -35,6 +35,7 @@ import os
 import shlex
 import signal
 import subprocess
+import tempfile
 import time
 import uuid
 from collections import deque
@@ -105,6 +106,11 @@ class RunSpec:
     kill_grace: float = 3.0
     capture: bool = True
     """False: the child writes straight to our stdout/stderr (no batches, no stall detection)."""
+    capture_to: Literal["pipe", "file"] = "pipe"
+    """"file": stdout/stderr go to unlinked temp files that the runner tails with pread. For
+    programs that lose output written to a pipe when they exit (Claude Code CLI 2.1.x drops what
+    it has not flushed): a regular file is always complete. The file is also the buffer, so a slow
+    consumer never blocks the child; memory stays bounded by `max_buffer` all the same."""
     inherit_stdin: bool = False
     """True: the child reads our stdin (a terminal for `safe_run`); default is /dev/null."""
     batch_bytes: int = 64 * 1024
@@ -155,12 +161,24 @@ def utf8_cut(buf: bytes | bytearray, n: int) -> int:
     return n
 
 
-class _StreamState:
-    __slots__ = ("name", "fd", "pending", "offset", "total", "eof", "reading")
+def _capture_file() -> int:
+    """An anonymous temp file (no name, gone when closed), opened read-write."""
+    tmp = tempfile.gettempdir()
+    try:
+        return os.open(tmp, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except (AttributeError, OSError):
+        fd, path = tempfile.mkstemp(prefix="cc_executor-")
+        os.unlink(path)
+        return fd
 
-    def __init__(self, name: Stream, fd: int):
+
+class _StreamState:
+    __slots__ = ("name", "fd", "pending", "offset", "total", "eof", "reading", "is_file")
+
+    def __init__(self, name: Stream, fd: int, is_file: bool = False):
         self.name = name
         self.fd = fd
+        self.is_file = is_file
         self.pending = bytearray()
         self.offset = 0
         self.total = 0
@@ -198,6 +216,7 @@ class Run:
         self._force_read = False
         self._last_activity = 0.0
         self._eof_event = asyncio.Event()
+        self._writers_done = False
         self._pidfd = -1
         self._stdin_fd = -1
         self._stdin_data = memoryview(spec.input or b"")
@@ -209,30 +228,29 @@ class Run:
     def _spawn(self) -> None:
         spec = self.spec
         env = build_env(spec, self.run_id)
-        pipe = subprocess.PIPE if spec.capture else None
+        files: tuple[int, int] | None = None
+        if spec.capture and spec.capture_to == "file":
+            files = (_capture_file(), _capture_file())
+            out, err = files
+        else:
+            out = err = subprocess.PIPE if spec.capture else None
         try:
             self._proc = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.PIPE if spec.input is not None
                 else None if spec.inherit_stdin else subprocess.DEVNULL,
-                stdout=pipe,
-                stderr=pipe,
+                stdout=out,
+                stderr=err,
                 cwd=spec.cwd,
                 env=env,
                 start_new_session=True,
                 close_fds=True,
                 bufsize=0,
             )
-        except FileNotFoundError as e:
-            missing = spec.cwd if spec.cwd and not os.path.isdir(spec.cwd) else self.argv[0]
-            what = "working directory" if missing == spec.cwd else "executable"
-            raise SpawnError(f"{what} not found: {missing}") from e
-        except PermissionError as e:
-            raise SpawnError(f"permission denied: {e.filename or self.argv[0]}") from e
-        except NotADirectoryError as e:
-            raise SpawnError(f"not a directory: {spec.cwd}") from e
         except OSError as e:
-            raise SpawnError(f"cannot start {self.argv[0]}: {e.strerror or e}") from e
+            for fd in files or ():
+                os.close(fd)
+            raise self._spawn_error(e) from e
         proc = self._proc
         self.pid = self.pgid = proc.pid
         self.started_at = time.time()
@@ -246,7 +264,13 @@ class Run:
         except (AttributeError, OSError):
             self._pidfd = -1
             self._tasks.append(self._loop.create_task(self._wait_in_thread()))
-        if spec.capture:
+        if files is not None:
+            for name, fd in zip(("stdout", "stderr"), files):
+                st = _StreamState(name, fd, is_file=True)  # type: ignore[arg-type]
+                st.reading = True
+                self._streams.append(st)
+            self._tasks.append(self._loop.create_task(self._poll_files()))
+        elif spec.capture:
             for name, f in (("stdout", proc.stdout), ("stderr", proc.stderr)):
                 fd = f.fileno()
                 os.set_blocking(fd, False)
@@ -264,6 +288,18 @@ class Run:
         self._tasks.append(self._loop.create_task(self._lifecycle()))
         if spec.timeout is not None or (spec.stall_timeout is not None and spec.capture):
             self._tasks.append(self._loop.create_task(self._watchdog()))
+
+    def _spawn_error(self, e: OSError) -> SpawnError:
+        spec = self.spec
+        if isinstance(e, FileNotFoundError):
+            missing = spec.cwd if spec.cwd and not os.path.isdir(spec.cwd) else self.argv[0]
+            what = "working directory" if missing == spec.cwd else "executable"
+            return SpawnError(f"{what} not found: {missing}")
+        if isinstance(e, PermissionError):
+            return SpawnError(f"permission denied: {e.filename or self.argv[0]}")
+        if isinstance(e, NotADirectoryError):
+            return SpawnError(f"not a directory: {spec.cwd}")
+        return SpawnError(f"cannot start {self.argv[0]}: {e.strerror or e}")
 
     async def _wait_in_thread(self) -> None:
         rc = await asyncio.to_thread(self._proc.wait)
@@ -301,13 +337,53 @@ class Run:
 
     def _start_reading(self, st: _StreamState) -> None:
         if not st.eof and not st.reading:
-            self._loop.add_reader(st.fd, self._on_readable, st)
+            if not st.is_file:
+                self._loop.add_reader(st.fd, self._on_readable, st)
             st.reading = True
 
     def _stop_reading(self, st: _StreamState) -> None:
         if st.reading:
-            self._loop.remove_reader(st.fd)
+            if not st.is_file:
+                self._loop.remove_reader(st.fd)
             st.reading = False
+
+    async def _poll_files(self) -> None:
+        """Tail the capture files: every batch_interval while they grow, backing off to 50 ms
+        when quiet. Once the writers are gone (`_writers_done`), an empty read is the end."""
+        delay = self.spec.batch_interval
+        while True:
+            got = self._poll_once()
+            if all(st.eof for st in self._streams):
+                return
+            if got:
+                delay = self.spec.batch_interval
+                await asyncio.sleep(0 if self._writers_done else delay)
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    def _poll_once(self) -> bool:
+        got = False
+        for st in self._streams:
+            if st.eof or not st.reading:
+                continue
+            try:
+                data = os.pread(st.fd, _READ_SIZE, st.total)
+            except OSError:
+                data = b""
+            if data:
+                self._ingest(st, data)
+                got = True
+            elif self._writers_done:
+                self._stream_ended(st)
+        return got
+
+    def _stream_ended(self, st: _StreamState) -> None:
+        self._stop_reading(st)
+        st.eof = True
+        self._cut(st, "final")
+        if all(s.eof for s in self._streams):
+            self._eof_event.set()
 
     def _on_readable(self, st: _StreamState) -> None:
         try:
@@ -317,12 +393,11 @@ class Run:
         except OSError:
             data = b""
         if not data:
-            self._stop_reading(st)
-            st.eof = True
-            self._cut(st, "final")
-            if all(s.eof for s in self._streams):
-                self._eof_event.set()
+            self._stream_ended(st)
             return
+        self._ingest(st, data)
+
+    def _ingest(self, st: _StreamState, data: bytes) -> None:
         self._last_activity = time.monotonic()
         st.pending += data
         st.total += len(data)
@@ -520,8 +595,17 @@ class Run:
             self._finish(self._proc.returncode if self._proc else -1)
 
     async def _drain(self) -> None:
-        """Read what is left in the pipes. Writers are dead, so it is bounded by the pipe size."""
+        """Read what is left in the pipes. Writers are dead, so it is bounded by the pipe size.
+
+        Capture files are read to their end at the consumer's pace (back-pressure still holds:
+        the backlog waits on disk, not in memory)."""
         if not self._streams:
+            return
+        if self._streams[0].is_file:
+            self._writers_done = True
+            while self._poll_once():  # stops at the end, or when back-pressure holds reading
+                pass
+            await self._eof_event.wait()
             return
         self._force_read = True
         self._held_back = False
@@ -571,6 +655,10 @@ class Run:
         for f in (self._proc.stdout, self._proc.stderr) if self._proc else ():
             if f is not None:
                 f.close()
+        for st in self._streams:
+            if st.is_file and st.fd >= 0:
+                os.close(st.fd)
+                st.fd = -1
         if self._pidfd >= 0:
             self._loop.remove_reader(self._pidfd)
             os.close(self._pidfd)

@@ -78,6 +78,9 @@ class Settings(BaseModel):
                             "the runner stops reading the pipe (back-pressure)")
     is_sandbox: bool = Field(False, description="Set IS_SANDBOX=1 for claude (root + skip-perms)")
     claude_path: str | None = Field(None, description="Path of the claude executable")
+    claude_capture: str = Field("file", pattern="^(file|pipe)$",
+                                description="How claude's output is captured: file (complete even "
+                                "when the CLI exits without flushing a pipe) or pipe")
     throttle: bool = Field(True, description="Queue new jobs while the host is overloaded")
     max_load: str = Field("8", description="Max 1-min load: absolute (8) or per core (2/core)")
     min_free_mem: int = Field(256 * 1024**2, ge=0, description="Free-memory floor, bytes")
