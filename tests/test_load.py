@@ -29,16 +29,9 @@ from cc_executor.timing import (
     stretch,
     stretch_timeouts,
 )
+from conftest import wait_until
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.02):
-    """Poll `predicate` until truthy or `timeout`; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 PY = sys.executable
 BURN = "import time\nend = time.monotonic() + {secs}\nwhile time.monotonic() < end:\n    pass\n"

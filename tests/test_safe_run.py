@@ -27,18 +27,11 @@ from cc_executor.safe_run import (
     pytest_python,
     with_workers,
 )
+from conftest import wait_until
 
 PY = sys.executable
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.02):
-    """Poll `predicate` until truthy or `timeout`; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 
 def env_for_tests(**extra: str) -> dict[str, str]:

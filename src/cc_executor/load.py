@@ -352,8 +352,29 @@ class LoadMonitor:
             await self.wait_for_change(self._seq, left)
 
 
+def limits_from_args(parser: argparse.ArgumentParser, settings, args: argparse.Namespace,
+                     cores: int) -> tuple[float, int]:
+    """`--max-load` and `--min-free-mem` over the settings' values; a bad value is a usage
+    error naming the flag. Shared by `python -m cc_executor.load` and `safe_run`."""
+    from .settings import parse_max_load, parse_size
+
+    max_load = settings.max_load_value(cores)
+    if args.max_load is not None:
+        try:
+            max_load = parse_max_load(args.max_load, cores)
+        except ValueError:
+            parser.error(f"--max-load: not a load: {args.max_load!r} (expected e.g. 8 or 2/core)")
+    floor = settings.min_free_mem
+    if args.min_free_mem is not None:
+        try:
+            floor = parse_size(args.min_free_mem)
+        except ValueError as exc:
+            parser.error(f"--min-free-mem: {exc}")
+    return max_load, floor
+
+
 def _main(argv: list[str] | None = None) -> int:
-    from .settings import Settings, parse_max_load, parse_size
+    from .settings import Settings
 
     parser = argparse.ArgumentParser(
         prog="python -m cc_executor.load",
@@ -369,20 +390,7 @@ def _main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.exit(2, f"{parser.prog}: error: bad CC_EXECUTOR_* setting: {exc}\n")
     reading = read_load()
-    max_load = settings.max_load_value(reading.cores)
-    if args.max_load is not None:
-        try:
-            max_load = parse_max_load(args.max_load, reading.cores)
-        except ValueError:
-            max_load = -1.0
-        if not max_load >= 0:
-            parser.error(f"--max-load: not a load: {args.max_load!r} (expected e.g. 8 or 2/core)")
-    floor = settings.min_free_mem
-    if args.min_free_mem is not None:
-        try:
-            floor = parse_size(args.min_free_mem)
-        except ValueError as exc:
-            parser.error(f"--min-free-mem: {exc}")
+    max_load, floor = limits_from_args(parser, settings, args, reading.cores)
     decision = decide(reading, max_load, floor, throttle=settings.throttle)
     if args.json:
         print(json.dumps({

@@ -36,7 +36,7 @@ import time
 from collections.abc import Sequence
 
 from . import tree
-from .load import LoadMonitor, LoadReading, decide, read_load
+from .load import LoadMonitor, LoadReading, decide, limits_from_args, read_load
 from .process import EndReason, RunSpec, SpawnError, start
 
 EXIT_WAIT_EXCEEDED = 75  # EX_TEMPFAIL: try again later
@@ -389,7 +389,7 @@ async def run_command(
 
 
 def _parse_args(argv: list[str] | None):
-    from .settings import Settings, parse_max_load, parse_size
+    from .settings import Settings
 
     parser = argparse.ArgumentParser(
         prog="python -m cc_executor.safe_run",
@@ -422,20 +422,7 @@ def _parse_args(argv: list[str] | None):
     except ValueError as exc:
         parser.error(f"bad CC_EXECUTOR_* setting: {exc}")
     cores = os.cpu_count() or 1
-    max_load = settings.max_load_value(cores)
-    if args.max_load is not None:
-        try:
-            max_load = parse_max_load(args.max_load, cores)
-        except ValueError:
-            max_load = -1.0
-        if not max_load >= 0:
-            parser.error(f"--max-load: not a load: {args.max_load!r} (expected e.g. 8 or 2/core)")
-    floor = settings.min_free_mem
-    if args.min_free_mem is not None:
-        try:
-            floor = parse_size(args.min_free_mem)
-        except ValueError as exc:
-            parser.error(f"--min-free-mem: {exc}")
+    max_load, floor = limits_from_args(parser, settings, args, cores)
     if not (args.timeout >= 0) or math.isinf(args.timeout):
         parser.error(f"--timeout must be a number of seconds >= 0, got {args.timeout}")
     if not (args.max_wait >= 0) or math.isinf(args.max_wait):
