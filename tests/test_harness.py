@@ -211,7 +211,7 @@ def test_main_run_exit_status_and_summary(main_run):
 
 def test_main_run_report_json_follows_its_schema(main_run):
     _, r, _ = main_run
-    assert r.json["schema_version"] == 1 and r.json["tool"] == "stress.complex"
+    assert r.json["schema_version"] == 2 and r.json["tool"] == "stress.complex"
     assert schema_errors(r.json, SCHEMA) == []
     env = r.json["environment"]
     assert env["cores"] == os.cpu_count() and env["hostname"]

@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-_MARK = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}
+_MARK = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "lost": "LOST"}
 
 
 def _short(text: str, n: int = 160) -> str:
@@ -33,7 +33,7 @@ class Progress:
         self.total = total
         self.quiet = quiet
         self.stream = stream or sys.stdout
-        self.counts = {"passed": 0, "failed": 0, "skipped": 0}
+        self.counts = {"passed": 0, "failed": 0, "skipped": 0, "lost": 0}
         self.running: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
         use_live = self.stream.isatty() if live is None else live
@@ -63,10 +63,17 @@ class Progress:
         if status != "passed":
             line += f": {_short(message)}"
         if self._live is not None:
-            style = {"passed": "green", "failed": "bold red", "skipped": "yellow"}.get(status, "")
+            style = {"passed": "green", "failed": "bold red", "skipped": "yellow",
+                     "lost": "magenta"}.get(status, "")
             self._live.console.print(Text(line, style=style))
         else:
             self._line(line)
+
+    def requeued(self, key: str, label: str, detail: str) -> None:
+        """An execution whose server was lost: not finished; the dispatcher retries or loses it."""
+        with self._lock:
+            self.running.pop(key, None)
+        self.note(f"DROP {label}: {_short(detail)}")
 
     def note(self, text: str) -> None:
         if self.quiet:
@@ -95,13 +102,15 @@ class Progress:
             counts = dict(self.counts)
             running = list(self.running.values())
         done = sum(counts.values())
-        head = Text.assemble(
+        parts: list = [
             (f"{done}/{self.total} runs  ", "bold"),
             (f"passed {counts.get('passed', 0)}", "green"), "  ",
             (f"failed {counts.get('failed', 0)}", "red"), "  ",
             (f"skipped {counts.get('skipped', 0)}", "yellow"), "  ",
-            (f"running {len(running)}", "cyan"),
-        )
+        ]
+        if counts.get("lost"):
+            parts += [(f"lost {counts['lost']}", "magenta"), "  "]
+        head = Text.assemble(*parts, (f"running {len(running)}", "cyan"))
         table = Table(show_header=bool(running), box=None, pad_edge=False)
         table.add_column("running")
         table.add_column("elapsed", justify="right")

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .results import FAILED, PASSED, SKIPPED, Attempt, RunResult, TestOutcome
+from .results import FAILED, LOST, PASSED, SKIPPED, Attempt, RunResult, TestOutcome
 
 _XML_BAD = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 JUNIT_OUT_CHARS = 4000
@@ -104,12 +104,12 @@ def histogram(values: Sequence[float], buckets: Sequence[tuple[float, str]], wid
 
 
 def _ran(outcomes: Sequence[TestOutcome]) -> list[Attempt]:
-    return [a for o in outcomes for a in o.attempts if a.status != SKIPPED]
+    return [a for o in outcomes for a in o.attempts if a.status in (PASSED, FAILED)]
 
 
 def _representative(o: TestOutcome) -> Attempt | None:
     """The attempt a one-row summary shows: the first failure, else the last that ran."""
-    ran = [a for a in o.attempts if a.status != SKIPPED]
+    ran = [a for a in o.attempts if a.status in (PASSED, FAILED)]
     bad = [a for a in ran if a.status == FAILED]
     if bad:
         return bad[0]
@@ -130,6 +130,8 @@ def render_markdown(run: RunResult) -> str:
     title = f"# Stress run {run.run_id}"
     if run.interrupted:
         title += f" (INTERRUPTED by {run.interrupt_signal or 'a signal'}: partial report)"
+    elif run.halted:
+        title += " (HALTED early by --halt)"
     lines += [title, ""]
     if run.error:
         lines += [f"**Run error:** {run.error}", ""]
@@ -137,7 +139,7 @@ def render_markdown(run: RunResult) -> str:
     # Summary
     if run.interrupted:
         verdict = "INTERRUPTED"
-    elif t.failed or run.error:
+    elif t.failed or t.lost or run.error:
         verdict = "FAILED"
     elif t.passed:
         verdict = "PASSED"
@@ -151,13 +153,17 @@ def render_markdown(run: RunResult) -> str:
         "## Summary", "",
         "| | |", "|---|---|",
         f"| Result | **{verdict}** |",
-        f"| Tests | {t.tests}: {t.passed} passed, {t.failed} failed, {t.skipped} skipped |",
+        f"| Tests | {t.tests}: {t.passed} passed, {t.failed} failed, {t.skipped} skipped"
+        + (f", {t.lost} lost" if t.lost else "") + " |",
         f"| Runs | {t.attempts}: {t.attempts_passed} passed, {t.attempts_failed} failed, "
-        f"{t.attempts_skipped} skipped or not run |",
+        f"{t.attempts_skipped} skipped or not run" + (f", {t.attempts_lost} lost" if t.attempts_lost else "")
+        + " |",
         "| Success rate | " + ("-" if rate is None else
                               f"{rate * 100:.1f}% ({t.passed} of {t.passed + t.failed} tests that ran)") + " |",
         f"| Success ratio | **{ratio.text()}** (runs passed : runs failed"
         + (", no failures" if ratio.failures == 0 else "") + f"); {grad} |",
+        *([f"| Halted | {cell(run.halted)} |"] if run.halted else []),
+        *_stability_summary(run),
         f"| Started | {_utc(run.started_at)} |",
         f"| Duration | {fmt_seconds(None if run.finished_at is None else run.finished_at - run.started_at)} |",
         f"| Exit code | {run.exit_code if run.exit_code is not None else '-'} |",
@@ -168,6 +174,16 @@ def render_markdown(run: RunResult) -> str:
     # Environment
     load_s, load_e = env.get("load_start") or {}, env.get("load_end") or {}
     svc = run.service
+    if svc.get("servers"):
+        service_cell = (f"{len(svc['servers'])} {cell(svc.get('kind'))} services: "
+                        + cell(", ".join(f"{x['name']} (weight {x['weight']:g}, concurrency "
+                                         f"{x['concurrency']}{', left out: ' + x['error'] if x.get('error') else ''})"
+                                         for x in svc["servers"])) + "; see Servers")
+    else:
+        service_cell = (f"{cell(svc.get('kind'))} {cell(svc.get('url', ''))}"
+                        + (f", pid {svc['pid']}" if svc.get("pid") else "")
+                        + (f", stopped by {svc['stop']['how']} in {svc['stop']['seconds']} s"
+                           if svc.get("stop") else ""))
     lines += [
         "## Environment", "",
         "| | |", "|---|---|",
@@ -179,41 +195,56 @@ def render_markdown(run: RunResult) -> str:
         f"| cc_executor | {cell(env.get('cc_executor'))} |",
         f"| claude | {cell(env.get('claude'))} |",
         f"| Model mode | {cell(env.get('model_mode'))}: {cell(env.get('model_description'))} |",
-        f"| Service | {cell(svc.get('kind'))} {cell(svc.get('url', ''))}"
-        + (f", pid {svc['pid']}" if svc.get("pid") else "")
-        + (f", stopped by {svc['stop']['how']} in {svc['stop']['seconds']} s" if svc.get("stop") else "")
-        + " |",
+        f"| Service | {service_cell} |",
         "| Suites | " + cell(", ".join(f"{s['name']} ({s['format']}, {s['tests']} tests, {s['path']})"
                                       for s in run.suites)) + " |",
         "",
     ]
 
     # Per test
+    multi = bool(run.servers and run.servers.get("mode") == "dispatch")
+    srv_head, srv_rule = (" server |", "---|") if multi else ("", "")
     lines += ["## Tests", "",
-              "| id | suite | result | reason | duration | timeout used | exit | output |",
-              "|---|---|---|---|---:|---|---:|---:|"]
+              f"| id | suite | result | reason | duration | timeout used | exit | output |{srv_head}",
+              f"|---|---|---|---|---:|---|---:|---:|{srv_rule}"]
     for o in run.outcomes:
         a = _representative(o)
-        res = {"passed": "PASS", "failed": "**FAIL**", "skipped": "SKIP"}[o.status]
+        res = {"passed": "PASS", "failed": "**FAIL**", "skipped": "SKIP", "lost": "**LOST**"}[o.status]
         cut = any(x.interrupted and x.started_at is not None for x in o.attempts)
         if cut and o.status == SKIPPED:
-            res = "INTERRUPTED"
+            res = "CANCELLED" if o.reason == "cancelled" else "INTERRUPTED"
         if o.repeat > 1:
             res += f" {o.passes}/{o.runs} (needed {o.required})"
+            if o.stability and o.stability["stability"] == "flaky":
+                res += f", flaky {o.stability['pass_rate'] * 100:.0f}%"
+        servers = ", ".join(dict.fromkeys(
+            " -> ".join(x.tries) if x.tries and len(x.tries) > 1 else x.server
+            for x in o.attempts if x.server)) or "-"
+        srv = f" {cell(servers)} |" if multi else ""
         if a is None or a.started_at is None:
-            lines.append(f"| {cell(o.id)} | {cell(o.suite)} | {res} | {cell(o.message)} | - | - | - | - |")
+            lines.append(f"| {cell(o.id)} | {cell(o.suite)} | {res} | {cell(o.message)} | - | - | - | - |{srv}")
             continue
         out = fmt_bytes(a.stdout_bytes) + (f" + {fmt_bytes(a.stderr_bytes)} err" if a.stderr_bytes else "")
-        reason = "interrupted" if cut and o.status == SKIPPED else o.reason
+        reason = ("cancelled" if o.reason == "cancelled" else "interrupted") if cut and o.status == SKIPPED \
+            else o.reason
         dur = fmt_seconds(o.duration)
         waited = sum(x.queue_wait or 0.0 for x in o.attempts)
         if waited:
             dur += f" (+{fmt_seconds(waited)} queued)"
+        used = timeout_used(a, o.timeout)
+        if o.learned_timeout:
+            lt = o.learned_timeout
+            used += (f", learned: {lt['percent']:g}% of median {fmt_seconds(lt['median'])}"
+                     f"{' (capped at the configured limit)' if lt['capped'] else ''}, "
+                     f"configured {lt['configured']:g} s")
         lines.append(
             f"| {cell(o.id)} | {cell(o.suite)} | {res} | {cell(reason)} | {dur} | "
-            f"{cell(timeout_used(a, o.timeout))} | {a.exit_code if a.exit_code is not None else '-'} | "
-            f"{out} |")
+            f"{cell(used)} | {a.exit_code if a.exit_code is not None else '-'} | "
+            f"{out} |{srv}")
     lines.append("")
+
+    lines += _stability_md(run)
+    lines += _instances_md(run)
 
     failed = [o for o in run.outcomes if o.status == FAILED]
     if failed:
@@ -242,6 +273,18 @@ def render_markdown(run: RunResult) -> str:
                     lines += ["", f"<details><summary>{tag}output preview</summary>", "", f,
                               a.preview, f, "", "</details>", ""]
             lines.append("")
+
+    lost = [o for o in run.outcomes if o.status == LOST or any(a.status == LOST for a in o.attempts)]
+    if lost:
+        lines += ["## Lost", "", "Attempts whose server was lost and that no other server could "
+                  "finish (not counted as passes or failures):", ""]
+        for o in lost:
+            for a in o.attempts:
+                if a.status == LOST:
+                    tag = f" attempt {a.attempt}" if o.repeat > 1 else ""
+                    tried = f" (tried on {', '.join(a.tries)})" if a.tries else ""
+                    lines.append(f"- **{cell(o.id)}**{tag}: {cell(a.message)}{tried}")
+        lines.append("")
 
     skipped = [o for o in run.outcomes if o.status == SKIPPED]
     if skipped:
@@ -277,6 +320,12 @@ def render_markdown(run: RunResult) -> str:
                   f"{u.get('cache_read_input_tokens', 0):,} | {c['num_turns']} | "
                   f"{fmt_seconds(c['duration_api_ms'] / 1000)} |", ""]
 
+    if run.servers is not None:
+        lines += _servers_md(run)
+
+    if run.history is not None:
+        lines += _history_md(run)
+
     if run.resources is not None:
         lines += _resources_md(run)
 
@@ -294,6 +343,149 @@ def render_markdown(run: RunResult) -> str:
               f"{run.to_json()['schema_version']}), [junit.xml](junit.xml); full outputs in "
               "[outputs/](outputs/).", ""]
     return clean("\n".join(lines))
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v * 100:.0f}%"
+
+
+def _stability_summary(run: RunResult) -> list[str]:
+    if not any(o.repeat > 1 for o in run.outcomes):
+        return []
+    c = run.stability_counts()
+    return [f"| Stability | {c['stable_pass']} stable passes, {c['stable_fail']} stable failures, "
+            f"{c['flaky']} flaky, {c['not_run']} not run |"]
+
+
+def _stability_md(run: RunResult) -> list[str]:
+    """Repeated tests in three groups; the pass rate says how flaky a flaky one is."""
+    repeated = [o for o in run.outcomes if o.repeat > 1 and o.stability]
+    if not repeated:
+        return []
+    lines = ["## Stability", "",
+             "Each repeated test by the spread of its attempts (attempts that did not run are not "
+             "counted); the verdict is still the test's pass threshold.", ""]
+    for title, key in (("Flaky", "flaky"), ("Stable failures", "stable_fail"),
+                       ("Stable passes", "stable_pass"), ("Not run", "not_run")):
+        group = [o for o in repeated if o.stability["stability"] == key]
+        if not group:
+            continue
+        lines += [f"### {title} ({len(group)})", "",
+                  "| id | suite | pass rate | passed / ran | needed | verdict | attempts |",
+                  "|---|---|---:|---:|---:|---|---|"]
+        for o in group:
+            st = o.stability
+            marks = " ".join({"passed": "P", "failed": "F", "lost": "L"}.get(a.status, "-")
+                             for a in o.attempts)
+            lines.append(f"| {cell(o.id)} | {cell(o.suite)} | {_pct(st['pass_rate'])} | "
+                         f"{st['passes']}/{st['runs']} | {st['required']} | "
+                         f"{'PASS' if o.status == PASSED else o.status.upper()} | `{marks}` |")
+        lines.append("")
+    return lines
+
+
+def _instances_md(run: RunResult) -> list[str]:
+    """Every instance of every attempt that had instances: what each did, which won and why."""
+    rows = [(o, a) for o in run.outcomes for a in o.attempts if a.instances]
+    if not rows:
+        return []
+    lines = ["## Instances", ""]
+    for o, a in rows:
+        sel = a.instance_selection or {}
+        tag = f" attempt {a.attempt}" if o.repeat > 1 else ""
+        lines += [f"### {cell(o.id)}{tag}: {len(a.instances)} instances, criterion "
+                  f"{sel.get('criterion', '-')}", "",
+                  f"**Winner:** {('#' + str(sel['winner'])) if sel.get('winner') else 'none'}: "
+                  f"{cell(sel.get('why', '-'))}", "",
+                  "| # | label | result | exit | ended | time | size | cost | patterns | eligible | chosen |",
+                  "|---:|---|---|---:|---|---:|---:|---:|---:|---|---|"]
+        for i in a.instances:
+            cost = "-" if i.get("cost_usd") is None else f"${i['cost_usd']:.4f}"
+            pats = f"{i.get('patterns_found', 0)}/{i.get('patterns_total', 0)}"
+            elig = "yes" if i.get("eligible") else f"no: {i.get('why_not') or '-'}"
+            lines.append(
+                f"| {i['instance']} | {cell(i.get('label') or '-')} | {i['status']} ({i['reason']}) | "
+                f"{i.get('exit_code') if i.get('exit_code') is not None else '-'} | "
+                f"{i.get('end_reason') or '-'} | {fmt_seconds(i['duration'])} | "
+                f"{fmt_bytes(i['stdout_bytes'])} | {cost} | {pats} | {cell(elig)} | "
+                f"{'**yes**' if i['chosen'] else ''} |")
+        lines.append("")
+    return lines
+
+
+def _servers_md(run: RunResult) -> list[str]:
+    sv = run.servers or {}
+    servers = sv.get("servers") or []
+    lines = ["## Servers", ""]
+    if sv.get("mode") == "dispatch":
+        lines += ["Tests were dealt longest expected first (history median, else the timeout) by "
+                  "weight; an idle server steals half of the most loaded queue; a lost server's "
+                  "tests are retried elsewhere.", ""]
+    fair = sv.get("fairness_cv")
+    lines += [f"Makespan {fmt_seconds(sv.get('makespan'))}; fairness (coefficient of variation of "
+              f"the servers' completion times, 0 = all finished together): "
+              f"{'-' if fair is None else f'{fair:.3f}'}; retries used: {sv.get('retries_used', 0)}.", "",
+              "| server | weight | concurrency | dealt | tests run | busy | idle | steals in/out | "
+              "retries | lost items | state |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for x in servers:
+        state = "alive" if x.get("alive") else f"LOST at {fmt_seconds(x.get('lost_at'))}: {x.get('lost_reason')}"
+        if x.get("rejoins"):
+            state += f" (rejoined {x['rejoins']}x)"
+        name = x["name"] if x["name"] == x.get("url") else f"{x['name']} ({x.get('url')})"
+        lines.append(
+            f"| {cell(name)} | {x['weight']:g} | {x['concurrency']} | {x['dealt']} | "
+            f"**{x['tests_run']}** | {fmt_seconds(x['busy'])} | {fmt_seconds(x['idle'])} | "
+            f"{x['steals_in']}/{x['steals_out']} | {x['retries']} | {x['lost_items']} | {cell(state)} |")
+    lines.append("")
+    return lines
+
+
+def _history_md(run: RunResult) -> list[str]:
+    h = run.history or {}
+    lines = ["## History", "", f"Recorded in `{h.get('path')}`"
+             + ("." if h.get("recorded") else f": **not recorded** ({cell(h.get('error'))}).")
+             + (" Interrupted runs are stored without an end, so they are never a baseline."
+                if run.interrupted else ""), ""]
+    comps = h.get("comparisons") or []
+    if not comps and h.get("recorded"):
+        lines += ["No earlier finished run of these suites to compare with.", ""]
+    thr = h.get("duration_threshold")
+    for c in comps:
+        lines += [f"### Against the {c['against']} run {c['baseline_id']} ({_utc(c.get('started'))})", ""]
+        rows = [("New failures", c["new_failures"]), ("Fixed", c["fixed"]),
+                ("Still failing", c["still_failing"]), ("Added", c["added"]),
+                ("Removed", c["removed"])]
+        for title, keys in rows:
+            if keys:
+                lines.append(f"- **{title} ({len(keys)}):** " + ", ".join(f"`{k}`" for k in keys))
+        for title, changes in (("Slower", c["slower"]), ("Faster", c["faster"])):
+            for ch in changes:
+                rel = "-" if ch["relative"] is None else f"{ch['relative'] * 100:+.0f}%"
+                lines.append(f"- **{title}:** `{ch['suite']}/{ch['test_id']}` "
+                             f"{ch['before']:.3g} s -> {ch['after']:.3g} s ({ch['delta']:+.3g} s, {rel})")
+        if not any(keys for _, keys in rows) and not c["slower"] and not c["faster"]:
+            lines.append("- no changes in outcomes or durations")
+        if thr is not None:
+            lines.append(f"- durations compared: median of passed attempts, reported at "
+                         f"{thr * 100:g}% and {h.get('duration_min', 0):g} s or more")
+        lines.append("")
+    ratios = h.get("suite_ratios") or []
+    if ratios:
+        lines += ["### Cumulative success ratio", "",
+                  "Every recorded attempt of the suite (passes : failures); a suite graduates at "
+                  "10:1 with at least 10 passes.", "",
+                  "| suite | passes | failures | ratio | graduated |", "|---|---:|---:|---:|---|"]
+        for r in ratios:
+            lines.append(f"| {cell(r['suite'] or 'all suites')} | {r['passes']} | {r['failures']} | "
+                         f"{r['text']} | {'yes' if r['graduated'] else 'no'} |")
+        lines.append("")
+    lt = h.get("learned_timeouts")
+    if lt:
+        lines += [f"Learned timeouts: {lt['percent']:g}% of each test's history median, at least "
+                  f"{lt['floor']:g} s, never above the configured timeout; applied to {lt['tests']} "
+                  "test(s) (see the Tests table).", ""]
+    return lines
 
 
 def _load(d: dict) -> str:
@@ -381,6 +573,10 @@ def render_junit(run: RunResult) -> bytes:
                 if a.status == SKIPPED:
                     n["skipped"] += 1
                     ET.SubElement(case, "skipped", message=_xml_text(a.message, 500))
+                elif a.status == LOST:
+                    n["errors"] += 1
+                    el = ET.SubElement(case, "error", message=_xml_text(a.message, 1000), type="lost")
+                    el.text = _xml_text(f"{a.message}\ntried on: {', '.join(a.tries or [])}")
                 elif a.status == FAILED:
                     kind = "error" if a.reason == "error" else "failure"
                     n["errors" if kind == "error" else "failures"] += 1

@@ -12,11 +12,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: test and attempt status "lost", reasons "lost" and "cancelled", end reason "lost"; new
+sections halted, servers, history, stability; per test stability and learned timeouts; per
+attempt server, tries and instance_selection."""
 GRADUATION_RATIO = 10.0
 """Seed 004 "graduated" a runner at a 10:1 success ratio (passes per failure)."""
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+LOST = "lost"
+"""An attempt whose server was lost (after any retries): not a verdict on the test."""
 
 
 @dataclass
@@ -25,13 +30,14 @@ class Attempt:
 
     attempt: int
     status: str
-    """passed | failed | skipped"""
+    """passed | failed | skipped | lost"""
     reason: str
     """verdict reason: passed, exit_code, missing_patterns, forbidden_pattern, timeout, stalled,
-    error, skipped"""
+    error, skipped; also lost (server lost) and cancelled (cut short by --halt now)"""
     message: str
     end_reason: str
-    """how the run ended: exited, signalled, timeout, stalled, cancelled, shutdown, error, skipped"""
+    """how the run ended: exited, signalled, timeout, stalled, cancelled, shutdown, error,
+    skipped, lost"""
     exit_code: int | None = None
     signal: int | None = None
     started_at: float | None = None
@@ -72,10 +78,16 @@ class Attempt:
     cli_failure: dict[str, str] | None = None
     resources: dict[str, Any] | None = None
     instances: list[dict[str, Any]] | None = None
+    instance_selection: dict[str, Any] | None = None
+    """criterion, winner (1-based or None), ranking, why: see stress.instances."""
+    server: str | None = None
+    """The server the attempt ran on (its last try)."""
+    tries: list[str] | None = None
+    """Every server it started on, in order, when several servers ran the run."""
 
     @property
     def ran(self) -> bool:
-        return self.status != SKIPPED
+        return self.status not in (SKIPPED, LOST)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,6 +109,8 @@ class Attempt:
             "patterns_required": self.patterns_required, "forbidden_seen": self.forbidden_seen,
             "failures": self.failures, "claude": self.claude, "cli_failure": self.cli_failure,
             "resources": self.resources, "instances": self.instances,
+            "instance_selection": self.instance_selection, "server": self.server,
+            "tries": self.tries,
         }
 
 
@@ -125,6 +139,10 @@ class TestOutcome:
     required: int = 0
     attempts: list[Attempt] = field(default_factory=list)
     output_stem: str = ""
+    stability: dict[str, Any] | None = None
+    """stress.flaky.Flakiness.to_json(): stable_pass / stable_fail / flaky / not_run, pass rate."""
+    learned_timeout: dict[str, Any] | None = None
+    """When --learned-timeouts set this test's limit: percent, median, learned, configured."""
 
     @property
     def duration(self) -> float:
@@ -138,7 +156,8 @@ class TestOutcome:
             "stall_timeout": self.stall_timeout, "repeat": self.repeat, "status": self.status,
             "reason": self.reason, "message": self.message, "passes": self.passes,
             "runs": self.runs, "required": self.required,
-            "duration": round(self.duration, 4),
+            "duration": round(self.duration, 4), "stability": self.stability,
+            "learned_timeout": self.learned_timeout,
             "attempts": [a.to_json() for a in self.attempts],
         }
 
@@ -179,10 +198,12 @@ class Totals:
     passed: int = 0
     failed: int = 0
     skipped: int = 0
+    lost: int = 0
     attempts: int = 0
     attempts_passed: int = 0
     attempts_failed: int = 0
     attempts_skipped: int = 0
+    attempts_lost: int = 0
 
     @classmethod
     def of(cls, outcomes: list[TestOutcome]) -> "Totals":
@@ -196,6 +217,8 @@ class Totals:
                     t.attempts_passed += 1
                 elif a.status == FAILED:
                     t.attempts_failed += 1
+                elif a.status == LOST:
+                    t.attempts_lost += 1
                 else:
                     t.attempts_skipped += 1
         return t
@@ -213,9 +236,9 @@ class Totals:
     def to_json(self) -> dict[str, Any]:
         rate = self.success_rate
         return {"tests": self.tests, "passed": self.passed, "failed": self.failed,
-                "skipped": self.skipped, "attempts": self.attempts,
+                "skipped": self.skipped, "lost": self.lost, "attempts": self.attempts,
                 "attempts_passed": self.attempts_passed, "attempts_failed": self.attempts_failed,
-                "attempts_skipped": self.attempts_skipped,
+                "attempts_skipped": self.attempts_skipped, "attempts_lost": self.attempts_lost,
                 "success_rate": None if rate is None else round(rate, 4),
                 "ratio": self.ratio.to_json()}
 
@@ -240,10 +263,23 @@ class RunResult:
     outcomes: list[TestOutcome] = field(default_factory=list)
     claude_totals: dict[str, Any] | None = None
     resources: dict[str, Any] | None = None
+    halted: str | None = None
+    """Why --halt stopped the run early (None when it did not)."""
+    servers: dict[str, Any] | None = None
+    """Per-server statistics: mode, makespan, fairness_cv, retries_used, servers[]."""
+    history: dict[str, Any] | None = None
+    """Where the run was recorded, comparisons with earlier runs, suite ratios, learned timeouts."""
 
     @property
     def totals(self) -> Totals:
         return Totals.of(self.outcomes)
+
+    def stability_counts(self) -> dict[str, int]:
+        counts = {"stable_pass": 0, "stable_fail": 0, "flaky": 0, "not_run": 0}
+        for o in self.outcomes:
+            if o.stability:
+                counts[o.stability["stability"]] = counts.get(o.stability["stability"], 0) + 1
+        return counts
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -265,5 +301,9 @@ class RunResult:
             "totals": self.totals.to_json(),
             "claude_totals": self.claude_totals,
             "resources": self.resources,
+            "halted": self.halted,
+            "servers": self.servers,
+            "history": self.history,
+            "stability": self.stability_counts(),
             "tests": [o.to_json() for o in self.outcomes],
         }

@@ -13,6 +13,12 @@ leaves its partial output byte-exact in outputs/, and the report can link to it.
 
 Patterns are matched against stdout + stderr (seed 004's runner merged the two) and, for Claude
 stream-json output, the assembled assistant text and the result text (see `stress.claude`).
+
+Two ways to run a plan: `run()` against one service (N workers, one connection each, taking
+(test, attempt) items in suite order), and `run_dispatched()` over several services through
+`stress.dispatch.Dispatcher` (weighted dealing, work stealing, retries on lost servers). Both
+judge every execution the same way and honour `--halt`; only the dispatched path turns a broken
+connection into a retry elsewhere, because with one service there is nowhere else to go.
 """
 
 from __future__ import annotations
@@ -31,7 +37,12 @@ from cc_executor.load import read_load
 from cc_executor.timing import Timeouts, load_factor, stretch_timeouts
 
 from . import claude as claude_mod
-from .results import FAILED, PASSED, SKIPPED, Attempt, TestOutcome
+from . import instances as instances_mod
+from .dispatch import (CANCELLED, COMPLETED, ERROR, LOST as D_LOST, ClientPool, DispatchEvent,
+                       Dispatcher, DispatchReport, ServerLost, ServerSpec, TestItem,
+                       coefficient_of_variation)
+from .flaky import HaltRule, classify, halt_reason
+from .results import FAILED, LOST, PASSED, SKIPPED, Attempt, TestOutcome
 from .suites import Test
 from .verdict import PassThreshold, Reason, Verdict, judge, judge_repeats, pattern_coverage
 
@@ -74,6 +85,11 @@ class Planned:
     uses_claude: bool
     skip: str | None = None
     """Why this test will not run (unmet requirement), or None."""
+    median: float | None = None
+    """Median duration of the test's recent passed attempts in the history (None: unknown)."""
+    learned_timeout: dict[str, Any] | None = None
+    """Set by --learned-timeouts: {percent, median, learned, configured}; `test.timeout` is then
+    the learned limit."""
 
     def attempt_stem(self, attempt: int) -> str:
         return self.stem if self.repeat == 1 else f"{self.stem}.{attempt}"
@@ -94,6 +110,11 @@ class RunOptions:
     cancel_wait: float = CANCEL_WAIT
     queue_limit: float = QUEUE_LIMIT
     preview_chars: int = PREVIEW_CHARS
+    halt: HaltRule | None = None
+    """--halt: counted over attempts that ran (passed or failed; lost ones count as failed)."""
+    steal: bool = True
+    max_retries_per_test: int = 2
+    """Dispatched runs: how often one attempt may move to another server after a loss."""
 
 
 def invocation_summary(test: Test, limit: int = 120) -> str:
@@ -145,6 +166,11 @@ def make_preview(stdout: bytes, stderr: bytes, stream: claude_mod.StreamSummary 
     return printable("\n".join(p for p in parts if p))
 
 
+def _connection_lost(e: BaseException) -> str:
+    text = str(e)
+    return text if text.startswith("connection lost") else f"connection lost: {text}"
+
+
 class _Live:
     """The state of one running job, updated by the event consumer."""
 
@@ -194,6 +220,9 @@ class _Exec:
     verdict: Verdict
     cost: float | None
     coverage: float
+    lost: str | None = None
+    """Set when the connection to the service broke (or it stopped answering): in a dispatched
+    run this becomes ServerLost, so the attempt is retried on another server."""
 
 
 class Runner:
@@ -222,9 +251,20 @@ class Runner:
         self.service = service
         self.stop_reason: str | None = None
         self.interrupted = False
+        self.halted: str | None = None
+        """Why --halt stopped the run (None when it did not)."""
+        self.server_name = url
+        self.dispatch_report: DispatchReport | None = None
+        self._dispatcher: Dispatcher | None = None
         self._running: dict[str, asyncio.Task] = {}
         self._results: dict[tuple[int, int], _Exec] = {}
         self._fails: collections.Counter[int] = collections.Counter()
+        self._done = 0
+        self._failed = 0
+        self._total = 0
+        self._busy = 0.0
+        self._t0 = 0.0
+        self._last_end: float | None = None
         self.claude_streams: list[claude_mod.StreamSummary] = []
 
     # ---- control ---------------------------------------------------------------------------
@@ -234,16 +274,57 @@ class Runner:
         self.interrupted = True
         if self.stop_reason is None:
             self.stop_reason = why
+        if self._dispatcher is not None:
+            self._dispatcher.stop(why, now=True)
         for task in list(self._running.values()):
             task.cancel()
 
+    def _halt(self, why: str, *, now: bool) -> None:
+        """--halt fired: start nothing new; with `now`, cancel the running attempts too."""
+        if self.halted is None:
+            self.halted = why
+        if self.stop_reason is None:
+            self.stop_reason = why
+        note = getattr(self.progress, "note", None)
+        if note is not None:
+            note(f"HALT {why}")
+        if now:
+            for task in list(self._running.values()):
+                task.cancel()
+
+    def _count(self, idx: int, planned: Planned, ex: _Exec, *, halt_rule: bool) -> None:
+        """After each attempt: the --fail-fast rule, and (single service) the --halt rule."""
+        status = ex.attempt.status
+        if status not in (PASSED, FAILED):
+            return
+        self._done += 1
+        if status == FAILED:
+            self._failed += 1
+            self._fails[idx] += 1
+            need = planned.threshold.required(planned.repeat)
+            if self.options.fail_fast and self._fails[idx] > planned.repeat - need:
+                if self.stop_reason is None:
+                    self.stop_reason = f"--fail-fast: stopped after {planned.test.id} failed"
+                    if self._dispatcher is not None:
+                        self._dispatcher.stop(self.stop_reason)
+        rule = self.options.halt
+        if halt_rule and rule is not None and self.halted is None and not self.interrupted:
+            when = rule.should_halt(self._done, self._failed, self._total)
+            if when is not None:
+                self._halt(halt_reason(rule, self._done, self._failed), now=when == "now")
+
     # ---- the run ---------------------------------------------------------------------------
 
+    def _work(self) -> list[tuple[int, int]]:
+        return [(i, n) for i, p in enumerate(self.plan) if p.skip is None
+                for n in range(1, p.repeat + 1)]
+
     async def run(self) -> list[TestOutcome]:
+        """Against one service: `concurrency` workers take (test, attempt) items in suite order."""
         self.outputs.mkdir(parents=True, exist_ok=True)
-        queue: collections.deque[tuple[int, int]] = collections.deque(
-            (i, n) for i, p in enumerate(self.plan) if p.skip is None for n in range(1, p.repeat + 1)
-        )
+        queue: collections.deque[tuple[int, int]] = collections.deque(self._work())
+        self._total = len(queue)
+        self._t0 = time.monotonic()
         workers = max(1, min(self.options.concurrency, len(queue) or 1))
         await asyncio.gather(*(self._worker(queue) for _ in range(workers)))
         return self.outcomes()
@@ -257,22 +338,22 @@ class Runner:
                 key = f"{planned.attempt_stem(n)}"
                 task = asyncio.ensure_future(self._attempt(client, planned, n))
                 self._running[key] = task
+                t0 = time.monotonic()
                 try:
                     ex, client = await task
                 except asyncio.CancelledError:
                     if not task.cancelled():
                         raise  # this worker itself is being cancelled
-                    # Cancelled by `interrupt` before the attempt began.
-                    ex = self._not_run(planned, n, f"not run: {self.stop_reason}", interrupted=True)
+                    # Cancelled (interrupt or --halt now) before the attempt began.
+                    ex = self._not_run(planned, n, f"not run: {self.stop_reason}",
+                                       interrupted=self.interrupted)
                 finally:
                     self._running.pop(key, None)
+                    self._busy += time.monotonic() - t0
+                    self._last_end = time.monotonic() - self._t0
+                ex.attempt.server = self.server_name
                 self._results[(idx, n)] = ex
-                if ex.attempt.status == FAILED:
-                    self._fails[idx] += 1
-                    need = planned.threshold.required(planned.repeat)
-                    if self.options.fail_fast and self._fails[idx] > planned.repeat - need:
-                        if self.stop_reason is None:
-                            self.stop_reason = f"--fail-fast: stopped after {planned.test.id} failed"
+                self._count(idx, planned, ex, halt_rule=True)
         finally:
             if client is not None:
                 try:
@@ -295,12 +376,8 @@ class Runner:
                 return self._not_run(p, n, f"interrupted ({self.stop_reason})", interrupted=True), None
             except Exception as e:  # noqa: BLE001 - any connect failure is this attempt's error
                 return self._failed_to_start(p, n, stem, f"cannot connect to {self.url}: {e}"), None
-        inst = p.test.instances
-        if inst is None:
-            ex = await self._execute(client, p, n, None, stem)
-        else:
-            ex = await self._instances(client, p, n, stem)
-        if ex.attempt.end_reason == "error" and "connection lost" in ex.attempt.message:
+        ex = await self._run_attempt(client, p, n)
+        if ex.lost is not None:
             try:
                 await asyncio.wait_for(client.close(), 5)
             except (asyncio.TimeoutError, Exception):  # noqa: BLE001
@@ -308,22 +385,42 @@ class Runner:
             client = None
         return ex, client
 
+    async def _run_attempt(self, client: ExecutorClient, p: Planned, n: int) -> _Exec:
+        """One attempt on `client`: the test itself, or all its instances at once."""
+        stem = p.attempt_stem(n)
+        if p.test.instances is None:
+            return await self._execute(client, p, n, None, stem)
+        return await self._instances(client, p, n, stem)
+
     async def _instances(self, client: ExecutorClient, p: Planned, n: int, stem: str) -> _Exec:
+        """Run the `count` instances at once; the best eligible one is the attempt's result."""
         inst = p.test.instances
         assert inst is not None
-        runs = await asyncio.gather(*(
-            self._execute(client, p, n, i, f"{stem}.i{i + 1}") for i in range(inst.count)
-        ))
-        pool = [r for r in runs if r.attempt.status == PASSED] or list(runs)
-        if inst.criterion == "fastest":
-            best = min(pool, key=lambda r: r.attempt.duration)
-        elif inst.criterion == "longest":
-            best = max(pool, key=lambda r: r.attempt.stdout_bytes)
-        elif inst.criterion == "cheapest":
-            best = min(pool, key=lambda r: (r.cost is None, r.cost or 0.0))
-        else:
-            best = max(pool, key=lambda r: r.coverage)
-        chosen = runs.index(best)
+        tasks = [asyncio.ensure_future(self._execute(client, p, n, i, f"{stem}.i{i + 1}"))
+                 for i in range(inst.count)]
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            # Interrupt or --halt now: each instance records what it had (bounded), then we
+            # report the attempt as cut short instead of losing every instance's output.
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks)
+            me = asyncio.current_task()
+            if me is not None:
+                me.uncancel()
+        runs = [t.result() for t in tasks]
+        lost = next((r.lost for r in runs if r.lost is not None), None)
+        cut = any(r.attempt.interrupted for r in runs)
+        ranked = [
+            instances_mod.InstanceRun(
+                index=i, eligible=not cut and instances_mod.why_not_eligible(r.verdict) is None,
+                duration=r.attempt.duration, size=r.attempt.stdout_bytes, cost=r.cost,
+                patterns_found=len(r.attempt.patterns_found),
+                patterns_total=len(r.attempt.patterns_found) + len(r.attempt.patterns_missing),
+                why_not="cut short" if cut else instances_mod.why_not_eligible(r.verdict))
+            for i, r in enumerate(runs)]
+        sel = instances_mod.select(inst.criterion, ranked)
         summary = []
         for i, r in enumerate(runs):
             v = inst.variant_for(i)
@@ -331,14 +428,26 @@ class Runner:
                 "instance": i + 1, "label": v.label if v else None,
                 "model": v.model if v else None, "temperature": v.temperature if v else None,
                 "status": r.attempt.status, "reason": r.attempt.reason,
+                "exit_code": r.attempt.exit_code, "end_reason": r.attempt.end_reason,
                 "duration": round(r.attempt.duration, 4), "stdout_bytes": r.attempt.stdout_bytes,
                 "cost_usd": r.cost, "coverage": round(r.coverage, 4),
-                "stdout_path": r.attempt.stdout_path, "chosen": i == chosen,
+                "patterns_found": ranked[i].patterns_found,
+                "patterns_total": ranked[i].patterns_total,
+                "eligible": ranked[i].eligible, "why_not": ranked[i].why_not,
+                "stdout_path": r.attempt.stdout_path, "chosen": i == sel.winner,
             })
-        a = replace(best.attempt, instances=summary,
-                    message=f"{best.attempt.message} [instance {chosen + 1} of {inst.count}, "
-                            f"picked by {inst.criterion}]")
-        return replace(best, attempt=a)
+        if sel.winner is not None:
+            best = runs[sel.winner]
+            a = replace(best.attempt, instances=summary, instance_selection=sel.to_json(),
+                        message=f"{best.attempt.message} [instance {sel.winner + 1} of "
+                                f"{inst.count}, picked by {inst.criterion}]")
+            return replace(best, attempt=a, lost=lost)
+        # Nothing eligible: the attempt fails (or, cut short, counts as not run) with the first
+        # instance's outputs as its representative.
+        first = runs[0]
+        a = replace(first.attempt, instances=summary, instance_selection=sel.to_json(),
+                    message=f"{sel.why}; first instance: {first.attempt.message}")
+        return replace(first, attempt=a, lost=lost)
 
     # ---- one execution ---------------------------------------------------------------------
 
@@ -369,6 +478,7 @@ class Runner:
         started_at = time.time()
         t0 = time.monotonic()
         detail: str | None = None
+        lost: str | None = None
         interrupted = False
         job: JobHandle | None = None
         # Unbuffered: what arrived is on disk at once, even if the harness is killed.
@@ -381,12 +491,15 @@ class Runner:
                         client.start(args=argv, cwd=test.cwd, env=env, input=test.input,
                                      timeout=limits.total, stall_timeout=limits.stall),
                         REQUEST_TIMEOUT)
+                except ConnectionLost:
+                    raise
                 except ExecutorError as e:
                     detail = f"the service refused the job: {e.message}"
                     if e.data:
                         detail += f" ({e.data})"
                 except asyncio.TimeoutError:
                     detail = f"the service did not answer the execute request within {REQUEST_TIMEOUT:g} s"
+                    lost = detail
                 else:
                     if not job.queued:
                         live.started = live.last = time.monotonic()
@@ -394,23 +507,31 @@ class Runner:
                         self._note_job(stem, live)
                     consumer = asyncio.ensure_future(self._consume(job, live, stem))
                     detail = await self._follow(job, consumer, live, limits)
+                    if detail is not None and detail.startswith("connection lost"):
+                        lost = detail
             except asyncio.CancelledError:
                 me = asyncio.current_task()
                 if me is not None:
                     me.uncancel()  # we handle it: record what the run had, then return
                 interrupted = True
-                detail = f"interrupted ({self.stop_reason or 'cancelled'})"
+                if self.halted is not None and not self.interrupted:
+                    detail = f"cancelled: {self.halted}"
+                else:
+                    detail = f"interrupted ({self.stop_reason or 'cancelled'})"
                 await self._cancel_job(job, consumer)
             except ConnectionLost as e:
-                detail = f"connection lost: {e}"
+                detail = _connection_lost(e)
+                lost = detail
             finally:
                 if consumer is not None and not consumer.done():
                     consumer.cancel()
                     await asyncio.gather(consumer, return_exceptions=True)
         wall = time.monotonic() - t0
         resources = self.monitor.end(stem) if self.monitor is not None else None
-        return self._finish(p, n, instance, stem, live, limits, factor, reading.load1, started_at,
-                            wall, detail, interrupted, job, resources)
+        ex = self._finish(p, n, instance, stem, live, limits, factor, reading.load1, started_at,
+                          wall, detail, interrupted, job, resources, lost=lost)
+        ex.lost = None if interrupted else lost
+        return ex
 
     def _note_job(self, stem: str, live: _Live) -> None:
         if self.monitor is not None:
@@ -455,7 +576,7 @@ class Runner:
                 exc = consumer.exception()
                 if exc is not None:
                     if isinstance(exc, ConnectionLost):
-                        return f"connection lost: {exc}"
+                        return _connection_lost(exc)
                     return f"{type(exc).__name__}: {exc}"
                 return None
 
@@ -482,7 +603,7 @@ class Runner:
     def _finish(self, p: Planned, n: int, instance: int | None, stem: str, live: _Live,
                 limits: Timeouts, factor: float, load1: float, started_at: float,
                 wall: float, detail: str | None, interrupted: bool, job: JobHandle | None,
-                resources: dict | None) -> _Exec:
+                resources: dict | None, *, lost: str | None = None) -> _Exec:
         test = p.test
         was_queued = bool(job is not None and job.queued)
         queue_wait = None
@@ -548,8 +669,11 @@ class Runner:
                 cli_failure = cf.to_json()
                 notes.append(f"claude: {cf.message}")
         status = SKIPPED if interrupted else PASSED if verdict.passed else FAILED
+        reason = verdict.reason.value
+        if interrupted and self.halted is not None and not self.interrupted:
+            reason = "cancelled"
         attempt = Attempt(
-            attempt=n, status=status, reason=verdict.reason.value, message="; ".join(notes),
+            attempt=n, status=status, reason=reason, message="; ".join(notes),
             end_reason=end, exit_code=exit_code, signal=c.get("signal"), started_at=started_at,
             duration=duration, service_duration=c.get("duration"), load1=load1, factor=factor,
             timeout=limits.total, stall_timeout=limits.stall, stdout_bytes=len(stdout),
@@ -567,7 +691,11 @@ class Runner:
             claude=stream.to_json() if stream is not None else None,
             cli_failure=cli_failure, resources=resources,
         )
-        self.progress.finished(stem, stem, status, attempt.reason, duration, attempt.message)
+        requeued = getattr(self.progress, "requeued", None)
+        if lost is not None and not interrupted and self._dispatcher is not None and requeued:
+            requeued(stem, stem, lost)  # the dispatcher decides: retry elsewhere, or lost
+        else:
+            self.progress.finished(stem, stem, status, attempt.reason, duration, attempt.message)
         cov = pattern_coverage(test.expected_patterns, hay).ratio if test.expected_patterns else 1.0
         return _Exec(attempt, verdict, stream.total_cost_usd if stream else None, cov)
 
@@ -579,10 +707,19 @@ class Runner:
         self.progress.finished(stem, stem, FAILED, a.reason, 0.0, a.message)
         return _Exec(a, verdict, None, 0.0)
 
-    def _not_run(self, p: Planned, n: int, why: str, *, interrupted: bool = False) -> _Exec:
+    def _not_run(self, p: Planned, n: int, why: str, *, interrupted: bool = False,
+                 reason: str = Reason.SKIPPED.value) -> _Exec:
         verdict = judge(p.test, None, "skipped", "", detail=why)
-        a = Attempt(attempt=n, status=SKIPPED, reason=Reason.SKIPPED.value, message=verdict.message,
+        a = Attempt(attempt=n, status=SKIPPED, reason=reason, message=verdict.message,
                     end_reason="skipped", interrupted=interrupted, failures=["skipped"])
+        return _Exec(a, verdict, None, 0.0)
+
+    def _lost(self, p: Planned, n: int, why: str, tries: list[str], server: str | None) -> _Exec:
+        """An attempt no server could finish: not judged (like skipped), but reported as lost."""
+        verdict = judge(p.test, None, "skipped", "", detail=why)
+        a = Attempt(attempt=n, status=LOST, reason=LOST, message=f"lost: {why}", end_reason=LOST,
+                    failures=[LOST], server=server, tries=list(tries))
+        self.progress.finished(p.attempt_stem(n), p.attempt_stem(n), LOST, LOST, 0.0, a.message)
         return _Exec(a, verdict, None, 0.0)
 
     # ---- aggregation -----------------------------------------------------------------------
@@ -610,10 +747,17 @@ class Runner:
                     ex = self._not_run(p, n, why, interrupted=self.interrupted and p.skip is None)
                 execs.append(ex)
             o.attempts = [e.attempt for e in execs]
+            o.learned_timeout = p.learned_timeout
+            o.stability = classify([a.status for a in o.attempts], p.threshold).to_json()
             rv = judge_repeats(p.threshold, [e.verdict for e in execs])
             o.passes, o.runs, o.required = rv.passes, rv.runs, rv.required
-            if rv.runs == 0:
-                o.status, o.reason = SKIPPED, "skipped"
+            lost = [e.attempt for e in execs if e.attempt.status == LOST]
+            if rv.runs == 0 and lost:
+                o.status, o.reason = LOST, LOST
+                o.message = lost[0].message
+            elif rv.runs == 0:
+                o.status = SKIPPED
+                o.reason = execs[0].attempt.reason if execs[0].attempt.reason == "cancelled" else "skipped"
                 o.message = execs[0].attempt.message
             elif rv.passed:
                 o.status, o.reason = PASSED, "passed"
@@ -624,5 +768,116 @@ class Runner:
                 o.reason = first_bad.reason
                 o.message = first_bad.message if p.repeat == 1 else \
                     f"{rv.message}; first failure (attempt {first_bad.attempt}): {first_bad.message}"
+            if lost and rv.runs:
+                o.message += f"; {len(lost)} attempt(s) lost"
             out.append(o)
         return out
+
+    # ---- several services ------------------------------------------------------------------
+
+    async def run_dispatched(
+        self,
+        servers: Sequence[ServerSpec],
+        *,
+        probe: Any = None,
+        probe_interval: float = 5.0,
+        max_probes: int = 12,
+    ) -> list[TestOutcome]:
+        """Over several services: each (test, attempt) is one dispatch item, expected to take the
+        test's history median (else its timeout); a broken connection is a lost server, and the
+        attempt is retried elsewhere."""
+        self.outputs.mkdir(parents=True, exist_ok=True)
+        work = self._work()
+        self._total = len(work)
+        items = []
+        for idx, n in work:
+            p = self.plan[idx]
+            expected = p.median if p.median is not None else p.test.timeout
+            items.append(TestItem(p.attempt_stem(n), float(expected), p.test.timeout, (idx, n)))
+        pool = ClientPool()
+
+        async def run_one(spec: ServerSpec, item: TestItem) -> _Exec:
+            idx, n = item.payload
+            p = self.plan[idx]
+            async with pool.client(spec) as client:
+                ex = await self._run_attempt(client, p, n)
+                if ex.lost is not None:
+                    raise ServerLost(spec.name, ex.lost)
+            ex.attempt.server = spec.name
+            self._count(idx, p, ex, halt_rule=False)  # --fail-fast; the dispatcher does --halt
+            return ex
+
+        self._dispatcher = Dispatcher(
+            servers, run_one, steal=self.options.steal, halt=self.options.halt,
+            max_retries_per_test=self.options.max_retries_per_test,
+            is_failure=lambda ex: ex.attempt.status == FAILED,
+            probe=probe, probe_interval=probe_interval, max_probes=max_probes,
+            on_event=self._on_dispatch_event)
+        if self.interrupted:
+            self._dispatcher.stop(self.stop_reason or "interrupted", now=True)
+        try:
+            report = await self._dispatcher.run(items)
+        finally:
+            await pool.close()
+        self.dispatch_report = report
+        if report.halted and self.stop_reason is None:
+            self.stop_reason = report.halted
+        for d in report.results:
+            idx, n = d.item.payload
+            p = self.plan[idx]
+            if d.state in (COMPLETED, CANCELLED) and d.value is not None:
+                ex = d.value
+            elif d.state == D_LOST:
+                ex = self._lost(p, n, d.reason, d.tries, d.server)
+            elif d.state == ERROR:
+                ex = self._failed_to_start(p, n, p.attempt_stem(n), f"harness error: {d.reason}")
+            elif d.state == CANCELLED:
+                ex = self._not_run(p, n, d.reason, interrupted=self.interrupted,
+                                   reason="skipped" if self.interrupted else "cancelled")
+            else:
+                continue  # not run: outcomes() fills it in with the stop reason
+            ex.attempt.server = d.server
+            ex.attempt.tries = list(d.tries)
+            self._results[(idx, n)] = ex
+        return self.outcomes()
+
+    def _on_dispatch_event(self, ev: DispatchEvent) -> None:
+        if ev.kind == "halt":
+            if self.stop_reason is None:  # the rule fired (stop() from us sets stop_reason first)
+                self.stop_reason = ev.detail
+                self.halted = ev.detail
+        note = getattr(self.progress, "note", None)
+        if note is None:
+            return
+        text = {
+            "server_lost": f"SERVER LOST {ev.server}: {ev.detail}",
+            "requeue": f"RETRY {ev.key} on {ev.server}: {ev.detail}",
+            "steal": f"STEAL {ev.server} took {ev.detail}",
+            "rejoin": f"REJOIN {ev.server}: {ev.detail}",
+            "halt": f"HALT {ev.detail}",
+        }.get(ev.kind)
+        if text is not None:
+            note(text)
+
+    def server_stats(self) -> dict[str, Any]:
+        """The per-server section of the report: the dispatcher's statistics, or the same shape
+        for the one service of a single-service run."""
+        if self.dispatch_report is not None:
+            d = self.dispatch_report.to_json()
+            d.pop("items", None)
+            return {"mode": "dispatch", **d}
+        ran = [e for e in self._results.values() if e.attempt.status in (PASSED, FAILED)]
+        makespan = self._last_end or 0.0
+        conc = max(1, min(self.options.concurrency, self._total or 1))
+        return {
+            "mode": "single", "makespan": round(makespan, 4),
+            "fairness_cv": coefficient_of_variation([makespan]) if ran else None,
+            "halted": self.halted, "retries_used": 0,
+            "servers": [{
+                "name": self.server_name, "url": self.url, "weight": 1.0, "concurrency": conc,
+                "dealt": self._total, "tests_run": len(ran), "busy": round(self._busy, 4),
+                "idle": round(max(0.0, makespan * conc - self._busy), 4), "steals_in": 0,
+                "steals_out": 0, "retries": 0, "lost_items": 0,
+                "completion": round(makespan, 4) if ran else None, "alive": True,
+                "lost_reason": None, "lost_at": None, "rejoins": 0}],
+        }
