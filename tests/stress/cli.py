@@ -13,7 +13,8 @@ database (`stress.history`) and compared with the previous run of the same suite
 
 Exit status: 0 every test that ran passed (or met its pass threshold) and at least one ran, and
 none was lost; 1 a test failed or was lost, nothing ran, or the service could not be started;
-2 usage or suite errors; 130 / 143 interrupted by SIGINT / SIGTERM.
+2 usage or suite errors; 3 the Claude preflight failed (stress.preflight); 130 / 143
+interrupted by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ from . import claude as claude_mod
 from .dispatch import ServerSpec
 from .flaky import HaltRule, HaltRuleError
 from .history import History, HistoryError
-from .modelmode import MODES, REAL_MODEL, model_environment
+from .modelmode import MODES, REAL_MODEL, model_environment, plan_needs
+from .preflight import EXIT_PREFLIGHT, run_preflight
 from .progress import Progress
 from .report import write_reports
 from .results import RunResult, Totals
@@ -73,6 +75,10 @@ class Interrupted(Exception):
     pass
 
 
+class PreflightFailed(Interrupted):
+    """The Claude preflight stopped the run before any test (exit 3); tests are reported not run."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Arguments
 
@@ -84,7 +90,8 @@ def build_parser(prog: str, default_suite: str, what: str) -> argparse.ArgumentP
                     "--server), runs the suites through the WebSocket client, and writes "
                     "report.md, report.json and junit.xml under --out/<run-id>/.",
         epilog="Exit status: 0 all passed; 1 a test failed or nothing ran; 2 usage or suite "
-               "error; 130/143 interrupted (SIGINT/SIGTERM). See docs/harness.md.",
+               "error; 3 Claude preflight failed; 130/143 interrupted (SIGINT/SIGTERM). See "
+               "docs/harness.md.",
     )
     p.add_argument("suites", nargs="*", metavar="SUITE",
                    help=f"suite names (configs/<name>.json) or paths; default: {default_suite}")
@@ -101,6 +108,8 @@ def build_parser(prog: str, default_suite: str, what: str) -> argparse.ArgumentP
     p.add_argument("--quiet", action="store_true", help="print only the summary and the report path")
     p.add_argument("--model", choices=MODES, default="auto",
                    help="how the Claude CLI gets a model (recorded in the report; default auto)")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="skip the Claude preflight (CLI found, model reachable, one canary prompt)")
     p.add_argument("--claude-template", metavar="CMD",
                    help="argv template for `prompt` tests, e.g. "
                         "'claude -p ${PROMPT} --output-format stream-json --verbose' "
@@ -621,8 +630,9 @@ async def run_session(s: Session) -> int:
     progress = None
     fleet: ServiceFleet | None = None
     try:
-        async with model_environment(ns.model) as model:
+        async with model_environment(ns.model, **plan_needs(s.plan)) as model:
             run.environment["model_description"] = model.description
+            run.environment.update(model_effective=model.mode, model_reason=model.reason)
             fleet = build_fleet(ns, s.plan, s.report_dir)
             s.service = fleet
             try:
@@ -657,7 +667,9 @@ async def run_session(s: Session) -> int:
             claude_note = "not used"
             claude_env: dict[str, str] = {}
             if any(p.uses_claude for p in s.plan):
-                probes = await s.phase(asyncio.gather(*(probe_claude(sp.url, sp.token)
+                check = probe_claude if ns.no_preflight else (
+                    lambda url, token: run_preflight(url, token, model, managed=fleet.managed))
+                probes = await s.phase(asyncio.gather(*(check(sp.url, sp.token)
                                                         for sp, _ in fleet.live())))
                 bad = next((pr for pr in probes if not pr.ok), None)
                 probe = bad or probes[0]
@@ -667,9 +679,15 @@ async def run_session(s: Session) -> int:
                     claude_env = claude_path_env(probe.path)
                 run.environment["claude"] = probe.note if bad is None else f"unavailable: {probe.note}"
                 run.environment["claude_path"] = probe.path
+                if not ns.no_preflight:
+                    run.environment["preflight"] = probe.to_json()
+                    if bad is not None:
+                        run.error = f"preflight: {bad.failure}"
+                        print(bad.message(s.tool), file=sys.stderr, flush=True)
+                        raise PreflightFailed
             else:
                 run.environment["claude"] = "not used"
-            s.plan = [replace(p, skip=unmet_requirement(p, caps, ns.model, claude_note))
+            s.plan = [replace(p, skip=unmet_requirement(p, caps, model.label, claude_note))
                       for p in s.plan]
             run.environment["capabilities"] = sorted(caps)
 
@@ -734,7 +752,7 @@ async def run_session(s: Session) -> int:
     if s.interrupted:
         return EXIT_SIGNAL.get(s.interrupted, 130)
     if run.error:
-        return EXIT_FAILED
+        return EXIT_PREFLIGHT if run.error.startswith("preflight:") else EXIT_FAILED
     t = Totals.of(run.outcomes)
     return EXIT_OK if t.failed == 0 and t.lost == 0 and t.passed > 0 else EXIT_FAILED
 

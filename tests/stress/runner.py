@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import re
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -129,6 +131,50 @@ def invocation_summary(test: Test, limit: int = 120) -> str:
         text = shlex.join(test.args or ())
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+JOB_TAG_VAR = "STRESS_JOB"
+"""Every job gets STRESS_JOB=<report dir>/<output stem>. Everything it starts inherits it (the
+Claude CLI hands its environment to Bash tool commands, which may setsid or nohup away from its
+group), so after the service reports the end, a managed (same-host) run can check that nothing
+of the job is left: any survivor fails the attempt (reason leftover_processes) and is killed."""
+LEFTOVER_WAIT = 2.0
+"""Seconds a tagged process may take to finish dying after the completion before it counts."""
+
+
+def tagged_processes(tag: str) -> dict[int, str]:
+    """Live processes on this host whose environment holds STRESS_JOB=<tag>: pid -> command line."""
+    needle = f"{JOB_TAG_VAR}={tag}".encode()
+    found: dict[int, str] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                if needle not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+            if stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X"):
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                found[int(entry.name)] = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+    return found
+
+
+def end_leftovers(tag: str, wait: float = LEFTOVER_WAIT) -> list[str]:
+    """Tagged processes still alive `wait` s after the job ended, SIGKILLed by pid: "pid: cmdline"."""
+    deadline = time.monotonic() + wait
+    while (left := tagged_processes(tag)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return [f"{pid}: {cmd[:160]}" for pid, cmd in sorted(left.items())]
 
 
 def job_argv(command: str | None, args: Sequence[str] | None) -> list[str]:
@@ -464,6 +510,7 @@ class Runner:
             env.update(self.options.claude_env)
         env.update(inv.env)
         env.update({"STRESS_TEST_ID": test.id, "STRESS_ATTEMPT": str(n)})
+        tag = env[JOB_TAG_VAR] = f"{self.report_dir.name}/{stem}"
         if instance is not None:
             env["STRESS_INSTANCE"] = str(instance + 1)
         if p.uses_claude and "CLAUDECODE" not in inv.env:
@@ -528,8 +575,17 @@ class Runner:
                     await asyncio.gather(consumer, return_exceptions=True)
         wall = time.monotonic() - t0
         resources = self.monitor.end(stem) if self.monitor is not None else None
+        leftovers: list[str] = []
+        if job is not None and getattr(self.service, "managed", False):
+            try:
+                leftovers = await asyncio.to_thread(end_leftovers, tag)
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if me is not None:
+                    me.uncancel()
+                interrupted, detail = True, detail or f"interrupted ({self.stop_reason or 'cancelled'})"
         ex = self._finish(p, n, instance, stem, live, limits, factor, reading.load1, started_at,
-                          wall, detail, interrupted, job, resources, lost=lost)
+                          wall, detail, interrupted, job, resources, lost=lost, leftovers=leftovers)
         ex.lost = None if interrupted else lost
         return ex
 
@@ -603,7 +659,8 @@ class Runner:
     def _finish(self, p: Planned, n: int, instance: int | None, stem: str, live: _Live,
                 limits: Timeouts, factor: float, load1: float, started_at: float,
                 wall: float, detail: str | None, interrupted: bool, job: JobHandle | None,
-                resources: dict | None, *, lost: str | None = None) -> _Exec:
+                resources: dict | None, *, lost: str | None = None,
+                leftovers: Sequence[str] = ()) -> _Exec:
         test = p.test
         was_queued = bool(job is not None and job.queued)
         queue_wait = None
@@ -647,7 +704,7 @@ class Runner:
             # Cut short by the user: not a verdict on the test, so it counts as not run.
             verdict = judge(test, None, "skipped", hay, detail=detail)
         else:
-            verdict = judge(test, exit_code, end, hay, detail=detail)
+            verdict = judge(test, exit_code, end, hay, detail=detail, leftovers=leftovers)
         notes = [verdict.message]
         if end == "timeout" and limits.total is not None:
             notes.append(f"limit used {limits.total:.3g} s = {test.timeout:g} s x {factor:.2f}")

@@ -238,6 +238,8 @@ class Test:
     instances: Instances | None
     source: Source
     extra: Mapping[str, Any] = field(default_factory=dict)
+    expect_end: Literal["exited", "stalled", "timeout"] | None = None
+    """How the run must end; None: by itself (judged by expect_exit). See verdict.EXPECTABLE_ENDS."""
 
     def invocation(self, instance: int | None = None) -> Invocation:
         """What to start, for the whole test or for one of its concurrent instances."""
@@ -273,6 +275,8 @@ class Test:
         if self.must_not_contain:
             out["must_not_contain"] = [p.to_json() for p in self.must_not_contain]
         out["expect_exit"] = self.expect_exit.to_json()
+        if self.expect_end is not None:
+            out["expect_end"] = self.expect_end
         out["timeout"] = self.timeout
         out["stall_timeout"] = self.stall_timeout
         out["repeat"] = self.repeat
@@ -421,6 +425,7 @@ class TestSpec(_Spec):
     match: MatchField | None = None
     must_not_contain: list[PatternField] = []
     expect_exit: ExitField | None = None
+    expect_end: Literal["exited", "stalled", "timeout"] | None = None
     timeout: Seconds | None = None
     stall_timeout: Seconds | None = None
     repeat: Repeat | None = None
@@ -634,6 +639,7 @@ def _load_ours(raw: Any, file: Path, timestamp: str) -> Suite:
             instances=instances,
             source=Source(str(file), json_path(("tests", i))),
             extra=dict(t.extra),
+            expect_end=t.expect_end,
         ))
     return Suite(spec.name, spec.description, file, FORMAT_OURS, timestamp, tuple(tests), dict(spec.extra))
 
@@ -971,7 +977,8 @@ def read_json(file: Path) -> Any:
 
 
 _OUR_ONLY_SUITE_KEYS = {"$schema", "name", "defaults", "extra"}
-_OUR_ONLY_TEST_KEYS = {"args", "prompt", "match", "must_not_contain", "expect_exit", "stall_timeout",
+_OUR_ONLY_TEST_KEYS = {"args", "prompt", "match", "must_not_contain", "expect_exit", "expect_end",
+                       "stall_timeout",
                        "repeat", "pass_threshold", "requires", "env", "cwd", "input", "instances",
                        "tags", "extra"}
 

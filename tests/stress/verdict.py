@@ -41,6 +41,10 @@ class Reason(str, enum.Enum):
     STALLED = "stalled"
     ERROR = "error"
     SKIPPED = "skipped"
+    UNEXPECTED_END = "unexpected_end"
+    """The test set `expect_end` (e.g. "stalled") and the run ended another way."""
+    LEFTOVER_PROCESSES = "leftover_processes"
+    """Processes of the job were still alive after the service reported its end."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,7 +419,13 @@ class Judgeable(Protocol):
     match: MatchRule
     must_not_contain: Sequence[Pattern]
     expect_exit: ExitExpectation
+    # Optional: `expect_end` (None, or one of EXPECTABLE_ENDS); read with getattr.
 
+
+EXPECTABLE_ENDS = ("exited", "stalled", "timeout")
+"""Values of a test's `expect_end`: how the run must end. "exited" (the default when unset) means
+it ends by itself, judged by `expect_exit`; "stalled" / "timeout" mean the service must end it that
+way (a fault-injection test that proves stall or timeout detection), so its exit code is not judged."""
 
 END_REASONS = frozenset(
     {"exited", "signalled", "timeout", "stalled", "cancelled", "shutdown", "error", "skipped"}
@@ -471,12 +481,16 @@ def judge(
     output_text: str,
     *,
     detail: str | None = None,
+    leftovers: Sequence[str] = (),
 ) -> Verdict:
     """Judge one run of `test`.
 
     `reason` is how the run ended (see END_REASONS; the runner's EndReason works as is).
     `output_text` is whatever the caller decided to match against (stdout, or stdout+stderr).
     `detail` explains an "error" or "skipped" end for the message.
+    `leftovers` describes processes of the job still alive after its end ("pid: cmdline"); any
+    fails the run (reason leftover_processes, after how it ended).
+    A test's `expect_end` ("stalled" / "timeout") turns that end into the expected one.
     """
     end = str(getattr(reason, "value", reason))
     if end not in END_REASONS:
@@ -484,6 +498,9 @@ def judge(
     if end in ("exited", "signalled") and exit_code is None:
         raise ValueError(f"an {end!r} run needs an exit code")
 
+    expect_end = getattr(test, "expect_end", None)
+    if expect_end is not None and expect_end not in EXPECTABLE_ENDS:
+        raise ValueError(f"unknown expect_end {expect_end!r} (expected one of {EXPECTABLE_ENDS})")
     hay = _Haystack(output_text or "")
     patterns = tuple(test.expected_patterns)
     cov = _coverage(patterns, hay)
@@ -499,16 +516,27 @@ def judge(
         failures.append(Reason.ERROR)
         what = {"error": "run failed", "cancelled": "run was cancelled", "shutdown": "harness shut down"}[end]
         notes.append(f"{what}: {detail}" if detail else what)
-    elif end in ("timeout", "stalled"):
+    elif end in ("timeout", "stalled") and expect_end != end:
         failures.append(Reason.TIMEOUT if end == "timeout" else Reason.STALLED)
         limit = getattr(test, "timeout" if end == "timeout" else "stall_timeout", None)
         if end == "timeout":
             notes.append(f"timed out after {limit:g} s" if limit else "timed out")
         else:
             notes.append(f"stalled: no output for {limit:g} s" if limit else "stalled: no output")
+        if expect_end is not None:
+            failures.append(Reason.UNEXPECTED_END)
+            notes.append(f"expected the run to end {expect_end!r}")
+    elif end in ("exited", "signalled") and expect_end not in (None, "exited"):
+        failures.append(Reason.UNEXPECTED_END)
+        how = f"exited with code {exit_code}" if end == "exited" else f"was killed (exit {exit_code})"
+        notes.append(f"expected the run to end {expect_end!r}, but it {how}")
 
     ran = end in ("exited", "signalled")
-    if ran and not test.expect_exit.accepts(exit_code):  # type: ignore[arg-type]
+    if leftovers and end not in ("skipped",):
+        failures.append(Reason.LEFTOVER_PROCESSES)
+        notes.append(f"{len(leftovers)} process(es) of the job outlived its end: "
+                     f"{_quote_list(list(leftovers), limit=4)}")
+    if ran and expect_end in (None, "exited") and not test.expect_exit.accepts(exit_code):  # type: ignore[arg-type]
         failures.append(Reason.EXIT_CODE)
         notes.append(f"exit code {exit_code}, expected {test.expect_exit.describe()}")
     if end != "skipped" and forbidden:
@@ -523,7 +551,10 @@ def judge(
 
     passed = not failures
     if passed:
-        parts = [f"exit {exit_code} (expected {test.expect_exit.describe()})"]
+        if expect_end in ("stalled", "timeout"):
+            parts = [f"ended {end} as expected"]
+        else:
+            parts = [f"exit {exit_code} (expected {test.expect_exit.describe()})"]
         if patterns:
             parts.append(f"{len(cov.found)}/{len(patterns)} patterns found (needed {required})")
         message = "passed: " + ", ".join(parts)
