@@ -304,7 +304,9 @@ def test_halt_now_cancels_running_tests_and_starts_no_more(tmp_path, servers):
     assert cancelled, [t["message"] for t in slow]  # at least one was running and was cut short
     for t in cancelled:
         a = t["attempts"][0]
-        assert a["end_reason"] == "cancelled" and a["interrupted"] and "cancelled: --halt" in a["message"]
+        assert "cancelled: --halt now,fail=1" in a["message"]
+        if a["started_at"] is not None:  # (a busy host may cancel one while it still connects)
+            assert a["end_reason"] == "cancelled" and a["interrupted"]
     for t in slow:
         if t["reason"] != "cancelled":
             assert "not run: --halt now,fail=1" in t["message"]

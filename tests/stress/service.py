@@ -147,7 +147,9 @@ class ManagedService:
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.python = python
-        self.token = secrets.token_urlsafe(24)
+        # Hex, not token_urlsafe: a token starting with '-' is read by argparse as an option
+        # (`--token -x...`), and the service would not start (1 time in 64).
+        self.token = secrets.token_hex(24)
         self.url: str | None = None
         self.health: dict = {}
         self.proc: psutil.Popen | None = None
