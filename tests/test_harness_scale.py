@@ -385,9 +385,11 @@ def test_history_compares_runs_and_tracks_the_suite_ratio(tmp_path):
     assert "| hist | 3 | 1 | 3.0:1 | no |" in run2.md
     # Learned timeout: 500% of a ~10 ms median is below the 1 s floor, so 1 s (configured 20 s).
     lt = run2.tests["steady"]["learned_timeout"]
-    assert lt["learned"] == 1.0 and lt["configured"] == 20 and lt["percent"] == 500 and not lt["capped"]
+    assert lt["median"] == pytest.approx(run1.tests["steady"]["attempts"][0]["duration"], abs=1e-3)
+    assert lt["learned"] == pytest.approx(max(1.0, lt["median"] * 5), abs=1e-3)
+    assert lt["configured"] == 20 and lt["percent"] == 500 and not lt["capped"]
     a = run2.tests["steady"]["attempts"][0]
-    assert a["timeout"] == pytest.approx(1.0 * a["factor"])
+    assert a["timeout"] == pytest.approx(lt["learned"] * a["factor"], rel=1e-3)
     assert "learned: 500% of median" in run2.md and "configured 20 s" in run2.md
     wide = {**os.environ, "COLUMNS": "300"}  # rich tables: no wrapped run ids
     listing = subprocess.run([PY, "-m", "stress.history", "--db", str(out / "history.sqlite3"), "list"],
