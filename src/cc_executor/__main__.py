@@ -81,6 +81,7 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self._app = app
         self._ending = False
+        self._graceful_task: asyncio.Task | None = None
 
     def handle_exit(self, sig: int, frame) -> None:
         if self._ending:
@@ -89,11 +90,19 @@ class _Server(uvicorn.Server):
             return
         self._ending = True
         loop = asyncio.get_event_loop()
-        loop.call_soon_threadsafe(lambda: loop.create_task(self._graceful()))
+        loop.call_soon_threadsafe(self._start_graceful, loop)
+
+    def _start_graceful(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Keep a reference: the loop holds tasks only weakly, and a collected task would never
+        # set should_exit (the server would then ignore SIGTERM).
+        self._graceful_task = loop.create_task(self._graceful())
 
     async def _graceful(self) -> None:
+        grace = self._app.state.service.settings.kill_grace
         try:
-            await self._app.state.service.stop()
+            await asyncio.wait_for(self._app.state.service.stop(), grace + 20)
+        except asyncio.TimeoutError:
+            print("cc_executor: shutdown took too long; exiting anyway", file=sys.stderr)
         finally:
             self.should_exit = True
 
