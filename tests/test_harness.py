@@ -190,7 +190,9 @@ def main_run(tmp_path_factory):
     })
     out = tmp / "out"
     t0 = time.time()
-    proc = harness("complex", str(suite), "--concurrency", "4", out=out)
+    # Claude tests are in the suite: pin the loopback model so a machine with credentials does
+    # not send real requests.
+    proc = harness("complex", str(suite), "--concurrency", "4", "--model", "local", out=out)
     return proc, Report(out), t0
 
 
@@ -205,7 +207,7 @@ def test_main_run_exit_status_and_summary(main_run):
     assert (t["tests"], t["passed"], t["failed"], t["skipped"]) == (15, passed, failed, skipped), t
     assert t["ratio"]["text"] == "1:1" and t["ratio"]["graduates"] is False
     assert "| Result | **FAILED** |" in r.md
-    assert "**1:1** (runs passed : runs failed); does not graduate (needs 10:1)" in r.md
+    assert "**1:1** (runs passed : runs failed); does not graduate (needs 10:1 over at least 10 passes)" in r.md
     assert f"| Tests | 15: {passed} passed, {failed} failed, {skipped} skipped |" in r.md
 
 
@@ -216,7 +218,8 @@ def test_main_run_report_json_follows_its_schema(main_run):
     env = r.json["environment"]
     assert env["cores"] == os.cpu_count() and env["hostname"]
     assert env["load_start"]["cores"] == os.cpu_count() and env["load_end"]
-    assert env["model_mode"] == "auto" and env["model_description"] == "none"
+    assert env["model_mode"] == "local"
+    assert env["model_description"].startswith("local: loopback model server")
     assert r.json["options"]["concurrency"] == 4
     assert r.json["service"]["kind"] == "managed" and "<token>" in r.json["service"]["argv"]
     assert r.json["service"]["stop"]["how"] == "sigterm"
@@ -326,7 +329,7 @@ def test_markdown_report_content(main_run):
                     "## Resources", "## Distributions", "## Output previews"):
         assert section in md, section
     assert f"| Host | {r.json['environment']['hostname']} |" in md
-    assert "| Load at start |" in md and "| Model mode | auto: none |" in md
+    assert "| Load at start |" in md and "| Model mode | local: loopback model server" in md
     assert "### missing_pattern: missing_patterns" in md and "`gamma-missing`" in md
     assert "[stdout](outputs/stall.stdout) (21 B)" in md
     assert "- **needs_real_model**: skipped: requires 'real-model'" in md

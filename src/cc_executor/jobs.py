@@ -61,10 +61,10 @@ class AllowList:
     """Executables that may run, compared by real path so `/tmp/x/claude` is not `claude`."""
 
     def __init__(self, names: list[str], claude_path: str | None = None):
-        self.names = list(names)
+        self.names = list(dict.fromkeys(names))  # `--allow claude` twice is one entry
         self.real: dict[str, str] = {}
         self._cache: dict[str, tuple[str, str]] = {}
-        for name in names:
+        for name in self.names:
             found = find_claude(claude_path) if name == "claude" else shutil.which(
                 name, path=search_path())
             if found:

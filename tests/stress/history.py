@@ -31,11 +31,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .flaky import Flakiness, Stability, classify
-from .results import GRADUATION_RATIO
+from .results import GRADUATION_RATIO, MIN_GRADUATION_PASSES
 
 DEFAULT_PATH = Path("reports/history.sqlite3")
-MIN_GRADUATION_PASSES = 10
-"""Passes needed before a suite can graduate at all (evidence floor, see module doc)."""
 BUSY_TIMEOUT_MS = 30_000
 DEFAULT_TREND_LIMIT = 20
 MEDIAN_WINDOW = 20

@@ -30,6 +30,8 @@ DISQUALIFYING: dict[Reason, str] = {
     Reason.STALLED: "stalled",
     Reason.EXIT_CODE: "unexpected exit code",
     Reason.FORBIDDEN_PATTERN: "forbidden output",
+    Reason.UNEXPECTED_END: "ended in an unexpected way",
+    Reason.LEFTOVER_PROCESSES: "left processes running",
 }
 """Verdict failures that keep an instance from winning (missing patterns do not)."""
 

@@ -147,8 +147,8 @@ def render_markdown(run: RunResult) -> str:
         verdict = "NOTHING RAN"
     rate = t.success_rate
     ratio = t.ratio
-    grad = ("graduates (at least 10:1)" if ratio.graduates
-            else "does not graduate (needs 10:1)")
+    grad = ("graduates (at least 10:1 over at least 10 passes)" if ratio.graduates
+            else "does not graduate (needs 10:1 over at least 10 passes)")
     lines += [
         "## Summary", "",
         "| | |", "|---|---|",
@@ -194,7 +194,7 @@ def render_markdown(run: RunResult) -> str:
         f"| Python | {cell(env.get('python'))} |",
         f"| cc_executor | {cell(env.get('cc_executor'))} |",
         f"| claude | {cell(env.get('claude'))} |",
-        f"| Model mode | {cell(env.get('model_mode'))}: {cell(env.get('model_description'))} |",
+        f"| Model mode | {cell(_model_mode_text(env))} |",
         f"| Service | {service_cell} |",
         "| Suites | " + cell(", ".join(f"{s['name']} ({s['format']}, {s['tests']} tests, {s['path']})"
                                       for s in run.suites)) + " |",
@@ -319,6 +319,9 @@ def render_markdown(run: RunResult) -> str:
                   f"{u.get('output_tokens', 0):,} | {u.get('cache_creation_input_tokens', 0):,} | "
                   f"{u.get('cache_read_input_tokens', 0):,} | {c['num_turns']} | "
                   f"{fmt_seconds(c['duration_api_ms'] / 1000)} |", ""]
+        if run.environment.get("model_mode") == "local":
+            lines += ["Cost is the CLI's own estimate from token counts; with the loopback model "
+                      "nothing is billed.", ""]
 
     if run.servers is not None:
         lines += _servers_md(run)
@@ -606,6 +609,12 @@ def render_junit(run: RunResult) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _model_mode_text(env: dict) -> str:
+    """`local: loopback model server ...`: the description already names the mode when it can."""
+    mode, description = str(env.get("model_mode")), str(env.get("model_description"))
+    return description if description.startswith(f"{mode}:") else f"{mode}: {description}"
 
 
 def write_reports(run: RunResult, report_dir: Path) -> dict[str, Path]:

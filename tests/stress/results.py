@@ -17,6 +17,7 @@ SCHEMA_VERSION = 2
 sections halted, servers, history, stability; per test stability and learned timeouts; per
 attempt server, tries and instance_selection."""
 GRADUATION_RATIO = 10.0
+MIN_GRADUATION_PASSES = 10
 """Seed 004 "graduated" a runner at a 10:1 success ratio (passes per failure)."""
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
@@ -177,7 +178,8 @@ class Ratio:
 
     @property
     def graduates(self) -> bool:
-        return self.passes > 0 and self.value >= GRADUATION_RATIO
+        # The same rule as the history's suite ratio: 10:1 and at least 10 passes of evidence.
+        return self.passes >= MIN_GRADUATION_PASSES and self.value >= GRADUATION_RATIO
 
     def text(self) -> str:
         if self.failures == 0:

@@ -294,6 +294,9 @@ class ModelServer:
         finally:
             for task in waits:
                 task.cancel()
+            # Let the cancelled read finish unwinding, or the next read on this stream fails with
+            # "readuntil() called while another coroutine is already waiting".
+            await asyncio.gather(*waits, return_exceptions=True)
         if waits[0] in done:
             record.outcome = "shutdown"
             raise _Stop
