@@ -257,7 +257,10 @@ class Run:
         self._t0 = time.monotonic()
         self._last_activity = self._t0
         if self._registry is not None:
-            self._registry.add(self.run_id, self.pid, self.argv, spec.cwd, self.run_id)
+            # Written on the next loop turn, so a caller's reply (e.g. the execute result) goes
+            # out first; it still precedes any end of the run, which needs later loop turns.
+            self._loop.call_soon(self._registry.add, self.run_id, self.pid, self.argv, spec.cwd,
+                                 self.run_id)
         try:
             self._pidfd = os.pidfd_open(self.pid)
             self._loop.add_reader(self._pidfd, self._on_exit)
@@ -695,6 +698,8 @@ async def start(spec: RunSpec, registry: Registry | None = None) -> Run:
     """Start `spec` and return its `Run`. Raises SpawnError when it cannot start."""
     run = Run(spec, registry)
     run._spawn()
+    if registry is not None:
+        await asyncio.sleep(0)  # the registry record is written on the next loop turn
     return run
 
 
@@ -720,7 +725,9 @@ class ProcessRunner:
             self.reaped = self.registry.reap_stale()
 
     async def start(self, spec: RunSpec) -> Run:
-        return self.start_nowait(spec)
+        run = self.start_nowait(spec)
+        await asyncio.sleep(0)  # let the registry record be written before returning
+        return run
 
     def start_nowait(self, spec: RunSpec) -> Run:
         """Spawn now (the spawn itself is synchronous); must be called with a running loop."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__, protocol, tree
@@ -258,8 +259,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await websocket.accept(subprotocol=choose_subprotocol(offered))
         await serve_connection(service, websocket)
 
-    app.add_api_websocket_route("/ws", endpoint)
-    app.add_api_websocket_route("/ws/mcp", endpoint)  # the path older clients use
+    # Plain Starlette routes: FastAPI's WebSocket routes run dependency injection on every
+    # upgrade, which this endpoint does not use and the `echo hi` latency pays for.
+    app.router.routes.append(WebSocketRoute("/ws", endpoint))
+    app.router.routes.append(WebSocketRoute("/ws/mcp", endpoint))  # the path older clients use
     return app
 
 
