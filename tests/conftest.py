@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from cc_executor import tree
+
 SESSION_VAR = "CC_EXECUTOR_TEST_SESSION"
 SESSION_ID = os.environ.setdefault(SESSION_VAR, uuid.uuid4().hex)
 REPO = Path(__file__).resolve().parents[1]
@@ -25,28 +27,7 @@ SHARED = REPO.parent / "shared"
 
 def marked_pids() -> dict[int, str]:
     """Live processes carrying this session's marker, with their command lines."""
-    needle = f"{SESSION_VAR}={SESSION_ID}".encode()
-    me = os.getpid()
-    found: dict[int, str] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        if pid == me:
-            continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if needle not in f.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-            if stat[stat.rfind(b")") + 2 :][:1] in (b"Z", b"X"):
-                continue
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                found[pid] = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-    return found
+    return {pid: tree.command_line(pid) for pid in tree.with_env(SESSION_VAR, SESSION_ID)}
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.02, what: str = "condition"):

@@ -30,7 +30,7 @@ import os
 import re
 from collections.abc import Mapping
 from json.encoder import encode_basestring as _json_string  # C escaper, non-ASCII kept as is
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -112,16 +112,7 @@ Reason = Literal[
     "queue_timeout",
     "spawn_failed",
 ]
-REASONS: tuple[str, ...] = (
-    "exited",
-    "signalled",
-    "timeout",
-    "stalled",
-    "cancelled",
-    "shutdown",
-    "queue_timeout",
-    "spawn_failed",
-)
+REASONS: tuple[str, ...] = get_args(Reason)
 Status = Literal[
     "completed",
     "failed",

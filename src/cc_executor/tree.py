@@ -116,9 +116,9 @@ def group_members(pgid: int) -> set[int]:
     return found
 
 
-def marked(marker: str, pids: Iterable[int] | None = None) -> set[int]:
-    """Processes whose environment holds CC_EXECUTOR_RUN=<marker> (live ones only)."""
-    needle = f"{MARKER_VAR}={marker}".encode()
+def with_env(var: str, value: str, pids: Iterable[int] | None = None) -> set[int]:
+    """Live processes (not us) whose environment holds `var=value`."""
+    needle = f"{var}={value}".encode()
     me = os.getpid()
     found = set()
     for pid in _all_pids() if pids is None else pids:
@@ -128,6 +128,16 @@ def marked(marker: str, pids: Iterable[int] | None = None) -> set[int]:
         if env and needle in env.split(b"\0") and is_alive(pid):
             found.add(pid)
     return found
+
+
+def marked(marker: str, pids: Iterable[int] | None = None) -> set[int]:
+    """Processes whose environment holds CC_EXECUTOR_RUN=<marker> (live ones only)."""
+    return with_env(MARKER_VAR, marker, pids)
+
+
+def command_line(pid: int) -> str:
+    raw = _read(f"/proc/{pid}/cmdline") or b""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
 
 
 def group_alive(pgid: int) -> bool:
