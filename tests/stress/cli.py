@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import cc_executor
-from cc_executor.client import ExecutorClient, ExecutorError
 from cc_executor.load import read_load
 from cc_executor.settings import parse_max_load
 from cc_executor.timing import learned_timeout
@@ -47,7 +46,7 @@ from .dispatch import ServerSpec
 from .flaky import HaltRule, HaltRuleError
 from .history import History, HistoryError
 from .modelmode import MODES, REAL_MODEL, model_environment, plan_needs
-from .preflight import EXIT_PREFLIGHT, run_preflight
+from .preflight import EXIT_PREFLIGHT, probe_cli, run_preflight
 from .progress import Progress
 from .report import write_reports
 from .results import RunResult, Totals
@@ -59,7 +58,6 @@ from .verdict import MatchRule, PassThreshold
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 COMPLEX_DEFAULT_MATCH = MatchRule("min_ratio", 0.8)
-CLAUDE_VERSION_TIMEOUT = 30.0
 MAX_LOCAL_SERVERS = 16
 LEARNED_FLOOR = 2.0
 """Seconds: a learned timeout is never shorter (a 0.1 s test must not be killed at 0.3 s)."""
@@ -96,9 +94,9 @@ def build_parser(prog: str, default_suite: str, what: str) -> argparse.ArgumentP
     p.add_argument("suites", nargs="*", metavar="SUITE",
                    help=f"suite names (configs/<name>.json) or paths; default: {default_suite}")
     p.add_argument("--list", action="store_true", help="print the tests that would run, then exit 0")
-    p.add_argument("--concurrency", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--concurrency", type=int_at_least(1), default=1, metavar="N",
                    help="run N tests at once (one client connection each; default 1)")
-    p.add_argument("--repeat", type=_positive_int, metavar="N",
+    p.add_argument("--repeat", type=int_at_least(1), metavar="N",
                    help="run every test N times (overrides the suite's repeat)")
     p.add_argument("--filter", action="append", default=[], metavar="X",
                    help="keep tests whose id or a tag matches X (glob: * ? [..]); repeatable, any matches")
@@ -122,14 +120,14 @@ def build_parser(prog: str, default_suite: str, what: str) -> argparse.ArgumentP
     p.add_argument("--token", help="bearer token for every --server")
     p.add_argument("--server-token", action="append", default=[], metavar="URL=TOKEN",
                    help="bearer token for one --server URL (overrides --token for it)")
-    p.add_argument("--servers", type=_positive_int, metavar="N",
+    p.add_argument("--servers", type=int_at_least(1), metavar="N",
                    help=f"start N local services (each on its own port) and spread the run over "
                         f"them (at most {MAX_LOCAL_SERVERS})")
     p.add_argument("--weights", metavar="W[:C],...",
                    help="with --servers: each service's weight (and concurrency), e.g. 1,2,3")
     p.add_argument("--no-steal", action="store_true",
                    help="several servers: keep the initial deal (no work stealing)")
-    p.add_argument("--retries", type=_non_negative_int, default=2, metavar="N",
+    p.add_argument("--retries", type=int_at_least(0), default=2, metavar="N",
                    help="several servers: move an attempt to another server at most N times "
                         "when its server is lost (default 2)")
     p.add_argument("--halt", metavar="RULE", default="never",
@@ -153,14 +151,17 @@ def build_parser(prog: str, default_suite: str, what: str) -> argparse.ArgumentP
     return p
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {v}")
-    return v
+def int_at_least(minimum: int):
+    """An argparse type: a whole number >= `minimum`, with a message naming what was wrong."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {v}")
+        return v
+    return parse
 
 
 def parse_percent(text: str, option: str) -> float:
@@ -264,16 +265,6 @@ def redact_argv(argv: list[str]) -> list[str]:
         else:
             out.append(a)
     return out
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,48 +481,6 @@ class Session:
             self.phase_task = None
 
 
-@dataclass
-class ClaudeProbe:
-    ok: bool
-    note: str
-    """The version line, or why claude cannot run."""
-    path: str | None = None
-    """Where the service found the executable (argv[0] of its `process.started`)."""
-
-
-async def probe_claude(url: str, token: str | None) -> ClaudeProbe:
-    """`claude --version` through the service."""
-    try:
-        client = await asyncio.wait_for(ExecutorClient.connect(url, token), 15)
-    except Exception as e:  # noqa: BLE001
-        return ClaudeProbe(False, f"cannot connect: {e}")
-    path: list[str] = []
-
-    def on_event(ev) -> None:
-        argv = ev.params.get("argv") if ev.kind == "started" else None
-        if argv:
-            path.append(argv[0])
-
-    try:
-        res = await asyncio.wait_for(
-            client.execute(args=["claude", "--version"], timeout=CLAUDE_VERSION_TIMEOUT,
-                           env={"CLAUDECODE": None}, on_event=on_event),
-            CLAUDE_VERSION_TIMEOUT + 15)
-    except ExecutorError as e:
-        return ClaudeProbe(False, e.message)
-    except asyncio.TimeoutError:
-        return ClaudeProbe(False, f"claude --version gave no answer within {CLAUDE_VERSION_TIMEOUT:g} s")
-    finally:
-        try:
-            await asyncio.wait_for(client.close(), 5)
-        except Exception:  # noqa: BLE001
-            pass
-    text = (res.stdout_text or res.stderr_text).strip()
-    if res.reason == "exited" and res.exit_code == 0 and text:
-        return ClaudeProbe(True, text.splitlines()[0], path[0] if path else None)
-    return ClaudeProbe(False, f"claude --version ended {res.reason} with exit {res.exit_code}: {text[:200]}")
-
-
 def claude_path_env(claude_exe: str | None) -> dict[str, str]:
     """PATH for shell jobs that call `claude`: the service finds the pinned CLI in the project's
     node_modules/.bin, but `sh -c "claude ..."` searches only PATH, so put its folder first."""
@@ -667,8 +616,10 @@ async def run_session(s: Session) -> int:
             claude_note = "not used"
             claude_env: dict[str, str] = {}
             if any(p.uses_claude for p in s.plan):
-                check = probe_claude if ns.no_preflight else (
-                    lambda url, token: run_preflight(url, token, model, managed=fleet.managed))
+                check = (
+                    (lambda url, token: probe_cli(url, token, managed=fleet.managed))
+                    if ns.no_preflight else
+                    (lambda url, token: run_preflight(url, token, model, managed=fleet.managed)))
                 probes = await s.phase(asyncio.gather(*(check(sp.url, sp.token)
                                                         for sp, _ in fleet.live())))
                 bad = next((pr for pr in probes if not pr.ok), None)

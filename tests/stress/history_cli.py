@@ -18,6 +18,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.table import Table
 
+from .cli import int_at_least
 from .flaky import classify, pass_rate_text
 from .history import DEFAULT_PATH, MIN_GRADUATION_PASSES, History, HistoryError, SuiteRatio
 from .results import GRADUATION_RATIO
@@ -155,13 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="PATH", help=f"history database (STRESS_HISTORY_DB, default {DEFAULT_PATH})")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("list", help="recorded runs, newest first")
-    s.add_argument("--limit", type=_positive, default=20, metavar="N")
+    s.add_argument("--limit", type=int_at_least(1), default=20, metavar="N")
     s = sub.add_parser("show", help="one run's results, and its comparison with its baseline")
     s.add_argument("run_id", metavar="RUN_ID")
     s = sub.add_parser("trend", help="one test's recent attempts: pass/fail and durations")
     s.add_argument("test_id", metavar="TEST_ID")
     s.add_argument("--suite", help="only this suite's test of that id")
-    s.add_argument("--limit", type=_positive, default=20, metavar="N")
+    s.add_argument("--limit", type=int_at_least(1), default=20, metavar="N")
     s = sub.add_parser("ratio", help="cumulative passes:failures per suite and graduation")
     s.add_argument("suite", nargs="?", metavar="SUITE")
     s = sub.add_parser("compare", help="a run against its baseline (exit 1 when it regressed)")
@@ -173,15 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="and at least this many seconds of change (default 0.1)")
     return p
 
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return v
 
 
 COMMANDS = {"list": cmd_list, "show": cmd_show, "trend": cmd_trend, "ratio": cmd_ratio,

@@ -308,14 +308,15 @@ async def check_canary(client: ExecutorClient, model: ModelEnvironment, pre: Pre
     return False
 
 
-async def run_preflight(url: str, token: str | None, model: ModelEnvironment, *,
+async def run_preflight(url: str, token: str | None, model: ModelEnvironment | None, *,
                         claude_env: Mapping[str, str | None] | None = None, managed: bool = True,
                         canary_timeout: float | None = None) -> Preflight:
     """Run the three checks through the service at `url`; stop at the first that fails.
 
     `claude_env` is what the harness adds to Claude jobs (PATH to the CLI for shell lines);
     `managed` says the service was started by the harness on this host (so where it looked for
-    the CLI and which credentials it inherited are known here).
+    the CLI and which credentials it inherited are known here). With `model` None only the CLI
+    check runs (see `probe_cli`).
     """
     pre = Preflight()
     try:
@@ -325,7 +326,7 @@ async def run_preflight(url: str, token: str | None, model: ModelEnvironment, *,
         return pre.fail("service", f"cannot connect to the service at {url}: {e}",
                         "see the service's log under <report>/logs")
     try:
-        if not await check_cli(client, pre, managed=managed, url=url):
+        if not await check_cli(client, pre, managed=managed, url=url) or model is None:
             return pre
         if not await check_model(model, pre, managed=managed):
             return pre
@@ -336,3 +337,9 @@ async def run_preflight(url: str, token: str | None, model: ModelEnvironment, *,
             await asyncio.wait_for(client.close(), 5)
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
+
+
+async def probe_cli(url: str, token: str | None, *, managed: bool = True) -> Preflight:
+    """Only `claude --version` through the service: what `--no-preflight` still needs, since the
+    report records the CLI's version and path and Claude tests are skipped when it cannot run."""
+    return await run_preflight(url, token, None, managed=managed)
