@@ -8,6 +8,8 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 
@@ -201,6 +203,42 @@ def test_unusable_paths_are_refused_by_name(tmp_path):
     with pytest.raises(HistoryError, match="no history database at"):
         History(tmp_path / "absent.sqlite3", create=False)
     assert not (tmp_path / "absent.sqlite3").exists()
+
+
+def test_opening_waits_for_a_writer_holding_the_file_before_wal(tmp_path):
+    """SQLite answers the WAL switch with "database is locked" at once, busy timeout or not, when
+    another connection holds the write lock of a file still in rollback mode (the CI race)."""
+    path = tmp_path / "h.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE unrelated(x)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO unrelated VALUES (1)")
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        started = time.monotonic()
+        with History(path, busy_timeout_ms=10_000) as h:
+            waited = time.monotonic() - started
+            assert h.schema_version == len(History.MIGRATIONS)
+            assert h._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert waited >= 0.25  # it waited for the holder instead of failing or skipping WAL
+    finally:
+        release.join()
+        holder.close()
+
+
+def test_opening_gives_up_on_a_lock_that_is_never_released(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE unrelated(x)")
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(HistoryError, match="database is locked"):
+            History(path, busy_timeout_ms=300)
+        assert time.monotonic() - started < 5
+    finally:
+        holder.close()
 
 
 WRITER = textwrap.dedent("""

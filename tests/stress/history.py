@@ -298,7 +298,7 @@ class History:
             self._db = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000,
                                        isolation_level=None, check_same_thread=False)
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            self._enter_wal_mode(busy_timeout_ms / 1000)
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
@@ -334,6 +334,26 @@ class History:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def _enter_wal_mode(self, patience: float) -> None:
+        """Switch a new file to WAL, retrying: the switch can fail at once with "database is locked".
+
+        SQLite does not call the busy handler when a connection holding a shared lock would have
+        to wait for another that wants the exclusive one (that wait could deadlock), so two
+        processes creating the same file can see SQLITE_BUSY here despite the busy timeout. The
+        mode is persistent: once any process has switched the file, this is a read.
+        """
+        deadline = time.monotonic() + patience
+        delay = 0.005
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     def _migrate(self) -> None:
         want = len(self.MIGRATIONS)
