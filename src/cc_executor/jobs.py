@@ -70,8 +70,9 @@ class AllowList:
             if found:
                 self.real[os.path.realpath(found)] = name
 
-    def resolve(self, argv0: str, cwd: str | None = None) -> str:
-        """The absolute path to exec, or JobError naming why it is refused.
+    def resolve(self, argv0: str, cwd: str | None = None) -> tuple[str, str]:
+        """The absolute path to exec and the allow-list entry it matched, or JobError naming
+        why it is refused.
 
         A path with a slash is resolved against the job's `cwd`, as exec will resolve it:
         checking it against the server's own cwd let `../../x` name an allowed binary here and
@@ -93,7 +94,7 @@ class AllowList:
             raise JobError(protocol.COMMAND_NOT_ALLOWED,
                            f"command not allowed: {argv0} (allowed: {', '.join(self.names)})",
                            {"executable": argv0, "allowed": self.names})
-        return found
+        return found, self.real[real]
 
     def _lookup(self, name: str) -> tuple[str | None, str | None]:
         """PATH search for a bare name, remembered: it runs on every request. A remembered
@@ -107,9 +108,6 @@ class AllowList:
         hit = (found, os.path.realpath(found))
         self._cache[name] = hit
         return hit
-
-    def is_claude(self, path: str) -> bool:
-        return self.real.get(os.path.realpath(path)) == "claude"
 
 
 def adapt_claude_argv(argv: list[str]) -> list[str]:
@@ -180,8 +178,8 @@ class JobManager:
                 argv = params.argv(shell=False)
             except protocol.RpcError as e:
                 raise JobError(e.code, e.message, e.data) from None
-            exe = self.allow.resolve(argv[0], params.cwd)
-            is_claude = self.allow.is_claude(exe)
+            exe, entry = self.allow.resolve(argv[0], params.cwd)
+            is_claude = entry == "claude"
             argv = [exe, *argv[1:]]
             if is_claude:
                 argv = adapt_claude_argv(argv)
@@ -253,7 +251,15 @@ class JobManager:
             await self._send(job, protocol.notification_json("process.queued", {
                 "job_id": job.job_id, "position": self.position(job), "reason": job.queue_reason}))
         elif job.run is not None:
-            job.pump = asyncio.get_running_loop().create_task(self._announce_and_pump(job))
+            # Announced right here, in the turn that sent the reply, so both leave together
+            # and the client wakes once for the pair. The pump exists from now on (shutdown and
+            # disconnect wait for it) but sends nothing before the announcement is out.
+            announced = asyncio.Event()
+            job.pump = asyncio.get_running_loop().create_task(self._pump(job, announced))
+            try:
+                await self._announce(job)
+            finally:
+                announced.set()
 
     def position(self, job: Job) -> int:
         try:
@@ -319,16 +325,21 @@ class JobManager:
         self.running += 1
         self._log("started", job, pid=job.run.pid, pgid=job.run.pgid, argv0=job.argv[0])
 
-    async def _announce_and_pump(self, job: Job) -> None:
+    async def _announce(self, job: Job) -> None:
         run = job.run
         await self._send(job, protocol.notification_json("process.started", {
             "job_id": job.job_id, "pid": run.pid, "pgid": run.pgid, "argv": job.argv}))
+
+    async def _announce_and_pump(self, job: Job) -> None:
+        await self._announce(job)
         await self._pump(job)
 
-    async def _pump(self, job: Job) -> None:
+    async def _pump(self, job: Job, announced: asyncio.Event | None = None) -> None:
         run = job.run
         end: RunEnd | None = None
         try:
+            if announced is not None:
+                await announced.wait()
             async for ev in run.events():
                 if isinstance(ev, OutputBatch):
                     if not job.sink_broken:

@@ -218,6 +218,7 @@ class Run:
         self._eof_event = asyncio.Event()
         self._writers_done = False
         self._pidfd = -1
+        self._watchdog_handle: asyncio.TimerHandle | None = None
         self._stdin_fd = -1
         self._stdin_data = memoryview(spec.input or b"")
         self._tasks: list[asyncio.Task] = []
@@ -290,7 +291,7 @@ class Run:
             self._loop.add_writer(self._stdin_fd, self._on_writable)
         self._tasks.append(self._loop.create_task(self._lifecycle()))
         if spec.timeout is not None or (spec.stall_timeout is not None and spec.capture):
-            self._tasks.append(self._loop.create_task(self._watchdog()))
+            self._on_watchdog()
 
     def _spawn_error(self, e: OSError) -> SpawnError:
         spec = self.spec
@@ -554,31 +555,34 @@ class Run:
 
     # ---- timers -----------------------------------------------------------------------------
 
-    async def _watchdog(self) -> None:
+    def _on_watchdog(self) -> None:
+        """Check the timeout and the stall limit, then re-arm for the nearest deadline.
+
+        A timer, not a task: arming and cancelling a TimerHandle costs far less than a task
+        waiting on the exit, and every run pays it on its way to `process.completed`."""
+        self._watchdog_handle = None
+        if self._exit_fut.done() or self._end_request is not None:
+            return
         spec = self.spec
         stall = spec.stall_timeout if spec.capture else None
-        while not self._exit_fut.done() and self._end_request is None:
-            now = time.monotonic()
-            deadlines = []
-            if spec.timeout is not None:
-                if now - self._t0 >= spec.timeout:
-                    self._request_end(EndReason.TIMEOUT)
-                    return
-                deadlines.append(self._t0 + spec.timeout)
-            if stall is not None:
-                if self.paused or self._held_back:
-                    self._last_activity = now
-                elif now - self._last_activity >= stall:
-                    self._request_end(EndReason.STALLED)
-                    return
-                deadlines.append(self._last_activity + stall)
-            delay = max(0.005, min(deadlines) - now) if deadlines else 1.0
-            if stall is not None:
-                delay = min(delay, max(0.05, stall / 4))
-            try:
-                await asyncio.wait_for(asyncio.shield(self._exit_fut), delay)
-            except asyncio.TimeoutError:
-                pass
+        now = time.monotonic()
+        deadlines = []
+        if spec.timeout is not None:
+            if now - self._t0 >= spec.timeout:
+                self._request_end(EndReason.TIMEOUT)
+                return
+            deadlines.append(self._t0 + spec.timeout)
+        if stall is not None:
+            if self.paused or self._held_back:
+                self._last_activity = now
+            elif now - self._last_activity >= stall:
+                self._request_end(EndReason.STALLED)
+                return
+            deadlines.append(self._last_activity + stall)
+        delay = max(0.005, min(deadlines) - now) if deadlines else 1.0
+        if stall is not None:
+            delay = min(delay, max(0.05, stall / 4))
+        self._watchdog_handle = self._loop.call_later(delay, self._on_watchdog)
 
     # ---- the one end --------------------------------------------------------------------------
 
@@ -640,7 +644,7 @@ class Run:
 
     async def _sweep_adopted(self) -> None:
         """As subreaper we inherit orphans: end the ones that belong to this run."""
-        mine = tree.marked(self.run_id, tree.children(os.getpid()))
+        mine = tree.marked(self.run_id, tree.own_children())
         if mine:
             self._killed += len(mine)
             await tree.kill_tree(mine, None, self.spec.kill_grace)
@@ -648,6 +652,9 @@ class Run:
     def _finish(self, rc: int | None) -> None:
         if self._end is not None:
             return
+        if self._watchdog_handle is not None:
+            self._watchdog_handle.cancel()
+            self._watchdog_handle = None
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -685,13 +692,15 @@ class Run:
             killed=self._killed,
             leftover_pipe=getattr(self, "_leftover_pipe", False),
         )
-        if self._registry is not None:
-            self._registry.remove(self.run_id)
         for t in self._tasks:
             if t is not asyncio.current_task() and not t.done():
                 t.cancel()
         self._end_fut.set_result(self._end)
         self._wakeup.set()
+        if self._registry is not None:
+            # Queued behind the consumer's wake-up, off the path to its completion message: the
+            # record only matters if we die with the process running, and it is not running.
+            self._loop.call_soon(self._registry.remove, self.run_id)
 
 
 async def start(spec: RunSpec, registry: Registry | None = None) -> Run:

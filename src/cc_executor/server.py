@@ -265,6 +265,28 @@ def choose_subprotocol(offered: list[str]) -> str | None:
     return None
 
 
+WS_PATHS = ("/ws", "/ws/mcp")  # /ws/mcp: the path older clients use
+
+
+class ExecutorApp(FastAPI):
+    """FastAPI for HTTP; an upgrade on one of our WebSocket paths goes straight to its endpoint.
+
+    Why: FastAPI wraps every request in its middleware stack (error pages, exception handlers,
+    body limit, exit stack, telemetry), none of which serves a WebSocket endpoint that answers
+    its own errors, and the stack's cost lands on every `echo hi`'s connect time. The routes are
+    still registered, so the app behaves the same when mounted or served some other way.
+    """
+
+    ws_endpoint: Any = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "websocket" and scope["path"] in WS_PATHS and self.ws_endpoint:
+            scope["app"] = self
+            await self.ws_endpoint(WebSocket(scope, receive, send))
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     service = Service(settings)
@@ -277,7 +299,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await service.stop()
 
-    app = FastAPI(title="cc_executor", version=__version__, lifespan=lifespan)
+    app = ExecutorApp(title="cc_executor", version=__version__, lifespan=lifespan)
     app.state.service = service
 
     @app.get("/health")
@@ -296,10 +318,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await websocket.accept(subprotocol=choose_subprotocol(offered))
         await serve_connection(service, websocket)
 
-    # Plain Starlette routes: FastAPI's WebSocket routes run dependency injection on every
-    # upgrade, which this endpoint does not use and the `echo hi` latency pays for.
-    app.router.routes.append(WebSocketRoute("/ws", endpoint))
-    app.router.routes.append(WebSocketRoute("/ws/mcp", endpoint))  # the path older clients use
+    # Plain Starlette routes, not FastAPI's: those run dependency injection on every upgrade.
+    for path in WS_PATHS:
+        app.router.routes.append(WebSocketRoute(path, endpoint))
+    app.ws_endpoint = endpoint
     return app
 
 
