@@ -49,8 +49,13 @@ from .registry import Registry
 Stream = Literal["stdout", "stderr"]
 
 _READ_SIZE = 1 << 20
+# A pipe starts with small reads and the kernel's default size; the first read that fills the
+# small buffer switches it to big reads and a big pipe. Short jobs (most of them) then never pay
+# for a 1 MiB buffer per read or for resizing the pipe; a flood gets both at once.
+_FIRST_READ_SIZE = 1 << 16
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _PIPE_SIZE = 1 << 20
+_MARKER_KEY = os.fsencode(tree.MARKER_VAR)
 
 
 class EndReason(str, enum.Enum):
@@ -129,16 +134,22 @@ class RunSpec:
         return argv
 
 
-def build_env(spec: RunSpec, marker: str) -> dict[str, str]:
-    env = dict(os.environ) if spec.inherit_env else {}
+def _server_env() -> dict[bytes, bytes]:
+    """This process's environment in the bytes form exec takes, so a start never decodes and
+    re-encodes every variable (`dict(os.environ)` does both)."""
+    return dict(os.environb)
+
+
+def build_env(spec: RunSpec, marker: str) -> dict[bytes, bytes]:
+    env = _server_env() if spec.inherit_env else {}
     for key, value in (spec.env or {}).items():
         if value is None:
-            env.pop(key, None)
+            env.pop(os.fsencode(key), None)
         else:
-            env[key] = value
+            env[os.fsencode(key)] = os.fsencode(value)
     # A CLI started from inside a Claude Code session refuses to run nested.
-    env.pop("CLAUDECODE", None)
-    env[tree.MARKER_VAR] = marker
+    env.pop(b"CLAUDECODE", None)
+    env[_MARKER_KEY] = os.fsencode(marker)
     return env
 
 
@@ -161,6 +172,18 @@ def utf8_cut(buf: bytes | bytearray, n: int) -> int:
     return n
 
 
+_devnull_fd = -1
+
+
+def _devnull() -> int:
+    """/dev/null opened once for every child's stdin (close-on-exec here; the child's dup2
+    onto fd 0 clears that), instead of an open and a close per start."""
+    global _devnull_fd
+    if _devnull_fd < 0:
+        _devnull_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _devnull_fd
+
+
 def _capture_file() -> int:
     """An anonymous temp file (no name, gone when closed), opened read-write."""
     tmp = tempfile.gettempdir()
@@ -173,7 +196,8 @@ def _capture_file() -> int:
 
 
 class _StreamState:
-    __slots__ = ("name", "fd", "pending", "offset", "total", "eof", "reading", "is_file")
+    __slots__ = ("name", "fd", "pending", "offset", "total", "eof", "reading", "is_file",
+                 "read_size")
 
     def __init__(self, name: Stream, fd: int, is_file: bool = False):
         self.name = name
@@ -184,6 +208,7 @@ class _StreamState:
         self.total = 0
         self.eof = False
         self.reading = False
+        self.read_size = _FIRST_READ_SIZE
 
 
 class Run:
@@ -239,7 +264,7 @@ class Run:
             self._proc = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.PIPE if spec.input is not None
-                else None if spec.inherit_stdin else subprocess.DEVNULL,
+                else None if spec.inherit_stdin else _devnull(),
                 stdout=out,
                 stderr=err,
                 cwd=spec.cwd,
@@ -278,10 +303,6 @@ class Run:
             for name, f in (("stdout", proc.stdout), ("stderr", proc.stderr)):
                 fd = f.fileno()
                 os.set_blocking(fd, False)
-                try:
-                    fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
-                except OSError:
-                    pass
                 st = _StreamState(name, fd)  # type: ignore[arg-type]
                 self._streams.append(st)
                 self._start_reading(st)
@@ -391,7 +412,7 @@ class Run:
 
     def _on_readable(self, st: _StreamState) -> None:
         try:
-            data = os.read(st.fd, _READ_SIZE)
+            data = os.read(st.fd, st.read_size)
         except BlockingIOError:
             return
         except OSError:
@@ -399,6 +420,12 @@ class Run:
         if not data:
             self._stream_ended(st)
             return
+        if len(data) == st.read_size < _READ_SIZE:  # a fast writer: go big (see _FIRST_READ_SIZE)
+            st.read_size = _READ_SIZE
+            try:
+                fcntl.fcntl(st.fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+            except OSError:
+                pass
         self._ingest(st, data)
 
     def _ingest(self, st: _StreamState, data: bytes) -> None:
