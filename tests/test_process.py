@@ -8,12 +8,14 @@ reordered or altered byte anywhere in the path fails the test.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
 import random
 import signal
 import sys
+import termios
 import time
 
 import psutil
@@ -91,6 +93,13 @@ def sha256(data: bytes) -> str:
 
 def producer(seed: int, total: int, fd: int = 1, mode: str = "raw") -> list[str]:
     return [PY, "-c", PRODUCER, str(seed), str(total), str(fd), mode]
+
+
+def unread_in_pipe(fd: int) -> int:
+    """Bytes waiting in a pipe (FIONREAD)."""
+    buf = bytearray(4)
+    fcntl.ioctl(fd, termios.FIONREAD, buf)
+    return int.from_bytes(buf, sys.byteorder)
 
 
 class Reader:
@@ -441,7 +450,11 @@ async def test_pause_stops_output_without_stall_and_resume_continues():
     while tree.stat_fields(run.pid)[0] != "T":
         assert time.monotonic() < deadline, "leader never stopped"
         await asyncio.sleep(0.01)
-    await asyncio.sleep(0.2)  # let a batch already in flight land (batch_interval is 10 ms)
+    # Everything written before the stop is delivered: nothing left in the pipe, in a pending
+    # batch or in the queue. Only then is the count the paused group's final one.
+    st = next(s for s in run._streams if s.name == "stdout")
+    await r.until(lambda: unread_in_pipe(st.fd) == 0 and not st.pending and not run._batches,
+                  5, "output written before the stop delivered")
     held = len(r.out)
     await asyncio.sleep(1.2)  # longer than stall_timeout: a paused run must not be "stalled"
     assert len(r.out) == held, "a paused group produced output"

@@ -18,8 +18,9 @@ How it works, and why:
   its byte offset within its stream.
 * Back-pressure: when more than `max_buffer` bytes wait for the consumer, the runner stops reading
   the pipes; the child then blocks in `write()` once the pipe is full. Reading resumes when the
-  consumer has taken half of it. Memory is therefore bounded by `max_buffer` plus one read. Time
-  spent held back this way, or paused, does not count as a stall.
+  consumer has taken half of it. Memory is therefore bounded by `max_buffer` plus one read (plus
+  what dead writers left in the pipes, during the final drain). Time spent held back this way, or
+  paused, does not count as a stall.
 * Exactly one `RunEnd` per run, after every batch. Ending kills the whole tree (see `tree`):
   SIGTERM to the group and to escaped descendants, `kill_grace`, SIGKILL, then reap. When the
   leader exits by itself, anything it left in its group is ended the same way.
@@ -55,6 +56,10 @@ _READ_SIZE = 1 << 20
 _FIRST_READ_SIZE = 1 << 16
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _PIPE_SIZE = 1 << 20
+# What dead writers can have left behind once the leader is gone: both pipes full, plus a read in
+# flight. The final drain may read that much past `max_buffer`, and no more: anything beyond it
+# comes from a live writer that escaped the group, which is then found and ended first.
+_DRAIN_ALLOWANCE = 2 * _PIPE_SIZE + _READ_SIZE
 _MARKER_KEY = os.fsencode(tree.MARKER_VAR)
 
 
@@ -238,7 +243,8 @@ class Run:
         self._kill_task: asyncio.Task | None = None
         self._killed = 0
         self._held_back = False
-        self._force_read = False
+        self._buffer_limit = spec.max_buffer
+        self._drain_overflow = asyncio.Event()
         self._last_activity = 0.0
         self._eof_event = asyncio.Event()
         self._writers_done = False
@@ -437,8 +443,10 @@ class Run:
             self._cut(st, "full")
         if st.pending and self._flush_handle is None:
             self._flush_handle = self._loop.call_later(self.spec.batch_interval, self._on_flush)
-        if self._queued > self.spec.max_buffer and not self._force_read:
+        if self._queued > self._buffer_limit:
             self._hold_back()
+            if self._buffer_limit > self.spec.max_buffer:  # draining, and a writer is still alive
+                self._drain_overflow.set()
 
     def _on_flush(self) -> None:
         self._flush_handle = None
@@ -629,45 +637,66 @@ class Run:
             self._finish(self._proc.returncode if self._proc else -1)
 
     async def _drain(self) -> None:
-        """Read what is left in the pipes. Writers are dead, so it is bounded by the pipe size.
+        """Read what is left of the output once the leader is gone and its group ended.
 
-        Capture files are read to their end at the consumer's pace (back-pressure still holds:
-        the backlog waits on disk, not in memory)."""
+        Pipes are read past `max_buffer`, but by `_DRAIN_ALLOWANCE` at most: that covers what
+        dead writers left in the pipes. A writer that escaped the group (a `setsid` grandchild)
+        and still writes overflows it, or keeps the pipe open past `kill_grace`; it is found by
+        its marker and ended, then the rest is read the same bounded way. Memory stays bounded
+        even while such a writer floods.
+
+        Capture files have no end-of-file while anybody writes, so escaped writers are ended
+        first, then the files are read to their end at the consumer's pace (the backlog waits on
+        disk, not in memory)."""
         if not self._streams:
             return
         if self._streams[0].is_file:
+            await self._end_marked()
             self._writers_done = True
             while self._poll_once():  # stops at the end, or when back-pressure holds reading
                 pass
             await self._eof_event.wait()
             return
-        self._force_read = True
-        self._held_back = False
-        for st in self._streams:
-            self._start_reading(st)
-        if self._eof_event.is_set():
+        if await self._read_to_eof(self.spec.kill_grace):
             return
-        try:
-            await asyncio.wait_for(self._eof_event.wait(), self.spec.kill_grace)
-            return
-        except asyncio.TimeoutError:
-            pass
         # Someone outside the group holds a pipe: find it by marker and end it.
-        pids = tree.marked(self.run_id)
-        if pids:
-            self._killed += len(pids)
-            await tree.kill_tree(pids, None, self.spec.kill_grace)
-            try:
-                await asyncio.wait_for(self._eof_event.wait(), 1.0)
-                return
-            except asyncio.TimeoutError:
-                pass
+        if await self._end_marked() and await self._read_to_eof(1.0):
+            return
         self._leftover_pipe = True
         for st in self._streams:
             if not st.eof:
                 self._stop_reading(st)
                 st.eof = True
                 self._cut(st, "final")
+
+    async def _read_to_eof(self, limit: float) -> bool:
+        """Read the pipes to their end, past back-pressure by `_DRAIN_ALLOWANCE` at most.
+        False when the end did not come within `limit` s or a live writer overflowed."""
+        self._buffer_limit = self._queued + _DRAIN_ALLOWANCE
+        self._drain_overflow.clear()
+        self._held_back = False
+        for st in self._streams:
+            self._start_reading(st)
+        if self._eof_event.is_set():
+            return True
+        eof = asyncio.ensure_future(self._eof_event.wait())
+        overflow = asyncio.ensure_future(self._drain_overflow.wait())
+        try:
+            await asyncio.wait((eof, overflow), timeout=limit,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            eof.cancel()
+            overflow.cancel()
+        return self._eof_event.is_set()
+
+    async def _end_marked(self) -> bool:
+        """End the run's processes that left both its group and its parent chain (found by the
+        marker in their environment). Returns whether there were any."""
+        pids = tree.marked(self.run_id)
+        if pids:
+            self._killed += len(pids)
+            await tree.kill_tree(pids, None, self.spec.kill_grace)
+        return bool(pids)
 
     async def _sweep_adopted(self) -> None:
         """As subreaper we inherit orphans: end the ones that belong to this run."""
