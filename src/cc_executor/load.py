@@ -18,10 +18,11 @@ import argparse
 import asyncio
 import concurrent.futures
 import json
+import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 
 import psutil
@@ -149,10 +150,32 @@ def read_load() -> LoadReading:
     )
 
 
+# The kernel's 1-minute load average is an exponential average with a 60 s time constant.
+LOAD1_TAU = 60.0
+
+
+def unshown_load(ages: Iterable[float], tau: float = LOAD1_TAU) -> float:
+    """The load that jobs started `ages` seconds ago will add but the 1-minute average does not
+    show yet: a job that keeps one core busy shows up as 1 - e^(-age/tau), so e^(-age/tau) of
+    it is still to come.
+
+    Why: admission that reads only the 1-minute average lets a burst through. Jobs released
+    together (a queue reopening, fifty executes at once) all see the same low figure and all
+    start; the load they bring shows a minute later, on a host already tipping over. Counting
+    each young job as the load it has not shown yet paces starts instead. It assumes every job
+    busies a core, which overestimates jobs that mostly wait (a CLI waiting on the API); the
+    term fades within a few minutes, after which the real average rules alone.
+    """
+    return sum(math.exp(-max(age, 0.0) / tau) for age in ages)
+
+
 def decide(
-    reading: LoadReading, max_load: float, min_free_mem: int, *, throttle: bool = True
+    reading: LoadReading, max_load: float, min_free_mem: int, *, throttle: bool = True,
+    starting: float = 0.0,
 ) -> Decision:
-    """The one admission rule: 1-minute load at most `max_load`, free memory at least the floor.
+    """The one admission rule: 1-minute load (plus `starting`, the load of the caller's own
+    young jobs that the average does not show yet: see `unshown_load`) at most `max_load`,
+    free memory at least the floor.
 
     Both limits are checked so the reason names every cause of waiting, not just the first.
     The 1-minute average is used (not `runnable`) because it is what the seed's limit of 8 was
@@ -165,16 +188,19 @@ def decide(
     if min_free_mem < 0:
         raise ValueError(f"min_free_mem must be >= 0 bytes, got {min_free_mem}")
     free_mib, floor_mib = reading.mem_available // MIB, min_free_mem // MIB
+    load = f"load {reading.load1:.2f}"
+    if starting > 0.005:
+        load += f" + {starting:.2f} from jobs just started"
     problems = []
-    if reading.load1 > max_load:
-        problems.append(f"load {reading.load1:.2f} > max {max_load:.2f}")
+    if reading.load1 + starting > max_load:
+        problems.append(f"{load} > max {max_load:.2f}")
     if reading.mem_available < min_free_mem:
         problems.append(f"free memory {free_mib} MiB < floor {floor_mib} MiB")
     if problems:
         return Decision(False, "; ".join(problems))
     return Decision(
         True,
-        f"load {reading.load1:.2f} <= max {max_load:.2f}, "
+        f"{load} <= max {max_load:.2f}, "
         f"free memory {free_mib} MiB >= floor {floor_mib} MiB",
     )
 

@@ -27,7 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__, protocol, tree
 from .jobs import JobError, JobManager
-from .load import LoadMonitor, decide
+from .load import LoadMonitor, decide, unshown_load
 from .process import ProcessRunner
 from .settings import Settings
 
@@ -155,7 +155,9 @@ class Service:
         reading = self.monitor.latest if self.monitor is not None else None
         if reading is None:  # no sample yet (or reads failing): do not block on the unknown
             return True, "host load unknown"
-        d = decide(reading, s.max_load_value(), s.min_free_mem)
+        now = time.monotonic()
+        ages = [now - j.started_at for j in self.jobs.jobs.values() if j.state == "running"]
+        d = decide(reading, s.max_load_value(), s.min_free_mem, starting=unshown_load(ages))
         return d.may_start, d.reason
 
     def apply_throttle(self, new: Settings) -> dict[str, Any]:

@@ -1,0 +1,106 @@
+"""Admission paced by the load the service's own young jobs will bring, through the real service.
+
+The 1-minute load average shows a job's load only a minute after it starts, so a rule that reads
+the average alone lets a burst through (a reopened queue, many executes at once). The service
+therefore counts each running job as the load it has not shown yet (`load.unshown_load`). Here
+the burners are the test's own: bounded CPU busy loops run as jobs, ended by pid (group) through
+the service, and checked gone. The maximum is set just above the host's current load, so the
+figures do not depend on how busy the machine happens to be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal
+
+import psutil
+import pytest
+
+from cc_executor.client import ExecutorClient
+from cc_executor.load import LOAD1_TAU, read_load, unshown_load
+
+from conftest import wait_until
+
+pytestmark = pytest.mark.anyio
+
+BURN = ("import os,time\nprint(os.getpid(), flush=True)\nend = time.monotonic() + {secs}\n"
+        "while time.monotonic() < end:\n    pass\n")
+PY = "python3"
+
+
+def test_unshown_load_follows_the_kernel_average():
+    assert unshown_load([]) == 0
+    assert unshown_load([0.0]) == pytest.approx(1.0)
+    assert unshown_load([LOAD1_TAU]) == pytest.approx(math.exp(-1))
+    assert unshown_load([0.0, 0.0, 600.0]) == pytest.approx(2.0, abs=1e-4)
+    assert unshown_load([-5.0]) == pytest.approx(1.0)  # a clock step never counts above 1
+
+
+async def test_young_burners_hold_the_next_job_until_they_stop(executor_service):
+    limit = read_load().load1 + 0.8  # room for one young burner, not for two
+    svc = executor_service(allow=[PY, "echo"], env={"CC_EXECUTOR_THROTTLE": "1",
+                                                    "CC_EXECUTOR_MAX_LOAD": f"{limit:.2f}"})
+    async with await ExecutorClient.connect(svc.url) as c:
+        burners = [await c.start(args=[PY, "-c", BURN.format(secs=30)]) for _ in range(2)]
+        assert [b.status for b in burners] == ["started", "queued"]
+        queued = await c.start(args=["echo", "after the burners"])
+        assert queued.status == "queued" and queued.position == 2
+        ev = await asyncio.wait_for(queued.__aiter__().__anext__(), 10)
+        assert ev.kind == "queued" and "from jobs just started" in ev.params["reason"]
+        assert svc.health()["jobs"] == {"running": 1, "queued": 2}
+
+        # The running burner is a real busy loop, and the queue holds while it runs.
+        pid = int((await asyncio.wait_for(_first_line(burners[0]), 10)).decode())
+        assert psutil.Process(pid).cpu_percent(interval=0.3) > 20
+        assert svc.health()["jobs"] == {"running": 1, "queued": 2}
+
+        # Burners stop: the queue moves on, in order, each start paced the same way.
+        await burners[0].cancel()
+        r0 = await asyncio.wait_for(burners[0].result(), 15)
+        assert r0.reason == "cancelled"
+        assert wait_until(lambda: not psutil.pid_exists(pid)
+                          or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 5)
+        assert await asyncio.to_thread(wait_until,
+                                       lambda: svc.health()["jobs"]["running"] == 1, 10)
+        await burners[1].cancel()
+        assert (await asyncio.wait_for(burners[1].result(), 15)).reason == "cancelled"
+        r = await asyncio.wait_for(queued.result(), 15)
+        assert r.ok and r.queued and r.stdout == b"after the burners\n"
+
+
+async def _first_line(job) -> bytes:
+    out = b""
+    async for ev in job:
+        if ev.kind == "output":
+            out += ev.data
+            if b"\n" in out:
+                return out.split(b"\n")[0]
+    raise AssertionError("the burner ended before printing its pid")
+
+
+async def test_a_reopened_queue_is_released_a_few_at_a_time(executor_service, tmp_path):
+    env_file = tmp_path / "service.env"
+    env_file.write_text("CC_EXECUTOR_THROTTLE=1\nCC_EXECUTOR_MAX_LOAD=0.01\n")
+    svc = executor_service(allow=["sleep"], env_file=env_file, env={"CC_EXECUTOR_THROTTLE": None})
+    n = 8
+    async with await ExecutorClient.connect(svc.url) as c:
+        jobs = [await c.start(args=["sleep", "30"]) for _ in range(n)]
+        assert [j.status for j in jobs] == ["queued"] * n
+        # Room for three young jobs above the current load: three start, five keep waiting.
+        limit = read_load().load1 + 2.5
+        env_file.write_text(f"CC_EXECUTOR_THROTTLE=1\nCC_EXECUTOR_MAX_LOAD={limit:.2f}\n")
+        svc.signal(signal.SIGHUP)
+        assert await asyncio.to_thread(
+            wait_until, lambda: svc.health()["jobs"]["running"] > 0, 10), svc.stderr()
+        # Give the service several samples to (wrongly) release more: it re-checks per sample.
+        seq0 = svc.health()["load"]["timestamp"]
+        assert await asyncio.to_thread(
+            wait_until, lambda: svc.health()["load"]["timestamp"] >= seq0 + 2.5, 10)
+        h = svc.health()["jobs"]
+        assert h == {"running": 3, "queued": n - 3}, h
+        for j in reversed(jobs):  # the queued ones first, so none starts as a slot frees up
+            await j.cancel()
+        results = await asyncio.wait_for(asyncio.gather(*(j.result() for j in jobs)), 30)
+    assert all(r.reason == "cancelled" for r in results)
+    assert sum(1 for r in results if r.pid) == 3  # the five still queued never started
