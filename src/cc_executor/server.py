@@ -27,7 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__, protocol, tree
 from .jobs import JobError, JobManager
-from .load import LoadMonitor, decide, unshown_load
+from .load import LoadMonitor, LoadReading, decide, read_load, unshown_load
 from .process import ProcessRunner
 from .settings import Settings
 
@@ -134,6 +134,7 @@ class Service:
         self._janitor: asyncio.Task | None = None
         self._event_log: logging.Handler | None = None
         self._stopped = False
+        self._live_run_ids: frozenset[str] = frozenset()
 
     async def start(self) -> None:
         tree.become_subreaper()
@@ -141,7 +142,7 @@ class Service:
         self.runner = ProcessRunner(self.settings.run_dir)
         for rec in self.runner.reaped:
             log.warning("ended a run left by a previous server: %s", rec)
-        self.monitor = LoadMonitor(counters=self._counters)
+        self.monitor = LoadMonitor(counters=self._counters, read=self._read_host)
         await self.monitor.start()
         # Always installed, and reading the settings at each call: a SIGHUP reload
         # (`apply_throttle`) can then switch throttling on or off and move the limits live.
@@ -179,10 +180,18 @@ class Service:
         return changed
 
     def _counters(self) -> dict[str, int]:
+        """On the loop, after each sample: job counts, and the runs whose processes the next
+        sample counts (handed to the sampler's thread as one immutable set)."""
+        self._live_run_ids = frozenset(self.runner.runs) if self.runner is not None else frozenset()
         jobs = self.jobs
         if jobs is None:
             return {}
         return {"running_jobs": jobs.running, "queued_jobs": len(jobs.queue)}
+
+    def _read_host(self) -> LoadReading:
+        """In the sampler's thread: the host, and how many processes our runs have alive (every
+        process carrying a live run's marker, escaped ones included). It lags one sample."""
+        return read_load().with_counters(live_processes=len(tree.marked_any(self._live_run_ids)))
 
     async def _reap_adopted(self) -> None:
         """As subreaper we adopt orphans; collect the ones that died so none linger as zombies."""

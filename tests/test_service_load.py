@@ -1,4 +1,5 @@
-"""Admission paced by the load the service's own young jobs will bring, through the real service.
+"""The service's load-awareness through the real service: admission paced by the load its own young
+jobs will bring, and the process count on /health.
 
 The 1-minute load average shows a job's load only a minute after it starts, so a rule that reads
 the average alone lets a burst through (a reopened queue, many executes at once). The service
@@ -104,3 +105,19 @@ async def test_a_reopened_queue_is_released_a_few_at_a_time(executor_service, tm
         results = await asyncio.wait_for(asyncio.gather(*(j.result() for j in jobs)), 30)
     assert all(r.reason == "cancelled" for r in results)
     assert sum(1 for r in results if r.pid) == 3  # the five still queued never started
+
+
+async def test_health_counts_the_processes_of_running_jobs(executor_service):
+    svc = executor_service(allow=["sh"])
+
+    def live() -> int | None:
+        return svc.health()["load"]["live_processes"]
+
+    async with await ExecutorClient.connect(svc.url) as c:
+        assert await asyncio.to_thread(wait_until, lambda: live() == 0, 10)
+        # A leader, two children, and one that left the group (found by the run's marker).
+        job = await c.start(args=["sh", "-c", "sleep 30 & setsid sleep 30 & sleep 30 & wait"])
+        assert await asyncio.to_thread(wait_until, lambda: live() == 4, 10), live()
+        await job.cancel()
+        assert (await asyncio.wait_for(job.result(), 15)).reason == "cancelled"
+        assert await asyncio.to_thread(wait_until, lambda: live() == 0, 10), live()
