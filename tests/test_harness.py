@@ -8,6 +8,7 @@ service from queueing our jobs when other work loads the machine. Every harness 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -213,7 +214,7 @@ def test_main_run_exit_status_and_summary(main_run):
 
 def test_main_run_report_json_follows_its_schema(main_run):
     _, r, _ = main_run
-    assert r.json["schema_version"] == 2 and r.json["tool"] == "stress.complex"
+    assert r.json["schema_version"] == 3 and r.json["tool"] == "stress.complex"
     assert schema_errors(r.json, SCHEMA) == []
     env = r.json["environment"]
     assert env["cores"] == os.cpu_count() and env["hostname"]
@@ -292,6 +293,10 @@ def test_claude_stream_json_is_read_and_summed(main_run):
     c = r.attempt("claude_stream")["claude"]
     assert c["session_id"] == "sess-1" and c["total_cost_usd"] == 0.25 and c["has_result"]
     assert c["usage"] == {"input_tokens": 7, "output_tokens": 11}
+    # The answer itself: a bounded preview with its length and digest (the stdout has it whole).
+    assert (c["result_text_preview"], c["result_text_chars"], c["result_text_truncated"]) == \
+        ("done: 42", 8, False)
+    assert c["result_text_sha256"] == hashlib.sha256(b"done: 42").hexdigest()
     # The quote and newline are escaped in the raw JSON: found only in the assembled text.
     assert b'He said "hi"' not in r.output("claude_stream")
     assert r.json["claude_totals"]["total_cost_usd"] >= 0.25

@@ -6,12 +6,14 @@ server answering 401 / 429 / 529, without credentials, and as root), trimmed to 
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
 from stress.claude import (
     FAILURE_RULES,
+    TEXT_PREVIEW_CHARS,
     ClaudeTotals,
     classify_failure,
     iter_lines,
@@ -78,6 +80,24 @@ def test_tolerates_non_json_lines_and_very_long_lines():
     assert len(s.assistant_text) == len(big)
     capped = parse_stream(out, max_line=1024)
     assert capped.oversized_lines == 1 and capped.assistant_text == ""
+
+
+def test_summary_json_keeps_a_bounded_preview_of_the_answer():
+    """report.json holds one summary per attempt: a 4 MiB answer must not be copied into it."""
+    big = "".join(f"{i:08d} checksummed line\n" for i in range(4 * 1024 * 1024 // 26))
+    s = parse_stream("\n".join([INIT, assistant({"type": "text", "text": big}), result(big)]))
+    doc = s.to_json()
+    assert "result_text" not in doc
+    assert doc["result_text_preview"] == big[:TEXT_PREVIEW_CHARS] and TEXT_PREVIEW_CHARS == 4096
+    assert doc["result_text_chars"] == len(big) and doc["result_text_truncated"] is True
+    assert doc["result_text_sha256"] == hashlib.sha256(big.encode()).hexdigest()
+    assert doc["assistant_text_chars"] == len(big)
+    assert doc["assistant_text_sha256"] == doc["result_text_sha256"]
+    assert len(json.dumps(doc)) < 3 * TEXT_PREVIEW_CHARS
+    short = parse_stream("\n".join([INIT, result("The answer is 4.")])).to_json()
+    assert (short["result_text_preview"], short["result_text_chars"], short["result_text_truncated"]) == \
+        ("The answer is 4.", 16, False)
+    assert parse_stream(b"plain").to_json()["result_text_sha256"] == hashlib.sha256(b"").hexdigest()
 
 
 def test_plain_text_is_not_stream_json():

@@ -16,6 +16,7 @@ The failure table (`FAILURE_RULES`) was filled from what the CLI 2.1.197 actuall
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -27,6 +28,10 @@ USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "c
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
 """Lines longer than this are counted as oversized and not decoded (a parser must stay bounded)."""
+
+TEXT_PREVIEW_CHARS = 4096
+"""`to_json()` keeps this much of the result text: a 4 MiB answer must not make report.json
+4 MiB larger per attempt (the full answer is in the saved stdout; its length and sha256 say which)."""
 
 _CLAUDE_WORD = re.compile(r"(?:^|[\s;&|(/'\"])claude(?=[\s'\"]|$)")
 
@@ -107,10 +112,22 @@ class StreamSummary:
             "usage": dict(self.usage),
             "api_error_status": self.api_error_status,
             "error_kinds": list(self.error_kinds),
-            "result_text": self.result_text,
+            **text_digest("result_text", self.result_text),
             "assistant_text_chars": len(self.assistant_text),
+            "assistant_text_sha256": _sha256(self.assistant_text),
             "tool_uses": [t.to_json() for t in self.tool_uses],
         }
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def text_digest(name: str, text: str, limit: int = TEXT_PREVIEW_CHARS) -> dict[str, Any]:
+    """A bounded record of `text`: `<name>_preview` (the first `limit` characters),
+    `<name>_chars`, `<name>_sha256` (of its UTF-8 bytes) and `<name>_truncated`."""
+    return {f"{name}_preview": text[:limit], f"{name}_chars": len(text),
+            f"{name}_sha256": _sha256(text), f"{name}_truncated": len(text) > limit}
 
 
 def iter_lines(data: bytes | str) -> Iterator[bytes]:

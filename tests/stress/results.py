@@ -12,10 +12,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """2: test and attempt status "lost", reasons "lost" and "cancelled", end reason "lost"; new
 sections halted, servers, history, stability; per test stability and learned timeouts; per
-attempt server, tries and instance_selection."""
+attempt server, tries and instance_selection. 3: the Claude summary (`attempts[].claude`,
+`environment.preflight.canary`) keeps a bounded `result_text_preview` with `result_text_chars`,
+`result_text_sha256` and `result_text_truncated` instead of the whole `result_text`."""
 GRADUATION_RATIO = 10.0
 MIN_GRADUATION_PASSES = 10
 """Seed 004 "graduated" a runner at a 10:1 success ratio (passes per failure)."""
