@@ -564,3 +564,40 @@ def test_signal_mid_run_stops_everything_and_writes_a_partial_report(tmp_path, s
     assert (tmp_path / "stdout").read_text().strip().endswith(f"report: {r.dir / 'report.md'}")
     child = int(re.search(rb"child=(\d+)", r.output("sleeper")).group(1))
     assert_all_gone([r.json["service"]["pid"], sl["pid"], child], t0)
+
+
+def test_second_sigint_kills_at_once_and_prints_no_asyncio_noise(tmp_path):
+    """Ctrl-C twice: the first cancels, the second kills the service while the harness still waits
+    for the cancelled jobs (they ignore SIGTERM, so the service's kill grace is still running). The
+    broken connection must end quietly: no "Task exception was never retrieved", no traceback."""
+    stubborn = "trap '' TERM; echo pid=$$; while :; do sleep 0.1; done"
+    suite = write_suite(tmp_path / "stubborn.json", {
+        "name": "stubborn", "defaults": {"timeout": 60},
+        "tests": [{"id": "one", "command": stubborn}, {"id": "two", "command": stubborn}]})
+    out = tmp_path / "out"
+    t0 = time.time()
+    with open(tmp_path / "stdout", "wb") as so, open(tmp_path / "stderr", "wb") as se:
+        proc = subprocess.Popen([PY, "-m", "stress.local", str(suite), "--out", str(out),
+                                 "--concurrency", "2", "--no-history", "--max-load", "1000"],
+                                cwd=REPO, stdout=so, stderr=se, stdin=subprocess.DEVNULL)
+        try:
+            def both_started():
+                files = list(out.glob("*/outputs/*.stdout"))
+                return len(files) == 2 and all(b"pid=" in f.read_bytes() for f in files)
+
+            assert wait_until(both_started, timeout=60, interval=0.05), "the jobs never started"
+            proc.send_signal(signal.SIGINT)
+            assert wait_until(lambda: b"SIGINT: cancelling" in (tmp_path / "stderr").read_bytes(),
+                              timeout=10), "the first SIGINT was not handled"
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 130
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    err = (tmp_path / "stderr").read_text()
+    assert "never retrieved" not in err and "Traceback" not in err, err
+    r = Report(out)
+    assert r.json["interrupted"] is True and {t["status"] for t in r.json["tests"]} == {"skipped"}
+    pids = [int(re.search(rb"pid=(\d+)", r.output(t)).group(1)) for t in ("one", "two")]
+    assert_all_gone([r.json["service"]["pid"], *pids], t0)

@@ -139,6 +139,11 @@ class Job:
     completed: bool = False
     sink_broken: bool = False
     pump: asyncio.Task | None = None
+    # Set once the execute reply is out, for a job spawned by `submit`: its pump exists from
+    # the spawn on (so nothing can leak its slot) but sends nothing before the reply.
+    gate: asyncio.Event | None = None
+    announced: bool = False  # process.started sent (or being sent): exactly once
+    counted: bool = False  # holds one slot of JobManager.running
 
     def describe(self) -> dict:
         d = {"job_id": self.job_id, "state": self.state, "argv": self.argv,
@@ -230,7 +235,7 @@ class JobManager:
                            {"limit": self.settings.max_queue})
         self.jobs[job.job_id] = job
         if ok and not self.queue:
-            self._spawn(job)  # may raise JobError: spawn failed
+            self._spawn(job, gated=True)  # may raise JobError: spawn failed
         else:
             job.queue_reason = reason or "waiting behind earlier jobs"
             self.queue.append(job)
@@ -246,20 +251,23 @@ class JobManager:
                 "pgid": job.run.pgid, "argv": job.argv}
 
     async def begin(self, job: Job) -> None:
-        """Send what follows the execute response: process.queued or process.started."""
-        if job.state == "queued":
-            await self._send(job, protocol.notification_json("process.queued", {
-                "job_id": job.job_id, "position": self.position(job), "reason": job.queue_reason}))
-        elif job.run is not None:
+        """Send what follows the execute response: process.queued or process.started.
+
+        The server calls this once the reply went out, or failed to (the client left): either
+        way the job's pump is released, so its slot and its completion can never leak."""
+        if job.gate is not None and not job.gate.is_set():
             # Announced right here, in the turn that sent the reply, so both leave together
-            # and the client wakes once for the pair. The pump exists from now on (shutdown and
-            # disconnect wait for it) but sends nothing before the announcement is out.
-            announced = asyncio.Event()
-            job.pump = asyncio.get_running_loop().create_task(self._pump(job, announced))
+            # and the client wakes once for the pair; the pump (waiting at the gate since the
+            # spawn) sends the output after that.
             try:
                 await self._announce(job)
             finally:
-                announced.set()
+                job.gate.set()
+        elif job.state == "queued":
+            await self._send(job, protocol.notification_json("process.queued", {
+                "job_id": job.job_id, "position": self.position(job), "reason": job.queue_reason}))
+        # Otherwise the job was admitted from the queue while its reply waited to be written
+        # (its pump announces it, after the reply), or it already ended.
 
     def position(self, job: Job) -> int:
         try:
@@ -286,12 +294,11 @@ class JobManager:
                 return
             job = self.queue.popleft()
             try:
-                self._spawn(job)
+                self._spawn(job)  # its pump announces it
             except JobError as e:
                 asyncio.get_running_loop().create_task(self._complete_unstarted(
                     job, "spawn_failed", e.message, e.code))
                 continue
-            job.pump = asyncio.get_running_loop().create_task(self._announce_and_pump(job))
 
     def _ensure_queue_timer(self) -> None:
         if self._queue_timer is None or self._queue_timer.done():
@@ -313,7 +320,10 @@ class JobManager:
 
     # ---- running ----------------------------------------------------------------------------
 
-    def _spawn(self, job: Job) -> None:
+    def _spawn(self, job: Job, gated: bool = False) -> None:
+        """Start the process, take a slot, and create the job's one pump, right now: every
+        spawned job has a pump from here on, so it always completes and gives its slot back.
+        `gated`: the pump waits for `begin` (the execute reply is not out yet)."""
         try:
             job.run = self.runner.start_nowait(job.spec)
         except SpawnError as e:
@@ -323,23 +333,27 @@ class JobManager:
         job.state = "running"
         job.started_at = time.monotonic()
         self.running += 1
+        job.counted = True
+        if gated:
+            job.gate = asyncio.Event()
+        job.pump = asyncio.get_running_loop().create_task(self._pump(job))
         self._log("started", job, pid=job.run.pid, pgid=job.run.pgid, argv0=job.argv[0])
 
     async def _announce(self, job: Job) -> None:
+        if job.announced:
+            return
+        job.announced = True
         run = job.run
         await self._send(job, protocol.notification_json("process.started", {
             "job_id": job.job_id, "pid": run.pid, "pgid": run.pgid, "argv": job.argv}))
 
-    async def _announce_and_pump(self, job: Job) -> None:
-        await self._announce(job)
-        await self._pump(job)
-
-    async def _pump(self, job: Job, announced: asyncio.Event | None = None) -> None:
+    async def _pump(self, job: Job) -> None:
         run = job.run
         end: RunEnd | None = None
         try:
-            if announced is not None:
-                await announced.wait()
+            if job.gate is not None:
+                await job.gate.wait()
+            await self._announce(job)  # no-op when `begin` already did
             async for ev in run.events():
                 if isinstance(ev, OutputBatch):
                     if not job.sink_broken:
@@ -351,7 +365,9 @@ class JobManager:
             if end is None:  # the pump itself was cancelled: make sure the run ends
                 run.cancel()
                 end = await run.wait()
-            self.running -= 1
+            if job.counted:  # exactly once per job: `running` never goes negative
+                job.counted = False
+                self.running -= 1
             job.state = "ended"
             await self._complete(job, end)
             self.pump_queue()
@@ -446,6 +462,8 @@ class JobManager:
                                                protocol.JOB_NOT_RUNNING)
             elif job.run is not None:
                 job.run.cancel()
+                if job.gate is not None:
+                    job.gate.set()  # its reply never went out: release the pump anyway
                 if job.pump is not None:
                     waits.append(job.pump)
         if waits:
@@ -462,6 +480,8 @@ class JobManager:
         for job in list(self.jobs.values()):
             if job.run is not None:
                 job.run.shutdown()
+                if job.gate is not None:
+                    job.gate.set()
                 if job.pump is not None:
                     waits.append(job.pump)
         if waits:

@@ -391,10 +391,14 @@ async def handle_frame(service: Service, conn: Connection, frame: str | bytes) -
         return
     if result is not None:
         reply, after = result
-        if not req.notification:
-            await conn.send(protocol.result_json(req.id, reply))
-        if after is not None:
-            await after()
+        try:
+            if not req.notification:
+                await conn.send(protocol.result_json(req.id, reply))
+        finally:
+            # Also when the reply could not be written (the client left): `after` releases a
+            # spawned job's pump, which ends the job and gives its slot back.
+            if after is not None:
+                await after()
 
 
 async def dispatch(service: Service, conn: Connection, req: protocol.Request):

@@ -570,15 +570,22 @@ class Runner:
                 detail = _connection_lost(e)
                 lost = detail
             finally:
-                if consumer is not None and not consumer.done():
-                    consumer.cancel()
+                if consumer is not None:
+                    if not consumer.done():
+                        consumer.cancel()
+                    # Always collect its end: after an interrupt the consumer may have ended with
+                    # ConnectionLost (a second Ctrl-C killed the service) while nobody looked, and
+                    # asyncio would print "Task exception was never retrieved" at exit.
                     await asyncio.gather(consumer, return_exceptions=True)
         wall = time.monotonic() - t0
         resources = self.monitor.end(stem) if self.monitor is not None else None
         leftovers: list[str] = []
         if job is not None and getattr(self.service, "managed", False):
+            # Interrupted by the user: no grace for the tree to finish dying (a second Ctrl-C
+            # must not wait); what is left is killed now, and the attempt is not judged anyway.
+            wait = 0.0 if interrupted and self.interrupted else LEFTOVER_WAIT
             try:
-                leftovers = await asyncio.to_thread(end_leftovers, tag)
+                leftovers = await asyncio.to_thread(end_leftovers, tag, wait)
             except asyncio.CancelledError:
                 me = asyncio.current_task()
                 if me is not None:
