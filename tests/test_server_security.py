@@ -181,6 +181,40 @@ def test_adapt_claude_argv():
     assert adapt_claude_argv(prompt) == prompt
 
 
+FAKE_CLAUDE = """#!/bin/sh
+echo "fake claude: IS_SANDBOX=${IS_SANDBOX-absent} args=$*"
+"""
+
+
+async def test_configured_claude_path_and_is_sandbox(executor_service, tmp_path):
+    # A `claude` outside PATH, named by CC_EXECUTOR_CLAUDE_PATH, while the project's real one
+    # is on the search path: a bare `claude` must run the configured one. IS_SANDBOX reaches
+    # it only when configured, whatever the server's environment or the client's `env` say.
+    fake = tmp_path / "elsewhere" / "claude"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_CLAUDE)
+    fake.chmod(0o755)
+    svc = executor_service(allow=["python3"], env={"CC_EXECUTOR_CLAUDE_PATH": str(fake),
+                                                   "IS_SANDBOX": "1"})
+    probe = "import os; print(os.environ.get('IS_SANDBOX', 'absent'))"
+    async with await ExecutorClient.connect(svc.url) as c:
+        r = await c.execute("claude -p hi")
+        assert r.ok and r.stdout == b"fake claude: IS_SANDBOX=absent args=-p hi\n", r
+        r = await c.execute(args=["claude", "-p", "x"], env={"IS_SANDBOX": "1"})
+        assert r.stdout == b"fake claude: IS_SANDBOX=absent args=-p x\n"
+        r = await c.execute(args=[str(fake)], env={"IS_SANDBOX": "1"})
+        assert r.stdout == b"fake claude: IS_SANDBOX=absent args=\n"
+        # Other programs are not Claude: their environment is left as it is.
+        assert (await c.execute(args=["python3", "-c", probe])).stdout == b"1\n"
+    svc = executor_service(env={"CC_EXECUTOR_CLAUDE_PATH": str(fake),
+                                "CC_EXECUTOR_IS_SANDBOX": "1", "IS_SANDBOX": None})
+    async with await ExecutorClient.connect(svc.url) as c:
+        r = await c.execute(args=["claude"], env={"IS_SANDBOX": "0"})
+        assert r.stdout == b"fake claude: IS_SANDBOX=1 args=\n"
+        r = await c.execute(args=["claude"], env={"IS_SANDBOX": None})
+        assert r.stdout == b"fake claude: IS_SANDBOX=1 args=\n"
+
+
 async def test_claudecode_never_reaches_a_child(executor_service):
     svc = executor_service(allow=["python3"], env={"CLAUDECODE": "1"})
     probe = "import os; print(os.environ.get('CLAUDECODE', 'absent'))"

@@ -62,6 +62,7 @@ class AllowList:
 
     def __init__(self, names: list[str], claude_path: str | None = None):
         self.names = list(dict.fromkeys(names))  # `--allow claude` twice is one entry
+        self.claude_path = claude_path
         self.real: dict[str, str] = {}
         self._cache: dict[str, tuple[str, str]] = {}
         for name in self.names:
@@ -98,11 +99,17 @@ class AllowList:
 
     def _lookup(self, name: str) -> tuple[str | None, str | None]:
         """PATH search for a bare name, remembered: it runs on every request. A remembered
-        answer is re-checked with one stat, so a removed binary is noticed."""
+        answer is re-checked with one stat, so a removed binary is noticed. A bare `claude`
+        is the configured `claude_path` when there is one (what the allow-list admitted),
+        not whatever `claude` PATH finds first."""
         hit = self._cache.get(name)
         if hit is not None and os.path.exists(hit[0]):
             return hit
-        found = shutil.which(name, path=search_path())
+        if name == "claude" and self.claude_path and "claude" in self.names:
+            found = find_claude(self.claude_path)
+            found = os.path.abspath(found) if found else None  # exec'd from the job's cwd
+        else:
+            found = shutil.which(name, path=search_path())
         if not found:
             return None, None
         hit = (found, os.path.realpath(found))
@@ -189,8 +196,10 @@ class JobManager:
             if is_claude:
                 argv = adapt_claude_argv(argv)
         env = dict(params.env or {})
-        if is_claude and s.is_sandbox:
-            env.setdefault("IS_SANDBOX", "1")
+        if is_claude:
+            # The operator's decision alone: not inherited from the server's environment, and
+            # a client's `env` cannot set it (it lets the CLI skip permissions as root).
+            env["IS_SANDBOX"] = "1" if s.is_sandbox else None
         if params.cwd is not None and not os.path.isdir(params.cwd):
             raise JobError(protocol.SPAWN_FAILED, f"working directory not found: {params.cwd}",
                            {"field": "cwd"})
