@@ -222,6 +222,10 @@ BAD_PARAMS = [
     ("env name with =", "execute", {"command": "ls", "env": {"A=B": "1"}}, "env", "no '='"),
     ("env empty name", "execute", {"command": "ls", "env": {"": "1"}}, "env", "non-empty"),
     ("env NUL value", "execute", {"command": "ls", "env": {"A": "\x00"}}, "env", "NUL"),
+    ("env LD_PRELOAD", "execute", {"command": "ls", "env": {"LD_PRELOAD": "/x.so"}}, "env", "params.env.LD_PRELOAD: may not be set"),
+    ("env LD_ prefix", "execute", {"args": ["ls"], "env": {"A": "1", "LD_DEBUG_OUTPUT": "/x"}}, "env", "params.env.LD_DEBUG_OUTPUT: may not be set"),
+    ("env NODE_OPTIONS", "execute", {"command": "ls", "env": {"NODE_OPTIONS": "--require /x.js"}}, "env", "params.env.NODE_OPTIONS: may not be set"),
+    ("env BASH_FUNC_", "execute", {"command": "ls", "env": {"BASH_FUNC_ls%%": "() { id; }"}}, "env", "params.env.BASH_FUNC_ls%%: may not be set"),
     ("input number", "execute", {"command": "cat", "input": 5}, "input", "params.input: must be a string"),
     ("input surrogate", "execute", {"command": "cat", "input": "\udc80"}, "input", "lone surrogate"),
     ("timeout zero", "execute", {"command": "ls", "timeout": 0}, "timeout", "params.timeout: must be a number > 0"),
@@ -252,6 +256,19 @@ def test_bad_params_name_the_field_and_the_problem(method, params, field, text):
     assert reply.data == {"field": field}
     assert text in reply.message
     assert reply.message.startswith("params.")
+
+
+def test_env_deny_list():
+    for name in ("LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH", "BASH_ENV", "ENV", "NODE_OPTIONS",
+                 "PYTHONSTARTUP", "PYTHONPATH", "PERL5OPT", "RUBYOPT", "JAVA_TOOL_OPTIONS",
+                 "GCONV_PATH", "SHELLOPTS", "PS4", "DYLD_INSERT_LIBRARIES", "BASH_FUNC_x%%"):
+        assert p.env_name_denied(name), name
+    for name in ("PATH", "HOME", "LANG", "LDFLAGS", "NODE_ENV", "PYTHONUNBUFFERED",
+                 "ld_preload", "MY_LD_PRELOAD", "CLAUDE_CODE_MAX_RETRIES"):
+        assert not p.env_name_denied(name), name
+    # Removing a denied variable is allowed (it can only take code away).
+    ok = decode_frame(req("execute", {"args": ["ls"], "env": {"LD_PRELOAD": None, "A": "1"}}), MAX)
+    assert ok.params.env == {"LD_PRELOAD": None, "A": "1"}
 
 
 @pytest.mark.parametrize("name", ["{path}", "{field}=", "{", "}{0}"])

@@ -333,6 +333,24 @@ async def test_error_codes_carry_the_request_id(svc, frame, code, rid, text):
         assert (await raw.call("ping", id=99))["result"]["pong"] is True
 
 
+@pytest.mark.parametrize("name", ["LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH", "BASH_ENV",
+                                  "NODE_OPTIONS", "PYTHONSTARTUP", "PYTHONPATH", "PERL5OPT",
+                                  "BASH_FUNC_echo%%"])
+async def test_env_cannot_inject_code_into_an_allowed_program(svc, tmp_path, name):
+    made = tmp_path / "injected"
+    ws, raw = await raw_connect(svc.url)
+    async with ws:
+        msg = await raw.call("execute", {"args": ["python3", "-c", "print('ran')"],
+                                         "env": {"CC_T_OK": "1", name: f"{made}"}}, id="e")
+        assert msg["id"] == "e" and msg["error"]["code"] == protocol.INVALID_PARAMS, msg
+        assert msg["error"]["data"]["field"] == "env"
+        assert msg["error"]["message"].startswith(f"params.env.{name}: may not be set")
+        # Removing one is harmless, and allowed.
+        msg = await raw.call("execute", {"args": ["echo", "ok"], "env": {name: None}}, id="r")
+        assert stdout_of(await raw.until_completed(msg["result"]["job_id"])) == "ok\n"
+    assert not made.exists()
+
+
 async def test_too_many_jobs_and_job_not_running(svc):
     ws, raw = await raw_connect(svc.url)
     async with ws:

@@ -133,6 +133,35 @@ except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
     ARG_MAX = 2 * 1024 * 1024
 SHELL = "/bin/sh"
 
+# `execute.env` may not set these: each makes the dynamic loader or an interpreter load or run
+# code of the client's choosing when an allowed program starts (so allowing `git` or `node`
+# would allow anything). Removing one (a `null` value) is fine. Documented in docs/protocol.md.
+ENV_DENIED: frozenset[str] = frozenset({
+    # shells: start-up files, exported functions' options, xtrace prompts
+    "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
+    # glibc: character-set converters loaded as shared objects
+    "GCONV_PATH",
+    # Node.js
+    "NODE_OPTIONS", "NODE_PATH", "NODE_REPL_EXTERNAL_MODULE",
+    # Python
+    "PYTHONSTARTUP", "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONINSPECT",
+    "PYTHONWARNINGS", "PYTHONBREAKPOINT",
+    # Perl, Ruby, the JVM
+    "PERL5OPT", "PERL5LIB", "PERLLIB", "PERL5DB",
+    "RUBYOPT", "RUBYLIB",
+    "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS",
+    # OpenSSL configuration (can load engines/providers)
+    "OPENSSL_CONF", "OPENSSL_ENGINES", "OPENSSL_MODULES",
+})
+# Every variable with these prefixes: the loader's (LD_PRELOAD, LD_AUDIT, LD_LIBRARY_PATH...),
+# macOS's, and bash's exported functions (`BASH_FUNC_name%%`).
+ENV_DENIED_PREFIXES: tuple[str, ...] = ("LD_", "DYLD_", "BASH_FUNC_")
+
+
+def env_name_denied(name: str) -> bool:
+    """Whether `execute.env` may not set `name` (see ENV_DENIED)."""
+    return name in ENV_DENIED or name.startswith(ENV_DENIED_PREFIXES)
+
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
 
 
@@ -242,6 +271,10 @@ class ExecuteParams(_Params):
             _check_text(name, path)
             if value is not None:
                 _check_text(value, path)
+                if env_name_denied(name):
+                    raise _cc_value(
+                        "may not be set: it makes the loader or an interpreter run code at "
+                        "start-up (refused names: see docs/protocol.md, execute env)", path=path)
         return v
 
     @field_validator("input")
