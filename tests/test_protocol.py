@@ -271,6 +271,17 @@ def test_env_deny_list():
     assert ok.params.env == {"LD_PRELOAD": None, "A": "1"}
 
 
+def test_progress_params_never_look_like_output_or_an_error():
+    good = {"job_id": "j", "state": "running", "elapsed": 12.5, "silent_for": 10.0}
+    assert p.ProgressParams.model_validate(good).wire() == good
+    assert p.NOTIFICATION_PARAMS["process.progress"] is p.ProgressParams
+    for extra in ({"data": ""}, {"error": "x"}):
+        with pytest.raises(ValidationError):
+            p.ProgressParams.model_validate({**good, **extra})
+    msg = json.loads(notification_json("process.progress", p.ProgressParams(**good)))
+    assert "data" not in msg["params"] and "error" not in msg and "id" not in msg
+
+
 @pytest.mark.parametrize("name", ["{path}", "{field}=", "{", "}{0}"])
 def test_braces_in_client_names_are_reported_verbatim(name):
     # Client text must never reach pydantic's message templates, where braces are fields.

@@ -75,7 +75,8 @@ async def test_throttle_off_starts_at_once(executor_service):
 async def test_memory_floor_queues_with_a_memory_reason(executor_service):
     svc = executor_service(allow=["echo"], env={"CC_EXECUTOR_THROTTLE": "1",
                                                 "CC_EXECUTOR_MAX_LOAD": "1000",
-                                                "CC_EXECUTOR_MIN_FREE_MEM": "1000T"})
+                                                "CC_EXECUTOR_MIN_FREE_MEM": "1000T",
+                                                "CC_EXECUTOR_PROGRESS_INTERVAL": "0.3"})
     async with await ExecutorClient.connect(svc.url) as c:
         job = await c.start(args=["echo", "x"])
         assert job.status == "queued"
@@ -83,6 +84,10 @@ async def test_memory_floor_queues_with_a_memory_reason(executor_service):
         assert ev.kind == "queued"
         assert "free memory" in ev.params["reason"] and "< floor" in ev.params["reason"]
         assert "load" not in ev.params["reason"]
+        # A queued job is silent too: keepalives come while it waits.
+        ev = await next_event(job)
+        assert ev.kind == "progress" and ev.params["state"] == "queued", ev
+        protocol.ProgressParams.model_validate(ev.params)
         await job.cancel()
         assert (await job.result()).reason == "cancelled"
 

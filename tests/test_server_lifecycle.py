@@ -251,3 +251,14 @@ async def test_event_log_has_job_events_and_no_secrets(executor_service):
         json.loads(line)  # every line is one JSON object
     assert token not in text and secret not in text
     assert token not in server.stderr() and secret not in server.stderr()
+
+
+def test_env_example_is_generated_from_the_settings():
+    from cc_executor.__main__ import build_settings, parse_args
+    from cc_executor.settings import env_example
+    from service_fixture import REPO
+
+    assert (REPO / ".env.example").read_text() == env_example()
+    assert "CC_EXECUTOR_PROGRESS_INTERVAL=5.0" in env_example()
+    ns = parse_args(["--env-file", "/nonexistent/.env", "--progress-interval", "0"])
+    assert build_settings(ns).progress_interval == 0

@@ -105,8 +105,10 @@ def stdout_of(notes: list[dict]) -> str:
 
 # ---- seed 004, unchanged ---------------------------------------------------------------------
 
-async def seed_004_execute_test(ws_url: str, test: dict) -> tuple[bool, int, str]:
-    """Seed 004's `execute_test`, reproduced: same request, same reading of the replies."""
+async def seed_004_execute_test(ws_url: str, test: dict, recv_timeout: float = 5.0,
+                                stall_after: float = 10.0) -> tuple[bool, int, str]:
+    """Seed 004's `execute_test`, reproduced: same request, same reading of the replies.
+    `recv_timeout` and `stall_after` are the seed's 5 s and 10 s, scalable for short tests."""
     marker = f"LOCAL_{test['id']}_{datetime.now().strftime('%Y%m%d_%H%M%S')}"
     request = test["natural_language_request"]
     command = test["command_template"].replace("${REQUEST}", request).replace("${MARKER}", marker)
@@ -121,7 +123,7 @@ async def seed_004_execute_test(ws_url: str, test: dict) -> tuple[bool, int, str
         last_activity = time.time()
         while time.time() - start_time < timeout:
             try:
-                response = await asyncio.wait_for(websocket.recv(), timeout=5.0)
+                response = await asyncio.wait_for(websocket.recv(), timeout=recv_timeout)
                 data = json.loads(response)
                 last_activity = time.time()
                 if "error" in data:
@@ -140,7 +142,7 @@ async def seed_004_execute_test(ws_url: str, test: dict) -> tuple[bool, int, str
                         success = exit_code == 0 and len(patterns_found) > 0
                     return success, exit_code, "\n".join(output_lines)
             except asyncio.TimeoutError:
-                if time.time() - last_activity > 10:
+                if time.time() - last_activity > stall_after:
                     return False, -1, "stall"
                 continue
     return False, -1, "timeout"
@@ -169,6 +171,42 @@ async def test_seed_004_sees_an_error_for_a_refused_command(svc):
     success, code, message = await seed_004_execute_test(svc.url, test)
     assert not success and code == -1
     assert "command not allowed: rm" in message
+
+
+async def test_seed_004_client_waits_through_a_long_silent_job(executor_service):
+    # The seed's numbers scaled by 1/5: it reads with a 5 s timeout and gives up after 10 s
+    # without a frame; the server's default keepalive comes after 5 s of silence. Here 1 s,
+    # 2 s and 1 s, and the job is silent for 2.4 s (a 12 s silence at full scale).
+    svc = executor_service("--progress-interval", "1", allow=["python3"])
+    silent = {"id": "silent_job", "natural_language_request": "What is 2+2?",
+              "command_template":
+                  "python3 -c 'import time; time.sleep(2.4); print(\"${REQUEST} 4\")'",
+              "verification": {"timeout": 20, "expected_patterns": ["4"]}}
+    success, code, out = await seed_004_execute_test(svc.url, silent, recv_timeout=1.0,
+                                                     stall_after=2.0)
+    assert (success, code, out) == (True, 0, "What is 2+2? 4\n")
+
+    async with await ExecutorClient.connect(svc.url) as c:
+        events = []
+        r = await c.execute(args=["python3", "-c", "import time; time.sleep(2.4); print('hi')"],
+                            on_event=events.append)
+        assert (r.reason, r.stdout, r.batches) == ("exited", b"hi\n", 1)  # not output
+        progress = [e.params for e in events if e.kind == "progress"]
+        assert len(progress) >= 2, [e.kind for e in events]
+        for p in progress:
+            protocol.ProgressParams.model_validate(p)
+            assert p["job_id"] == r.job_id and p["state"] == "running" and "data" not in p
+            assert p["silent_for"] >= 0.9 and p["elapsed"] >= p["silent_for"]
+        assert progress[-1]["silent_for"] > progress[0]["silent_for"]  # the job's silence
+        kinds = [e.kind for e in events]
+        assert kinds[0] == "started" and kinds[-1] == "completed"
+        # Keepalives are not output: a stall timeout still fires.
+        events.clear()
+        r = await c.execute(args=["python3", "-c", "import time; time.sleep(30)"],
+                            stall_timeout=2.5, on_event=events.append)
+        assert r.reason == "stalled" and r.duration < 8
+        assert [e.kind for e in events].count("progress") >= 2
+    assert wait_gone([r.pid], 5) == []
 
 
 # ---- every method, through our client ----------------------------------------------------------

@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-free-mem", help="queue jobs below this free memory, e.g. 512M")
     p.add_argument("--no-throttle", action="store_true", help="never queue for host load")
     p.add_argument("--kill-grace", type=float, help="seconds between SIGTERM and SIGKILL")
+    p.add_argument("--progress-interval", type=float, metavar="SECONDS",
+                   help="send process.progress after this long without a frame for a job; "
+                   "0 disables (CC_EXECUTOR_PROGRESS_INTERVAL, default 5)")
     p.add_argument("--env-file", default=".env", help="dotenv file to read (default .env)")
     return p.parse_args(argv)
 
@@ -63,6 +66,7 @@ def build_settings(ns: argparse.Namespace) -> Settings:
         "host": ns.host, "port": ns.port, "token": ns.token, "shell": ns.shell,
         "log_dir": ns.log_dir, "run_dir": ns.run_dir, "max_load": ns.max_load,
         "min_free_mem": ns.min_free_mem, "kill_grace": ns.kill_grace,
+        "progress_interval": ns.progress_interval,
     }
     if ns.no_throttle:
         overrides["throttle"] = False

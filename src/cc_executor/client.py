@@ -8,6 +8,7 @@
         async for event in job:            # streaming: output events, then the completion
             if event.kind == "output":
                 print(event.stream, event.data)
+            # also "queued", "started", and "progress" (a keepalive while the job is silent)
         result = await job.result()
 
 Several jobs may run at once on one connection: one reader task routes every notification to its
@@ -53,7 +54,11 @@ class ConnectionLost(ExecutorError):
 
 @dataclass(frozen=True)
 class Event:
-    """A notification about one job: queued, started, output or completed."""
+    """A notification about one job: queued, started, output, progress or completed.
+
+    `progress` is the server's keepalive while the job writes nothing (`process.progress`:
+    `elapsed`, `silent_for`); it carries no output, and `JobHandle.result` only passes it to
+    `on_event`."""
 
     kind: str
     params: dict
@@ -101,7 +106,8 @@ class JobResult:
 
 
 _KINDS = {"process.queued": "queued", "process.started": "started",
-          "process.output": "output", "process.completed": "completed"}
+          "process.output": "output", "process.progress": "progress",
+          "process.completed": "completed"}
 
 
 class JobHandle:

@@ -151,6 +151,13 @@ class Job:
     gate: asyncio.Event | None = None
     announced: bool = False  # process.started sent (or being sent): exactly once
     counted: bool = False  # holds one slot of JobManager.running
+    # Keepalive bookkeeping (`process.progress`): when a frame of this job last went out, when
+    # the job last said something (started/output), sends in flight, the timer and the send.
+    last_sent: float = field(default_factory=time.monotonic)
+    last_output: float = field(default_factory=time.monotonic)
+    sending: int = 0
+    keepalive_timer: asyncio.TimerHandle | None = None
+    keepalive: asyncio.Task | None = None  # a progress frame being sent
 
     def describe(self) -> dict:
         d = {"job_id": self.job_id, "state": self.state, "argv": self.argv,
@@ -275,6 +282,7 @@ class JobManager:
         elif job.state == "queued":
             await self._send(job, protocol.notification_json("process.queued", {
                 "job_id": job.job_id, "position": self.position(job), "reason": job.queue_reason}))
+            self._start_keepalive(job)
         # Otherwise the job was admitted from the queue while its reply waited to be written
         # (its pump announces it, after the reply), or it already ended.
 
@@ -353,6 +361,7 @@ class JobManager:
             return
         job.announced = True
         run = job.run
+        job.last_output = time.monotonic()
         await self._send(job, protocol.notification_json("process.started", {
             "job_id": job.job_id, "pid": run.pid, "pgid": run.pgid, "argv": job.argv}))
 
@@ -363,11 +372,13 @@ class JobManager:
             if job.gate is not None:
                 await job.gate.wait()
             await self._announce(job)  # no-op when `begin` already did
+            self._start_keepalive(job)
             async for ev in run.events():
                 if isinstance(ev, OutputBatch):
                     if not job.sink_broken:
                         await self._send(job, protocol.encode_output(
                             job.job_id, ev.stream, ev.seq, ev.offset, ev.data))
+                        job.last_output = job.last_sent
                 else:
                     end = ev
         finally:
@@ -384,15 +395,67 @@ class JobManager:
     async def _send(self, job: Job, text: str) -> None:
         if job.sink_broken:
             return
+        job.sending += 1
         try:
             await job.sink(text)
         except Exception:  # the client went away: keep draining so the run can end
             job.sink_broken = True
+        finally:
+            job.sending -= 1
+            job.last_sent = time.monotonic()
+
+    # ---- keepalive: process.progress ----------------------------------------------------------
+
+    def _start_keepalive(self, job: Job) -> None:
+        """While a queued or running job says nothing, send `process.progress` every
+        `progress_interval` seconds, so clients that take a quiet socket for a stalled job
+        (seed 004: 10 s) keep waiting. Not output: the runner's stall timeout never sees it.
+        A timer, not a task, per job: a job that ends before the interval costs one timer."""
+        interval = self.settings.progress_interval
+        if (interval <= 0 or job.keepalive is not None or job.keepalive_timer is not None
+                or job.completed or job.sink_broken):
+            return
+        job.keepalive_timer = asyncio.get_running_loop().call_later(
+            interval, self._keepalive_due, job, interval)
+
+    def _keepalive_due(self, job: Job, interval: float) -> None:
+        job.keepalive_timer = None
+        if job.completed or job.sink_broken:
+            return
+        loop = asyncio.get_running_loop()
+        wait = job.last_sent + interval - time.monotonic()
+        if wait > 0 or job.sending:  # a frame went out lately, or is going out now
+            job.keepalive_timer = loop.call_later(wait if wait > 0 else interval,
+                                                  self._keepalive_due, job, interval)
+            return
+        job.keepalive = loop.create_task(self._send_progress(job))
+
+    async def _send_progress(self, job: Job) -> None:
+        now = time.monotonic()
+        await self._send(job, protocol.notification_json("process.progress", {
+            "job_id": job.job_id,
+            "state": "queued" if job.state == "queued" else "running",
+            "elapsed": round(now - job.queued_at, 3),
+            "silent_for": round(now - job.last_output, 3)}))
+        job.keepalive = None
+        self._start_keepalive(job)  # no-op once the job completed
+
+    async def _stop_keepalive(self, job: Job) -> None:
+        """Before process.completed: no progress may follow it. A pending timer is cancelled;
+        a progress frame already being written is let through first (so it precedes the
+        completion)."""
+        if job.keepalive_timer is not None:
+            job.keepalive_timer.cancel()
+            job.keepalive_timer = None
+        task = job.keepalive
+        if task is not None and not task.done():
+            await asyncio.wait({task})
 
     async def _complete(self, job: Job, end: RunEnd) -> None:
         if job.completed:
             return
         job.completed = True
+        await self._stop_keepalive(job)
         reason = end.reason.value
         if end.reason is EndReason.EXITED:
             status = "completed" if end.exit_code == 0 else "failed"
@@ -412,6 +475,7 @@ class JobManager:
     async def _complete_unstarted(self, job: Job, reason: str, message: str, code: int) -> None:
         job.state = "ended"
         job.completed = True
+        await self._stop_keepalive(job)
         self._log("completed", job, reason=reason, message=message)
         await self._send(job, protocol.notification_json("process.completed", {
             "job_id": job.job_id, "status": reason, "reason": reason, "exit_code": -1,

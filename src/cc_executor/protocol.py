@@ -88,12 +88,14 @@ PROCESS_QUEUED = "process.queued"
 PROCESS_STARTED = "process.started"
 PROCESS_OUTPUT = "process.output"
 PROCESS_COMPLETED = "process.completed"
+PROCESS_PROGRESS = "process.progress"
 NOTIFICATIONS: tuple[str, ...] = (
     CONNECTED,
     PROCESS_QUEUED,
     PROCESS_STARTED,
     PROCESS_OUTPUT,
     PROCESS_COMPLETED,
+    PROCESS_PROGRESS,
 )
 
 ControlType = Literal["PAUSE", "RESUME", "CANCEL"]
@@ -585,12 +587,23 @@ class CompletedParams(_Wire):
         return self
 
 
+class ProgressParams(_Wire):
+    """`process.progress`: a keepalive while a job says nothing. Never a `data` member (seed-004
+    clients would take it for output), never an `error`."""
+
+    job_id: str
+    state: Literal["queued", "running"]
+    elapsed: float = Field(ge=0, description="seconds since the job was accepted")
+    silent_for: float = Field(ge=0, description="seconds since its last started/output frame")
+
+
 NOTIFICATION_PARAMS: dict[str, type[_Wire]] = {
     CONNECTED: ConnectedParams,
     PROCESS_QUEUED: QueuedParams,
     PROCESS_STARTED: StartedParams,
     PROCESS_OUTPUT: OutputParams,
     PROCESS_COMPLETED: CompletedParams,
+    PROCESS_PROGRESS: ProgressParams,
 }
 
 

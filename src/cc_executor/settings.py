@@ -72,6 +72,8 @@ class Settings(BaseModel):
     default_timeout: float | None = Field(None, description="Total limit for jobs that set none")
     ping_interval: float = Field(20.0, gt=0, description="WebSocket protocol ping interval")
     ping_timeout: float = Field(120.0, gt=0, description="Seconds to wait for a pong")
+    progress_interval: float = Field(5.0, ge=0, description="Seconds of a job's silence "
+                                     "between process.progress keepalives; 0 disables")
     batch_bytes: int = Field(64 * 1024, gt=0, description="Largest output batch, bytes")
     batch_interval: float = Field(0.010, gt=0, description="Longest wait before a partial batch")
     max_buffer: int = Field(4 * 1024**2, gt=0, description="Undelivered output per job before "
