@@ -242,6 +242,7 @@ async def test_event_log_has_job_events_and_no_secrets(executor_service):
         kinds = [e["event"] for e in mine]
         assert kinds[0] == "started" and kinds[-1] == "completed" and kinds.count("completed") == 1
         assert mine[0]["pid"] == result.pid and mine[-1]["pid"] == result.pid
+        assert mine[0]["pgid"] == result.pgid and mine[-1]["pgid"] == result.pgid
         assert mine[-1]["reason"] == result.reason
         assert all(isinstance(e["ts"], float) for e in mine)
     assert "cancel" in [e["event"] for e in log if e.get("job_id") == cancelled.job_id]

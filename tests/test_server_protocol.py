@@ -427,6 +427,18 @@ async def test_oversized_beyond_the_transport_limit_closes_only_that_connection(
         assert (await c.execute(args=["echo", "fine"])).stdout == b"fine\n"
 
 
+async def test_invalid_utf8_in_a_text_frame_closes_only_that_connection(svc):
+    # RFC 6455 8.1: an endpoint MUST fail the connection on invalid UTF-8 in a text frame;
+    # the WebSocket layer closes with 1007 before any JSON-RPC handling (docs/protocol.md).
+    ws, raw = await raw_connect(svc.url)
+    await ws.send(b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"\xff"}}', text=True)
+    with pytest.raises(websockets.ConnectionClosed) as e:
+        await raw.recv()
+    assert e.value.rcvd is not None and e.value.rcvd.code == 1007
+    async with await ExecutorClient.connect(svc.url) as c:
+        assert (await c.ping())["pong"] is True
+
+
 # ---- twenty-odd kinds of malformed frame on one connection ---------------------------------
 
 MALFORMED = [

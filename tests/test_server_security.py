@@ -48,6 +48,10 @@ async def test_token_is_required_and_checked(executor_service):
     assert await upgrade_status(svc.url, additional_headers={"Authorization": token}) == 401
     assert await upgrade_status(svc.url, subprotocols=["bearer.wrong"]) == 401
     assert await upgrade_status(svc.ws("/ws/mcp")) == 401
+    assert await upgrade_status(svc.url, origin="http://evil.example") == 403
+    # Refusals are logged at INFO by us; uvicorn's error line for each one is filtered, so
+    # unauthenticated clients cannot fill the error log.
+    assert "without completing handshake" not in svc.stderr(), svc.stderr()
 
     async with await ExecutorClient.connect(svc.url, token=token) as c:
         assert (await c.execute(args=["echo", "header"])).stdout == b"header\n"

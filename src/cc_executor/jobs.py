@@ -468,7 +468,7 @@ class JobManager:
         self._log("completed", job, reason=reason, exit_code=end.exit_code,
                   duration=round(end.duration, 4), stdout_bytes=end.stdout_bytes,
                   stderr_bytes=end.stderr_bytes, killed=end.killed,
-                  pid=job.run.pid if job.run else None)
+                  pid=job.run.pid if job.run else None, pgid=job.run.pgid if job.run else None)
         await self._send(job, protocol.notification_json("process.completed", params))
         self.jobs.pop(job.job_id, None)
 

@@ -103,6 +103,30 @@ def setup_event_log(log_dir: Path) -> logging.Handler | None:
     return batched
 
 
+class _QuietRefusals(logging.Filter):
+    """Drop two uvicorn errors that any client can cause at will, to keep the error log for
+    the server's own problems:
+
+    - "ASGI callable returned without completing handshake.": logged for every upgrade we
+      refuse with an HTTP 401/403 denial response (the handshake indeed never completes);
+      our own refusal is logged at INFO with its reason.
+    - "Invalid UTF-8 sequence received from client." (with a traceback): a text frame that is
+      not UTF-8; uvicorn closes that connection with 1007, as RFC 6455 requires.
+    """
+
+    MESSAGES = frozenset({"ASGI callable returned without completing handshake.",
+                          "Invalid UTF-8 sequence received from client."})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in self.MESSAGES
+
+
+def quiet_refused_upgrades() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _QuietRefusals) for f in logger.filters):
+        logger.addFilter(_QuietRefusals())
+
+
 class Connection:
     """One client. Sends are serialised: frames from several jobs never interleave mid-write."""
 
@@ -138,6 +162,7 @@ class Service:
 
     async def start(self) -> None:
         tree.become_subreaper()
+        quiet_refused_upgrades()  # after uvicorn configured its loggers
         self._event_log = setup_event_log(Path(self.settings.log_dir))
         self.runner = ProcessRunner(self.settings.run_dir)
         for rec in self.runner.reaped:
