@@ -44,7 +44,9 @@ async def test_overloaded_host_queues_and_cancel_never_starts(executor_service):
             assert "load" in ev.params["reason"] and "> max 0.01" in ev.params["reason"]
         h = svc.health()
         assert h["jobs"] == {"running": 0, "queued": 2} and h["throttle"]["max_load"] == 0.01
-        assert [j["state"] for j in await c.jobs()] == ["queued", "queued"]
+        rows = await c.jobs()
+        assert [(j["state"], j["position"]) for j in rows] == [("queued", 1), ("queued", 2)]
+        protocol.JobsResult.model_validate({"jobs": rows})
 
         with pytest.raises(ExecutorError) as e:
             await c.control("PAUSE", first.job_id)

@@ -159,13 +159,15 @@ class Job:
     keepalive_timer: asyncio.TimerHandle | None = None
     keepalive: asyncio.Task | None = None  # a progress frame being sent
 
-    def describe(self) -> dict:
+    def describe(self, position: int = 0) -> dict:
         d = {"job_id": self.job_id, "state": self.state, "argv": self.argv,
              "pid": self.run.pid if self.run else None,
              "pgid": self.run.pgid if self.run else None,
              "started_at": self.run.started_at if self.run else None}
         if self.run is not None and self.run.paused:
             d["state"] = "paused"
+        if self.state == "queued":
+            d["position"] = position
         return d
 
 

@@ -103,7 +103,7 @@ CONTROL_TYPES: tuple[str, ...] = ("PAUSE", "RESUME", "CANCEL")
 CONTROL_STATUS: dict[str, str] = {"PAUSE": "paused", "RESUME": "resumed", "CANCEL": "cancelled"}
 
 Stream = Literal["stdout", "stderr"]
-JobState = Literal["queued", "running", "paused", "stopping", "ended"]
+JobState = Literal["queued", "running", "paused", "ended"]
 Reason = Literal[
     "exited",
     "signalled",
@@ -479,12 +479,14 @@ class JobInfo(_Wire):
     """One row of `jobs`. Extra fields are allowed so the server can add detail freely."""
 
     model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"position"})
     job_id: str
     state: JobState
     pid: int | None = None
     pgid: int | None = None
     argv: list[str]
     started_at: float | None = Field(None, description="unix seconds; null while queued")
+    position: int | None = Field(None, ge=1, description="queued rows only: 1 = next to start")
 
 
 class JobsResult(_Wire):

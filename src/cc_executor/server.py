@@ -434,7 +434,7 @@ async def dispatch(service: Service, conn: Connection, req: protocol.Request):
     if req.method == "control":
         return await jobs.control(conn, req.params.job_id, req.params.type), None
     if req.method == "jobs":
-        return {"jobs": [j.describe() for j in jobs.owner_jobs(conn)]}, None
+        return {"jobs": [j.describe(jobs.position(j)) for j in jobs.owner_jobs(conn)]}, None
     if req.method == "ping":
         return {"pong": True, "time": time.time()}, None
     raise JobError(protocol.METHOD_NOT_FOUND, f"method not found: {req.method}")
