@@ -342,6 +342,8 @@ def test_missing_cli_stops_the_run_with_exit_3(one_claude_test, tmp_path):
     err = assert_one_preflight_message(proc)
     assert f"the Claude CLI was not found: looked in CC_EXECUTOR_CLAUDE_PATH={missing}" in err
     assert "./dev setup" in err and "npm ci" in err
+    # --no-preflight would skip every Claude test here (the CLI is missing): the hint says so.
+    assert "--no-preflight would not help" in err and "fails on its own" not in err
     report = report_of(tmp_path / "out")
     assert report["exit_code"] == 3 and report["error"].startswith("preflight: the Claude CLI was not found")
     assert report["environment"]["preflight"]["kind"] == "not_found"
@@ -358,6 +360,8 @@ def test_unreachable_api_stops_the_run_with_the_clis_own_error(one_claude_test, 
     assert 'preflight failed: `claude -p "What is 2+2?"` (real mode) failed (exit 1' in err
     assert re.search(r"claude said: API Error: .*(connect|Connection)", err), err
     assert f"ANTHROPIC_BASE_URL={url}" in err and "--model local" in err
+    assert "--no-preflight skips the model and canary checks: the Claude tests then run, and each " \
+           "fails on its own" in err
     checks = report_of(tmp_path / "out")["environment"]["preflight"]["checks"]
     assert [(c["name"], c["ok"]) for c in checks] == [("cli", True), ("model", True), ("canary", False)]
 
@@ -373,6 +377,24 @@ def test_real_mode_without_credentials_stops_the_run(one_claude_test, tmp_path):
     err = assert_one_preflight_message(proc)
     assert "--model real needs the CLI's own credentials" in err
     assert str(home / ".claude" / ".credentials.json") in err and "--model local" in err
+
+
+def test_preflight_line_is_printed_before_the_run(one_claude_test, tmp_path):
+    """Issue 5: "CLI found and version printed": one line before the first test (not with --quiet)."""
+    proc = harness(str(one_claude_test), "--model", "local", "--out", str(tmp_path / "out"),
+                   "--no-history", env={})
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    lines = proc.stdout.splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("claude "))
+    assert re.fullmatch(r"claude \d+\.\d+\.\d+ \(Claude Code\) at /\S+/claude; model: local \(asked "
+                        r"for with --model local\); preflight passed in \d+\.\d s", lines[first]), lines
+    assert first < min(i for i, ln in enumerate(lines) if ln.startswith("START"))
+    env = report_of(tmp_path / "out")["environment"]
+    assert lines[first].startswith(f"claude {env['claude']} at {env['claude_path']};")
+    assert env["claude_used"] is True
+    quiet = harness(str(one_claude_test), "--model", "local", "--quiet", "--no-history",
+                    "--out", str(tmp_path / "quiet"), env={})
+    assert quiet.returncode == 0 and len(quiet.stdout.splitlines()) == 2, quiet.stdout
 
 
 def test_no_preflight_runs_the_tests_instead(one_claude_test, tmp_path):

@@ -99,13 +99,34 @@ def test_harness_against_a_running_server(tmp_path):
         assert report["service"]["stop"]["how"] == "remote"
         assert [t["status"] for t in report["tests"]] == ["passed"]
         assert svc.poll() is None  # not ours to stop
+        # A wrong token: one message and exit 3 before any test, not one "HTTP 401" per test.
         bad = subprocess.run(
-            [sys.executable, "-m", "stress.local", "configs/smoke.json", "--filter", "shell",
-             "--server", url, "--token", "wrong", "--out", str(tmp_path / "out2"), "--quiet"],
+            [sys.executable, "-m", "stress.local", "configs/smoke.json", "--server", url,
+             "--token", "wrong", "--out", str(tmp_path / "out2"), "--quiet"],
             cwd=REPO, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        assert bad.returncode == 1
+        assert bad.returncode == 3, bad.stdout + bad.stderr
+        said = f"stress.local: preflight failed: the service at {url} refused the token (HTTP 401)"
+        assert bad.stderr.count("HTTP 401") == 1 and said in bad.stderr, bad.stderr
+        assert "--token T, or --server-token URL=T" in bad.stderr and "exit status 3" in bad.stderr
         r2 = json.loads(next((tmp_path / "out2").glob("*/report.json")).read_text())
-        assert "cannot connect" in r2["tests"][0]["message"] and "401" in r2["tests"][0]["message"]
+        assert r2["exit_code"] == 3 and r2["error"].startswith(f"preflight: the service at {url} refused")
+        assert len(r2["tests"]) == 6 and all(t["status"] == "skipped" for t in r2["tests"])
+        assert all(t["message"].startswith("skipped: not run: preflight: ") for t in r2["tests"])
+        assert not any(a["started_at"] for t in r2["tests"] for a in t["attempts"])
+        assert svc.poll() is None
     finally:
         svc.terminate()
         svc.wait(20)
+    # The service is gone now: the report lists every selected test as not run, not "0 tests".
+    gone = subprocess.run(
+        [sys.executable, "-m", "stress.local", "configs/smoke.json", "--server", url, "--token", token,
+         "--out", str(tmp_path / "out3"), "--quiet"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert gone.returncode == 1, gone.stdout + gone.stderr
+    assert f"stress.local: service: {url}: " in gone.stderr and "not healthy after 10 s" in gone.stderr
+    assert "6 tests: 0 passed, 0 failed, 6 skipped" in gone.stdout
+    r3 = json.loads(next((tmp_path / "out3").glob("*/report.json")).read_text())
+    assert r3["error"].startswith("service: ") and len(r3["tests"]) == 6
+    assert all(t["message"].startswith("skipped: not run: service: ") for t in r3["tests"])
+    md = next((tmp_path / "out3").glob("*/report.md")).read_text()
+    assert "| Tests | 6: 0 passed, 0 failed, 6 skipped |" in md and "| Result | **FAILED** |" in md

@@ -46,7 +46,8 @@ from .dispatch import ServerSpec
 from .flaky import HaltRule, HaltRuleError
 from .history import History, HistoryError
 from .modelmode import MODES, REAL_MODEL, model_environment, plan_needs
-from .preflight import EXIT_PREFLIGHT, probe_cli, run_preflight
+from .preflight import (EXIT_PREFLIGHT, access_failure, access_message, check_access,
+                        local_cli_version, probe_cli, run_preflight)
 from .progress import Progress
 from .report import write_reports
 from .results import RunResult, Totals
@@ -75,6 +76,10 @@ class Interrupted(Exception):
 
 class PreflightFailed(Interrupted):
     """The Claude preflight stopped the run before any test (exit 3); tests are reported not run."""
+
+
+class ServiceFailed(Interrupted):
+    """The service could not be started or reached (exit 1); tests are reported not run."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -589,7 +594,7 @@ async def run_session(s: Session) -> int:
             except ServiceError as e:
                 run.error = f"service: {e}"
                 print(f"{s.tool}: {run.error}", file=sys.stderr)
-                return EXIT_FAILED
+                raise ServiceFailed from None
             live = fleet.live()
             first_spec, svc = live[0]
             multi = len(fleet.services) > 1
@@ -611,6 +616,15 @@ async def run_session(s: Session) -> int:
                     "allow": executables(s.plan) if svc.managed else None,
                 })
             run.environment["cc_executor_service"] = svc.health.get("version")
+            if not fleet.managed:
+                # A wrong token would fail every test alike ("HTTP 401"): one connection each first.
+                access = await s.phase(asyncio.gather(*(check_access(sp.url, sp.token)
+                                                        for sp, _ in fleet.live())))
+                refused = access_failure(access)
+                if refused is not None:
+                    run.error = f"preflight: {refused}"
+                    print(access_message(s.tool, access), file=sys.stderr, flush=True)
+                    raise PreflightFailed
 
             caps = set(model.provides)
             claude_note = "not used"
@@ -629,15 +643,21 @@ async def run_session(s: Session) -> int:
                     caps.add(CLAUDE_CAPABILITY)
                     claude_env = claude_path_env(probe.path)
                 run.environment["claude"] = probe.note if bad is None else f"unavailable: {probe.note}"
-                run.environment["claude_path"] = probe.path
+                run.environment.update(claude_path=probe.path, claude_used=True)
                 if not ns.no_preflight:
                     run.environment["preflight"] = probe.to_json()
                     if bad is not None:
                         run.error = f"preflight: {bad.failure}"
                         print(bad.message(s.tool), file=sys.stderr, flush=True)
                         raise PreflightFailed
+                if bad is None and not ns.quiet:
+                    print(probe.terminal_line(model, services=len(probes)), flush=True)
             else:
                 run.environment["claude"] = "not used"
+                if fleet.managed:  # the CLI a Claude test would have run here, for the record
+                    version, path = await s.phase(local_cli_version())
+                    if version is not None:
+                        run.environment.update(claude=version, claude_path=path, claude_used=False)
             s.plan = [replace(p, skip=unmet_requirement(p, caps, model.label, claude_note))
                       for p in s.plan]
             run.environment["capabilities"] = sorted(caps)

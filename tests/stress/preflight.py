@@ -11,7 +11,14 @@ harness first checks, in order, through the service under test (the same path ev
    environment ends with a successful `result` event whose text contains 4.
 
 The first failure stops the run with one message (what failed, the CLI's own error line, what to
-do) and exit status 3 (`EXIT_PREFLIGHT`). `--no-preflight` skips all of it.
+do) and exit status 3 (`EXIT_PREFLIGHT`). `--no-preflight` skips the model and canary checks; the
+CLI check still runs, and Claude tests are skipped when it fails.
+
+Two more checks happen before any test, whatever the suite: `check_access` opens one
+authenticated connection to each `--server` (a wrong token would otherwise fail every test with
+the same "HTTP 401", so it stops the run the same way, exit 3), and `local_cli_version` reads
+`claude --version` on this host for a run that does not use Claude, so every report says which
+CLI was installed.
 """
 
 from __future__ import annotations
@@ -45,7 +52,14 @@ MODEL_CHECK_TIMEOUT = 5.0
 INSTALL_HINT = ("install it with `./dev setup` (runs `npm ci`, which puts the CLI version pinned in "
                 "package.json into node_modules/.bin), or point the service at one with "
                 "CC_EXECUTOR_CLAUDE_PATH=/path/to/claude")
-SKIP_HINT = "--no-preflight skips these checks, and each Claude test then fails on its own"
+SKIP_HINT = ("--no-preflight skips the model and canary checks: the Claude tests then run, and each "
+             "fails on its own")
+CLI_HINT = ("--no-preflight would not help: it still needs `claude --version` to run, and skips "
+            "every Claude test when it does not")
+CLI_KINDS = frozenset({"not_found", "not_allowed", "cli", "service"})
+"""Failures of the CLI check itself: with --no-preflight every Claude test would be skipped."""
+ACCESS_TIMEOUT = 15.0
+LOCAL_VERSION_TIMEOUT = 10.0
 
 
 @dataclass
@@ -94,8 +108,24 @@ class Preflight:
             lines.append(f"  claude said: {self.cli_said}")
         if self.advice:
             lines.append(f"  what to do: {self.advice}")
-        lines.append(f"  ({SKIP_HINT}; exit status {EXIT_PREFLIGHT})")
+        hint = CLI_HINT if self.kind in CLI_KINDS else SKIP_HINT
+        lines.append(f"  ({hint}; exit status {EXIT_PREFLIGHT})")
         return "\n".join(lines)
+
+    def terminal_line(self, model: ModelEnvironment | None = None, *, services: int = 1) -> str:
+        """What the terminal shows before the run: the CLI, where it is, and the model mode,
+        e.g. `claude 2.1.197 (Claude Code) at /repo/node_modules/.bin/claude; model: auto -> local
+        (no credentials are configured ...); preflight passed in 2.3 s`."""
+        line = f"claude {self.version or '?'} at {self.path or '?'}"
+        if services > 1:
+            line += f" (checked through each of the {services} services)"
+        if model is not None:
+            line += f"; model: {model.label}" + (f" ({model.reason})" if model.reason else "")
+        if any(c.name == "canary" for c in self.checks):
+            line += f"; preflight passed in {sum(c.seconds for c in self.checks):.1f} s"
+        else:
+            line += "; preflight skipped (--no-preflight)"
+        return line
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "kind": self.kind, "failure": self.failure, "cli_said": self.cli_said,
@@ -337,6 +367,97 @@ async def run_preflight(url: str, token: str | None, model: ModelEnvironment | N
             await asyncio.wait_for(client.close(), 5)
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
+
+
+@dataclass
+class AccessCheck:
+    """Whether one service accepted an authenticated connection (`check_access`)."""
+
+    url: str
+    ok: bool
+    status: int | None = None
+    """The HTTP status of a refused WebSocket upgrade (401: wrong or missing token)."""
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "ok": self.ok, "status": self.status, "detail": self.detail}
+
+
+async def check_access(url: str, token: str | None, *, timeout: float = ACCESS_TIMEOUT) -> AccessCheck:
+    """Open (and close) one authenticated client connection to the service at `url`."""
+    try:
+        client = await asyncio.wait_for(ExecutorClient.connect(url, token, open_timeout=timeout),
+                                        timeout + 5)
+    except asyncio.TimeoutError:
+        return AccessCheck(url, False, None, f"no answer within {timeout:g} s")
+    except Exception as e:  # noqa: BLE001 - every refusal is reported, none is raised
+        response = getattr(e, "response", None)
+        status = getattr(response, "status_code", None)
+        return AccessCheck(url, False, status if isinstance(status, int) else None,
+                           str(e) or type(e).__name__)
+    try:
+        await asyncio.wait_for(client.close(), 5)
+    except Exception:  # noqa: BLE001 - closing is best effort
+        pass
+    return AccessCheck(url, True)
+
+
+def access_failure(checks: list[AccessCheck]) -> str | None:
+    """One line for the refused services (None when every one accepted)."""
+    bad = [c for c in checks if not c.ok]
+    if not bad:
+        return None
+    parts = []
+    for c in bad:
+        if c.status in (401, 403):
+            parts.append(f"the service at {c.url} refused the token (HTTP {c.status})")
+        else:
+            parts.append(f"cannot open a client connection to {c.url}: {c.detail}")
+    return "; ".join(parts)
+
+
+def access_message(tool: str, checks: list[AccessCheck]) -> str:
+    """The one message a refused token gives (instead of one "HTTP 401" failure per test)."""
+    bad = [c for c in checks if not c.ok]
+    lines = [f"{tool}: preflight failed: {access_failure(checks)}"]
+    if any(c.status in (401, 403) for c in bad):
+        lines.append("  what to do: pass the token the service was started with (its --token or "
+                     "CC_EXECUTOR_TOKEN) as --token T, or --server-token URL=T for one server")
+    else:
+        lines.append("  what to do: /health answered but the WebSocket did not; check the URL's "
+                     "path (ws://host:port/ws) and any proxy in between")
+    lines.append(f"  (no test was run; exit status {EXIT_PREFLIGHT})")
+    return "\n".join(lines)
+
+
+async def local_cli_version(timeout: float = LOCAL_VERSION_TIMEOUT) -> tuple[str | None, str | None]:
+    """(first line of `claude --version`, path) for the CLI a service started here would run,
+    or (None, path or None) when it is missing or does not answer. Runs it directly: a suite
+    without Claude tests has no `claude` in the service's allow-list."""
+    path = find_local_claude()
+    if path is None:
+        return None, None
+    env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            path, "--version", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, env=env, start_new_session=True)
+    except OSError:
+        return None, path
+    out = b""
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        pass
+    finally:
+        if proc.returncode is None:  # timed out, or the run was interrupted: end it, by its pid
+            try:
+                proc.kill()
+            except ProcessLookupError:
+                pass
+            await proc.wait()
+    first = _first_line(out.decode("utf-8", "replace"))
+    return (first or None) if proc.returncode == 0 else None, path
 
 
 async def probe_cli(url: str, token: str | None, *, managed: bool = True) -> Preflight:
