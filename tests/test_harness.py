@@ -258,7 +258,11 @@ def test_timeouts_are_stretched_by_the_load_factor(main_run):
     a = r.attempt("stall")
     assert a["stall_timeout"] == pytest.approx(1.0 * a["factor"])
     assert re.search(r"\| timeout \| harness-e2e \| \*\*FAIL\*\* \| timeout \| [0-9.]+ s \| "
-                     r"[0-9.]+ s \(1 s x [0-9.]+\) \| -15 \|", r.md), r.md
+                     r"[0-9.]+ s \(1 s x [0-9.]+\) \| off \| -15 \|", r.md), r.md
+    # Both stretched limits per test: the total and the stall limit, each with its factor.
+    f = a["factor"]
+    assert re.search(rf"\| stall \| harness-e2e \| \*\*FAIL\*\* \| stalled \| [0-9.]+ s \| "
+                     rf"{20 * f:.3g} s \(20 s x {f:.2f}\) \| {f:.3g} s \(1 s x {f:.2f}\) \|", r.md), r.md
 
 
 def test_stall_is_detected_and_partial_output_kept(main_run):
@@ -453,6 +457,17 @@ def test_both_seed_formats_run(tmp_path):
     assert r.attempt("failure_expected")["exit_code"] == 2
     assert [s.get("name") for s in r.junit.findall("testsuite")] == ["SYNTH_UNIFIED", "SYNTH_COMPLEX"]
     assert "| Result | **PASSED** |" in r.md
+    assert "## Resources\n\nNot measured by stress.local: CPU, memory" in r.md  # stress.complex does
+    # No test uses Claude, yet the report says which CLI this host has (issue 5: every report).
+    from stress.preflight import find_local_claude
+
+    env = r.json["environment"]
+    if find_local_claude() is None:
+        assert env["claude"] == "not used"
+    else:
+        assert re.fullmatch(r"\d+\.\d+\.\d+ \(Claude Code\)", env["claude"]), env["claude"]
+        assert env["claude_used"] is False and env["claude_path"] == find_local_claude()
+        assert f"| claude | {env['claude']} at {env['claude_path']} (not used by the selected tests) |" in r.md
 
 
 def test_list_and_filter_print_without_running(tmp_path):

@@ -147,3 +147,37 @@ def test_claude_path_env_puts_the_found_cli_first(monkeypatch):
     assert claude_path_env("/opt/x/.bin/claude") == {"PATH": "/opt/x/.bin:/usr/bin:/bin"}
     assert claude_path_env("/usr/bin/claude") == {}  # already found through PATH
     assert claude_path_env(None) == {} and claude_path_env("claude") == {}
+
+
+def test_markdown_shows_both_limits_and_long_job_timelines():
+    """Per test both stretched limits; for a run of a minute or more (stress.complex's long
+    tests) its job tree's timeline; without resource sampling (stress.local) one line says so."""
+    # [t, service CPU %, service RSS, job CPU %, job RSS, job processes] every 0.5 s over 90 s
+    timeline = [[i * 0.5, 1.0, 50 << 20, 98.0 if 60 <= i < 100 else 2.0, (i + 1) << 20,
+                 5 if i > 120 else 2] for i in range(181)]
+    long = Attempt(attempt=1, status="passed", reason="passed", message="passed", end_reason="exited",
+                   exit_code=0, started_at=1.0, duration=90.4, factor=1.5, timeout=360.0,
+                   stall_timeout=90.0, stdout_path="outputs/long.stdout",
+                   resources={"samples": 181, "service": None, "job": {}, "timeline": timeline,
+                              "timeline_columns": []})
+    o = TestOutcome(suite="s", id="long", name="long", tags=["long"], source="f.json:$.tests[0]",
+                    kind="prompt", invocation="claude", requires=[], timeout=240.0,
+                    stall_timeout=60.0, repeat=1, status="passed", reason="passed", message="passed",
+                    runs=1, passes=1, required=1, attempts=[long])
+    run = _run_with(o)
+    md = render_markdown(run)
+    assert "| long | s | PASS | passed | 1 min 30 s | 360 s (240 s x 1.50) | 90 s (60 s x 1.50) | 0 |" in md
+    assert "## Resources\n\nNot measured by stress.local" in md and "Job timeline" not in md
+    run.resources = {"interval": 0.5, "samples": 181, "errors": 0, "service_pid": None, "peak": {},
+                     "timeline": []}
+    md = render_markdown(run)
+    head = "Job timeline of long (1 min 30 s; every few samples; CPU summed over the job tree):"
+    assert head in md and "Not measured" not in md
+    rows = md.split(head)[1].split("```")[1].strip().splitlines()
+    assert rows[0].split() == ["t", "(s)", "job", "CPU", "%", "job", "RSS", "procs", "svc", "CPU", "%",
+                               "svc", "RSS"]
+    assert 15 <= len(rows) - 1 <= 25 and rows[-1].split()[:4] == ["90.0", "2.0", "181.0", "MiB"]
+    assert any(r.split()[1] == "98.0" for r in rows[1:])  # the busy phase shows
+    short = Attempt(**{**long.__dict__, "duration": 30.0})
+    o.attempts = [short]
+    assert "Job timeline" not in render_markdown(run)

@@ -26,6 +26,9 @@ DURATION_BUCKETS = ((1, "< 1 s"), (5, "1-5 s"), (30, "5-30 s"), (120, "30 s-2 mi
                     (300, "2-5 min"), (math.inf, ">= 5 min"))
 SIZE_BUCKETS = ((1024, "< 1 KiB"), (64 * 1024, "1-64 KiB"), (1024**2, "64 KiB-1 MiB"),
                 (10 * 1024**2, "1-10 MiB"), (math.inf, ">= 10 MiB"))
+TIMELINE_MIN_SECONDS = 60.0
+"""report.md draws a job's resource timeline for runs at least this long (the long-form tests)."""
+TIMELINE_ROWS = 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,6 +79,23 @@ def timeout_used(a: Attempt, configured: float | None) -> str:
     if configured is None:
         return f"{a.timeout:.3g} s"
     return f"{a.timeout:.3g} s ({configured:g} s x {a.factor:.2f})"
+
+
+def stall_used(a: Attempt, configured: float | None) -> str:
+    """The stall limit the service enforced: `19.7 s (10 s x 1.97)`, or "off"."""
+    if a.stall_timeout is None:
+        return "off"
+    if configured is None:
+        return f"{a.stall_timeout:.3g} s"
+    return f"{a.stall_timeout:.3g} s ({configured:g} s x {a.factor:.2f})"
+
+
+def _claude_text(env: dict) -> str:
+    """The Environment row: the version, and where it is when no selected test used it."""
+    text = str(env.get("claude"))
+    if env.get("claude_used") is False and env.get("claude_path"):
+        text += f" at {env['claude_path']} (not used by the selected tests)"
+    return text
 
 
 def _utc(ts: float | None) -> str:
@@ -193,7 +213,7 @@ def render_markdown(run: RunResult) -> str:
         f"| Load at end | {_load(load_e)} |",
         f"| Python | {cell(env.get('python'))} |",
         f"| cc_executor | {cell(env.get('cc_executor'))} |",
-        f"| claude | {cell(env.get('claude'))} |",
+        f"| claude | {cell(_claude_text(env))} |",
         f"| Model mode | {cell(_model_mode_text(env))} |",
         f"| Service | {service_cell} |",
         "| Suites | " + cell(", ".join(f"{s['name']} ({s['format']}, {s['tests']} tests, {s['path']})"
@@ -205,8 +225,10 @@ def render_markdown(run: RunResult) -> str:
     multi = bool(run.servers and run.servers.get("mode") == "dispatch")
     srv_head, srv_rule = (" server |", "---|") if multi else ("", "")
     lines += ["## Tests", "",
-              f"| id | suite | result | reason | duration | timeout used | exit | output |{srv_head}",
-              f"|---|---|---|---|---:|---|---:|---:|{srv_rule}"]
+              "Limits are the configured ones stretched by the host's load when the test started "
+              "(`used (configured x factor)`, docs/harness.md \"Timing rules\").", "",
+              f"| id | suite | result | reason | duration | timeout used | stall used | exit | output |{srv_head}",
+              f"|---|---|---|---|---:|---|---|---:|---:|{srv_rule}"]
     for o in run.outcomes:
         a = _representative(o)
         res = {"passed": "PASS", "failed": "**FAIL**", "skipped": "SKIP", "lost": "**LOST**"}[o.status]
@@ -222,7 +244,7 @@ def render_markdown(run: RunResult) -> str:
             for x in o.attempts if x.server)) or "-"
         srv = f" {cell(servers)} |" if multi else ""
         if a is None or a.started_at is None:
-            lines.append(f"| {cell(o.id)} | {cell(o.suite)} | {res} | {cell(o.message)} | - | - | - | - |{srv}")
+            lines.append(f"| {cell(o.id)} | {cell(o.suite)} | {res} | {cell(o.message)} | - | - | - | - | - |{srv}")
             continue
         out = fmt_bytes(a.stdout_bytes) + (f" + {fmt_bytes(a.stderr_bytes)} err" if a.stderr_bytes else "")
         reason = ("cancelled" if o.reason == "cancelled" else "interrupted") if cut and o.status == SKIPPED \
@@ -239,7 +261,8 @@ def render_markdown(run: RunResult) -> str:
                      f"configured {lt['configured']:g} s")
         lines.append(
             f"| {cell(o.id)} | {cell(o.suite)} | {res} | {cell(reason)} | {dur} | "
-            f"{cell(used)} | {a.exit_code if a.exit_code is not None else '-'} | "
+            f"{cell(used)} | {cell(stall_used(a, o.stall_timeout))} | "
+            f"{a.exit_code if a.exit_code is not None else '-'} | "
             f"{out} |{srv}")
     lines.append("")
 
@@ -331,6 +354,12 @@ def render_markdown(run: RunResult) -> str:
 
     if run.resources is not None:
         lines += _resources_md(run)
+    elif run.outcomes:
+        lines += ["## Resources", "",
+                  f"Not measured by {run.tool}: CPU, memory, threads and process counts of the "
+                  "service and of each job tree (peaks and timelines) are sampled by `python -m "
+                  "stress.complex`. Output sizes are in the Tests table and under Distributions; "
+                  "stdout/stderr batch counts are in report.json.", ""]
 
     ran = _ran(run.outcomes)
     if ran:
@@ -529,16 +558,35 @@ def _resources_md(run: RunResult) -> list[str]:
     lines.append("")
     tl = r.get("timeline") or []
     if tl:
-        step = max(1, len(tl) // 20)
-        rows = tl[::step]
-        if rows[-1] is not tl[-1]:
-            rows.append(tl[-1])
         lines += ["Service timeline (every few samples):", "", "```",
                   f"{'t (s)':>8} {'CPU %':>7} {'RSS':>10} {'threads':>7} {'procs':>5}"]
-        for t_, cpu, rss, thr, procs in rows:
+        for t_, cpu, rss, thr, procs in _every_few(tl):
             lines.append(f"{t_:>8.1f} {cpu:>7.1f} {fmt_bytes(rss):>10} {thr:>7} {procs:>5}")
         lines += ["```", ""]
+    for o in run.outcomes:
+        for a in o.attempts:
+            jtl = (a.resources or {}).get("timeline") or []
+            if a.duration < TIMELINE_MIN_SECONDS or len(jtl) < 2:
+                continue
+            name = o.id + (f" #{a.attempt}" if o.repeat > 1 else "")
+            lines += [f"Job timeline of {cell(name)} ({fmt_seconds(a.duration)}; every few samples; "
+                      "CPU summed over the job tree):", "", "```",
+                      f"{'t (s)':>8} {'job CPU %':>9} {'job RSS':>10} {'procs':>5} "
+                      f"{'svc CPU %':>9} {'svc RSS':>10}"]
+            for t_, s_cpu, s_rss, j_cpu, j_rss, j_procs in _every_few(jtl):
+                lines.append(f"{t_:>8.1f} {j_cpu:>9.1f} {fmt_bytes(int(j_rss)):>10} {int(j_procs):>5} "
+                             f"{s_cpu:>9.1f} {fmt_bytes(int(s_rss)):>10}")
+            lines += ["```", ""]
     return lines
+
+
+def _every_few(points: list, rows: int = TIMELINE_ROWS) -> list:
+    """About `rows` evenly spaced points of a timeline, the last one always included."""
+    step = max(1, len(points) // rows)
+    picked = points[::step]
+    if picked[-1] is not points[-1]:
+        picked.append(points[-1])
+    return picked
 
 
 # ---------------------------------------------------------------------------------------------
