@@ -476,7 +476,10 @@ def test_execute_results():
     started = json.loads(result_json(1, ExecuteStarted(job_id="j1", pid=10, pgid=10,
                                                        argv=["ls"])))
     assert started == {"jsonrpc": "2.0", "id": 1, "result": {
-        "status": "started", "job_id": "j1", "pid": 10, "pgid": 10, "argv": ["ls"]}}
+        "status": "started", "job_id": "j1", "pid": 10, "pgid": 10, "argv": ["ls"],
+        "timeout": None, "stall_timeout": None, "timeout_factor": 1.0}}
+    with pytest.raises(ValidationError):
+        ExecuteStarted(job_id="j", pid=1, pgid=1, argv=["ls"], timeout_factor=0.5)
     queued = json.loads(result_json("x", ExecuteQueued(job_id="j2", position=3,
                                                        reason="host load 9.1 > 8")))
     assert queued["result"] == {"status": "queued", "job_id": "j2", "position": 3,

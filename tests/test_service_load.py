@@ -12,14 +12,19 @@ figures do not depend on how busy the machine happens to be.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import signal
 
 import psutil
 import pytest
 
+from cc_executor import protocol
 from cc_executor.client import ExecutorClient
+from cc_executor.jobs import JobManager
 from cc_executor.load import LOAD1_TAU, read_load, unshown_load
+from cc_executor.process import ProcessRunner
+from cc_executor.settings import Settings
 
 from conftest import wait_until
 
@@ -121,3 +126,52 @@ async def test_health_counts_the_processes_of_running_jobs(executor_service):
         await job.cancel()
         assert (await asyncio.wait_for(job.result(), 15)).reason == "cancelled"
         assert await asyncio.to_thread(wait_until, lambda: live() == 0, 10), live()
+
+
+# ---- the one timeout rule, applied by the service -------------------------------------------
+
+async def test_limits_are_stretched_by_the_load_factor_when_the_job_starts(tmp_path):
+    # The job layer on its own, with a real runner and a chosen factor: a host loaded enough
+    # for a real factor of 2 cannot be made on demand in a test (the 1-minute average moves in
+    # minutes). The server's provider of the factor is `timing.load_factor` of its sample.
+    settings = Settings(allow=["sleep"], log_dir=tmp_path, run_dir=tmp_path / "runs")
+    runner = ProcessRunner(settings.run_dir)
+    frames: list[dict] = []
+
+    async def sink(text: str) -> None:
+        frames.append(json.loads(text))
+
+    for stretch_on, factor, want in ((True, 2.0, 0.6), (False, 2.0, 0.3), (True, 1.0, 0.3)):
+        settings.stretch_timeouts = stretch_on
+        jobs = JobManager(settings, runner, timeout_factor=lambda f=factor: f)
+        frames.clear()
+        job = jobs.submit("owner", protocol.ExecuteParams(args=["sleep", "30"], timeout=0.3,
+                                                          stall_timeout=0.2), sink)
+        result = jobs.result_of(job)
+        await jobs.begin(job)
+        assert result["timeout"] == pytest.approx(want)
+        assert result["stall_timeout"] == pytest.approx(want * 2 / 3)
+        assert result["timeout_factor"] == (factor if stretch_on else 1.0)
+        await asyncio.wait_for(job.pump, 10)
+        started = next(f["params"] for f in frames if f["method"] == "process.started")
+        assert {k: started[k] for k in result if k in started} == {
+            k: v for k, v in result.items() if k in started}
+        done = next(f["params"] for f in frames if f["method"] == "process.completed")
+        # The stall limit (two thirds of the total) fires first: `sleep` prints nothing.
+        assert done["reason"] == "stalled"
+        assert want * 2 / 3 <= done["duration"] < want * 2 / 3 + 2
+
+
+async def test_the_service_reports_the_limits_in_force(executor_service):
+    svc = executor_service(allow=["echo"])
+    async with await ExecutorClient.connect(svc.url) as c:
+        job = await c.start(args=["echo", "x"], timeout=40, stall_timeout=10)
+        assert job.timeout_factor is not None and 1.0 <= job.timeout_factor <= 3.0
+        assert job.timeout == pytest.approx(40 * job.timeout_factor, rel=1e-3)
+        assert job.stall_timeout == pytest.approx(10 * job.timeout_factor, rel=1e-3)
+        assert (await job.result()).ok
+    off = executor_service(allow=["echo"], env={"CC_EXECUTOR_STRETCH_TIMEOUTS": "0"})
+    async with await ExecutorClient.connect(off.url) as c:
+        job = await c.start(args=["echo", "x"], timeout=40)
+        assert (job.timeout, job.stall_timeout, job.timeout_factor) == (40, None, 1.0)
+        assert (await job.result()).ok

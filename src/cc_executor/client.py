@@ -121,6 +121,11 @@ class JobHandle:
         self.pgid: int | None = reply.get("pgid")
         self.position: int | None = reply.get("position")
         self.queued = reply["status"] == "queued"
+        # The limits in force and the load stretch the service applied when the job started
+        # (None while it is queued: they come with `process.started`).
+        self.timeout: float | None = reply.get("timeout")
+        self.stall_timeout: float | None = reply.get("stall_timeout")
+        self.timeout_factor: float | None = reply.get("timeout_factor")
         self._queue = queue
         self._done = False
         self._t0 = time.monotonic()
@@ -136,6 +141,9 @@ class JobHandle:
                 raise ev
             if ev.kind == "started":
                 self.pid, self.pgid = ev.params.get("pid"), ev.params.get("pgid")
+                self.timeout, self.stall_timeout, self.timeout_factor = (
+                    ev.params.get("timeout"), ev.params.get("stall_timeout"),
+                    ev.params.get("timeout_factor"))
             if ev.kind == "completed":
                 self._done = True
                 self.client._jobs.pop(self.job_id, None)

@@ -17,13 +17,14 @@ import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from . import protocol
 from .process import EndReason, OutputBatch, ProcessRunner, Run, RunEnd, RunSpec, SpawnError
 from .settings import Settings
+from .timing import stretch_timeouts
 
 Sink = Callable[[str], Awaitable[None]]
 AdmissionCheck = Callable[[], tuple[bool, str]]
@@ -158,6 +159,7 @@ class Job:
     sending: int = 0
     keepalive_timer: asyncio.TimerHandle | None = None
     keepalive: asyncio.Task | None = None  # a progress frame being sent
+    timeout_factor: float = 1.0  # the load stretch applied to spec's limits when it started
 
     def describe(self, position: int = 0) -> dict:
         d = {"job_id": self.job_id, "state": self.state, "argv": self.argv,
@@ -173,10 +175,12 @@ class Job:
 
 class JobManager:
     def __init__(self, settings: Settings, runner: ProcessRunner,
-                 admission: AdmissionCheck | None = None):
+                 admission: AdmissionCheck | None = None,
+                 timeout_factor: Callable[[], float] | None = None):
         self.settings = settings
         self.runner = runner
         self.admission = admission
+        self.timeout_factor = timeout_factor
         self.allow = AllowList(settings.allow, settings.claude_path)
         self.jobs: dict[str, Job] = {}
         self.queue: collections.deque[Job] = collections.deque()
@@ -266,7 +270,23 @@ class JobManager:
             return {"status": "queued", "job_id": job.job_id,
                     "position": self.position(job), "reason": job.queue_reason}
         return {"status": "started", "job_id": job.job_id, "pid": job.run.pid,
-                "pgid": job.run.pgid, "argv": job.argv}
+                "pgid": job.run.pgid, "argv": job.argv, **self._limits(job)}
+
+    @staticmethod
+    def _limits(job: Job) -> dict:
+        return {"timeout": job.spec.timeout, "stall_timeout": job.spec.stall_timeout,
+                "timeout_factor": round(job.timeout_factor, 4)}
+
+    def _stretch(self, job: Job) -> None:
+        """Stretch the job's limits by the load factor of the moment it starts (not when it
+        was queued): the one rule of `cc_executor.timing`, which the harness applies too."""
+        if self.timeout_factor is None or not self.settings.stretch_timeouts:
+            return
+        factor = self.timeout_factor()
+        if factor > 1.0:
+            limits = stretch_timeouts(job.spec.timeout, job.spec.stall_timeout, factor)
+            job.spec = replace(job.spec, timeout=limits.total, stall_timeout=limits.stall)
+            job.timeout_factor = factor
 
     async def begin(self, job: Job) -> None:
         """Send what follows the execute response: process.queued or process.started.
@@ -343,6 +363,7 @@ class JobManager:
         """Start the process, take a slot, and create the job's one pump, right now: every
         spawned job has a pump from here on, so it always completes and gives its slot back.
         `gated`: the pump waits for `begin` (the execute reply is not out yet)."""
+        self._stretch(job)
         try:
             job.run = self.runner.start_nowait(job.spec)
         except SpawnError as e:
@@ -365,7 +386,8 @@ class JobManager:
         run = job.run
         job.last_output = time.monotonic()
         await self._send(job, protocol.notification_json("process.started", {
-            "job_id": job.job_id, "pid": run.pid, "pgid": run.pgid, "argv": job.argv}))
+            "job_id": job.job_id, "pid": run.pid, "pgid": run.pgid, "argv": job.argv,
+            **self._limits(job)}))
 
     async def _pump(self, job: Job) -> None:
         run = job.run

@@ -457,6 +457,9 @@ class ExecuteStarted(_Wire):
     pid: int
     pgid: int
     argv: list[str]
+    timeout: float | None = Field(None, description="total limit in force, after the stretch")
+    stall_timeout: float | None = Field(None, description="stall limit in force, after it")
+    timeout_factor: float = Field(1.0, ge=1.0, description="load stretch applied at the start")
 
 
 class ExecuteQueued(_Wire):
@@ -523,6 +526,9 @@ class StartedParams(_Wire):
     pid: int
     pgid: int
     argv: list[str]
+    timeout: float | None = None
+    stall_timeout: float | None = None
+    timeout_factor: float = Field(1.0, ge=1.0)
 
 
 class OutputParams(_Wire):

@@ -30,6 +30,7 @@ from .jobs import JobError, JobManager
 from .load import LoadMonitor, LoadReading, decide, read_load, unshown_load
 from .process import ProcessRunner
 from .settings import Settings
+from .timing import load_factor
 
 log = logging.getLogger("cc_executor.server")
 
@@ -171,7 +172,7 @@ class Service:
         await self.monitor.start()
         # Always installed, and reading the settings at each call: a SIGHUP reload
         # (`apply_throttle`) can then switch throttling on or off and move the limits live.
-        self.jobs = JobManager(self.settings, self.runner, self._admission)
+        self.jobs = JobManager(self.settings, self.runner, self._admission, self._timeout_factor)
         self._requeue = asyncio.get_running_loop().create_task(self._recheck_queue())
 
     def _admission(self) -> tuple[bool, str]:
@@ -185,6 +186,11 @@ class Service:
         ages = [now - j.started_at for j in self.jobs.jobs.values() if j.state == "running"]
         d = decide(reading, s.max_load_value(), s.min_free_mem, starting=unshown_load(ages))
         return d.may_start, d.reason
+
+    def _timeout_factor(self) -> float:
+        """The load stretch for a job starting now, from the latest sample (1.0 before any)."""
+        reading = self.monitor.latest if self.monitor is not None else None
+        return 1.0 if reading is None else load_factor(reading.load1, reading.cores)
 
     def apply_throttle(self, new: Settings) -> dict[str, Any]:
         """Take the admission fields of `new` (a SIGHUP reload), then re-check the queue.

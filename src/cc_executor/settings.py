@@ -84,6 +84,8 @@ class Settings(BaseModel):
                                 description="How claude's output is captured: file (complete even "
                                 "when the CLI exits without flushing a pipe) or pipe")
     throttle: bool = Field(True, description="Queue new jobs while the host is overloaded")
+    stretch_timeouts: bool = Field(True, description="Stretch a job's timeout and stall_timeout "
+                                   "by the host's load factor when it starts (cc_executor.timing)")
     max_load: str = Field("8", description="Max 1-min load: absolute (8) or per core (2/core)")
     min_free_mem: int = Field(256 * 1024**2, ge=0, description="Free-memory floor, bytes")
 
@@ -92,7 +94,7 @@ class Settings(BaseModel):
     def _lists(cls, v):  # noqa: D102
         return parse_list(v)
 
-    @field_validator("shell", "is_sandbox", "throttle", mode="before")
+    @field_validator("shell", "is_sandbox", "throttle", "stretch_timeouts", mode="before")
     @classmethod
     def _bools(cls, v):  # noqa: D102
         return parse_bool(v)
