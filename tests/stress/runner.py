@@ -271,6 +271,15 @@ class _Exec:
     run this becomes ServerLost, so the attempt is retried on another server."""
 
 
+def _in_force(job: JobHandle, factor: float, limits: Timeouts) -> tuple[float, Timeouts]:
+    """The stretch factor and limits the service applied when the job started (the one rule of
+    `cc_executor.timing`, on the service's host); ours, from this host's load, until it says
+    (a queued job) or when it never does (a service that does not report them)."""
+    if job.timeout_factor is None:
+        return factor, limits
+    return job.timeout_factor, Timeouts(job.timeout, job.stall_timeout)
+
+
 class Runner:
     """Runs `plan` with `concurrency` workers, one client connection each."""
 
@@ -536,7 +545,7 @@ class Runner:
                 try:
                     job = await asyncio.wait_for(
                         client.start(args=argv, cwd=test.cwd, env=env, input=test.input,
-                                     timeout=limits.total, stall_timeout=limits.stall),
+                                     timeout=test.timeout, stall_timeout=test.stall_timeout),
                         REQUEST_TIMEOUT)
                 except ConnectionLost:
                     raise
@@ -554,6 +563,7 @@ class Runner:
                         self._note_job(stem, live)
                     consumer = asyncio.ensure_future(self._consume(job, live, stem))
                     detail = await self._follow(job, consumer, live, limits)
+                    factor, limits = _in_force(job, factor, limits)
                     if detail is not None and detail.startswith("connection lost"):
                         lost = detail
             except asyncio.CancelledError:
@@ -621,6 +631,7 @@ class Runner:
             if live.started is None:
                 deadline, which = live.queued_at + self.options.queue_limit, "queue"
             else:
+                _, limits = _in_force(job, 1.0, limits)
                 candidates = []
                 if limits.total is not None:
                     candidates.append((live.started + limits.total + grace, "deadline"))
