@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from cc_executor.client import ExecutorClient
 from conftest import wait_until
 from service_fixture import START_TIMEOUT, ServiceProcess, launch, wait_gone
-from stress.dispatch import (CANCELLED, COMPLETED, ERROR, LOST, NOT_RUN, ClientPool, Dispatcher,
-                             ServerLost, ServerSpec, TestItem, coefficient_of_variation, deal,
-                             expected_duration)
+from stress.dispatch import (CANCELLED, COMPLETED, ERROR, HANG_GRACE, LOST, NOT_RUN, ClientPool,
+                             Dispatcher, ServerLost, ServerRefused, ServerSpec, TestItem,
+                             coefficient_of_variation, deal, expected_duration)
 from stress.flaky import HaltRule
 
 
@@ -206,19 +206,105 @@ def test_stop_now_cancels_and_a_run_one_that_returns_on_cancel_keeps_its_value()
     assert report.halted == "interrupted by SIGINT"
 
 
+def test_a_refusing_server_moves_its_tests_and_is_benched_once_another_runs_one():
+    calls = Counter()
+
+    async def run_one(spec, item):
+        calls[spec.name] += 1
+        if spec.name == "s0":  # misconfigured: refuses at once, so it would steal everything
+            raise ServerRefused(spec.name, "command not allowed: sh")
+        await asyncio.sleep(0.02)
+        return spec.name
+
+    report = run(Dispatcher(specs(1, 1, 1), run_one).run(items(12)))
+    s0 = report.servers[0]
+    assert all(d.state == COMPLETED and d.server != "s0" for d in report.results)
+    assert not s0.alive and s0.benched and s0.tests_run == 0 and s0.rejoins == 0
+    assert s0.lost_reason.startswith("benched: refused t") and "which s" in s0.lost_reason
+    assert s0.refused == calls["s0"] and calls["s0"] <= 12  # at most once per test
+    refused = [d for d in report.results if d.tries[0] == "s0"]
+    assert refused and all(len(d.tries) == 2 for d in refused)
+    assert report.retries_used == 0  # a refusal uses no retry budget
+
+
+def test_a_test_every_server_refuses_is_lost_and_benches_nobody():
+    async def run_one(spec, item):
+        if item.key == "t01":  # the test's fault: no server allows what it runs
+            raise ServerRefused(spec.name, "command not allowed: python9")
+        await asyncio.sleep(0.01)
+        return spec.name
+
+    report = run(Dispatcher(specs(1, 1, 1), run_one, retry_budget=0).run(items(6)))
+    bad = report.results[1]
+    assert bad.state == LOST and sorted(bad.tries) == ["s0", "s1", "s2"]
+    assert bad.reason.startswith("refused by every live server it was offered to (s")
+    assert "command not allowed: python9" in bad.reason
+    assert all(d.state == COMPLETED for d in report.results if d is not bad)
+    assert all(s.alive and not s.benched for s in report.servers)  # no cascade
+    assert sum(s.refused for s in report.servers) == 3
+
+
+def test_unauthorized_benches_at_once_and_refusals_follow_stealing_rules():
+    async def run_one(spec, item):
+        if spec.name == "s1":
+            raise ServerRefused(spec.name, "unauthorized: HTTP 401", bench=True)
+        await asyncio.sleep(0.01)
+        return spec.name
+
+    report = run(Dispatcher(specs(1, 1), run_one).run(items(4)))
+    s1 = report.servers[1]
+    assert s1.benched and s1.refused == 1 and s1.lost_reason == "benched: unauthorized: HTTP 401"
+    assert all(d.state == COMPLETED and d.server == "s0" for d in report.results)
+
+
+def test_with_a_probe_an_overdue_item_is_waited_for_while_its_server_answers():
+    answers = {"s0": True, "s1": False}
+    probes = Counter()
+
+    async def probe(spec):
+        probes[spec.name] += 1
+        return answers[spec.name]
+
+    async def run_one(spec, item):
+        await asyncio.sleep(0.6 if item.key == "t00" else 10)
+        return spec.name
+
+    assert Dispatcher(specs(1), run_one, probe=probe).hang_grace == HANG_GRACE  # on by default
+    assert Dispatcher(specs(1), run_one, probe=probe, hang_grace=None).hang_grace is None
+    assert Dispatcher(specs(1), run_one).hang_grace is None
+    work = [TestItem("t00", 1.0, timeout=0.1), TestItem("t01", 1.0, timeout=0.1)]
+    d = Dispatcher(specs(1, 1), run_one, probe=probe, hang_grace=0.1, probe_interval=0.1,
+                   max_probes=0, steal=False, max_retries_per_test=0)
+    report = run(d.run(work), timeout=20)
+    slow, hung = report.results
+    # s0 answers its probe: t00 is slow, not lost (it ran 0.6 s against a 0.2 s limit).
+    assert (slow.state, slow.server) == (COMPLETED, "s0") and probes["s0"] >= 2
+    # s1 does not: its server is lost, after one probe.
+    assert hung.state == LOST and probes["s1"] == 1
+    assert "within 0.2 s (timeout 0.1 s + grace 0.1 s) and its probe failed" in hung.reason
+    assert report.servers[0].alive and not report.servers[1].alive
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(1, 4), st.integers(1, 3)), min_size=1, max_size=4),
        st.integers(0, 25), st.sets(st.integers(0, 40), max_size=6), st.booleans(),
-       st.integers(0, 3), st.one_of(st.none(), st.integers(0, 4)))
-def test_every_item_ends_exactly_once_whatever_fails(fleet, n, failing_calls, steal, per_test, budget):
+       st.integers(0, 3), st.one_of(st.none(), st.integers(0, 4)),
+       st.sets(st.integers(0, 40), max_size=6))
+def test_every_item_ends_exactly_once_whatever_fails(fleet, n, failing_calls, steal, per_test, budget,
+                                                     refusing_calls):
     servers = [ServerSpec(f"ws://h:{i}/ws", None, w, c, name=f"s{i}") for i, (w, c) in enumerate(fleet)]
     calls = Counter()
     finished = Counter()
+    refused: dict[str, set[str]] = {}
 
     async def run_one(spec, item):
         call = sum(calls.values())
         calls[item.key] += 1
+        assert spec.name not in refused.get(item.key, set()), "offered again to a server that refused it"
         await asyncio.sleep(0)
+        if call in refusing_calls:
+            refused.setdefault(item.key, set()).add(spec.name)
+            raise ServerRefused(spec.name, f"call {call}")
         if call in failing_calls:
             raise ServerLost(spec.name, f"call {call}")
         finished[item.key] += 1
@@ -237,7 +323,12 @@ def test_every_item_ends_exactly_once_whatever_fails(fleet, n, failing_calls, st
     assert report.retries_used <= (budget if budget is not None else report.retries_used)
     assert sum(s.tests_run for s in report.servers) == len(report.completed)
     if any(s.alive for s in report.servers):
-        assert all(len(r.tries) == per_test + 1 or "budget" in r.reason for r in report.lost)
+        assert all(len(r.tries) - len(refused.get(r.item.key, ())) == per_test + 1
+                   or "budget" in r.reason or "refused" in r.reason for r in report.lost)
+    for s in report.servers:  # benched only after another server ran what it refused
+        if s.benched:
+            assert any(s.name in refused.get(r.item.key, ()) and r.state == COMPLETED
+                       for r in report.results)
 
 
 # ---- real services on loopback --------------------------------------------------------------------
@@ -513,3 +604,44 @@ async def test_a_hung_server_is_dropped_and_rejoins_when_its_probe_answers(fleet
     hung = [d for d in report.results if d.tries[0] == "C" and d.server != "C"]
     assert len(hung) == 1 and hung[0].server == "A"
     assert c.health()["status"] == "ok"
+
+
+@pytest.mark.anyio
+async def test_a_rejoining_server_gets_only_the_workers_it_is_missing(fleet_services):
+    a, c = fleet_services["A"], fleet_services["C"]
+    servers = [spec_of(a, "A", 1, 1), spec_of(c, "C", 2, 2)]
+    pool = ClientPool()
+    running: Counter = Counter()
+    most: Counter = Counter()
+    dropped: list[str] = []
+
+    async def run_one(spec: ServerSpec, item: TestItem):
+        running[spec.name] += 1
+        most[spec.name] = max(most[spec.name], running[spec.name])
+        try:
+            async with pool.client(spec) as client:
+                job = await client.start(args=["sleep", "0.5"], timeout=30)
+                if spec.name == "C" and not dropped and running["C"] == 2:
+                    # This connection breaks while C's other worker is mid-test: C is lost, its
+                    # probe answers at once, it rejoins while that old worker still runs.
+                    dropped.append(item.key)
+                    client.ws.transport.abort()
+                res = await job.result()
+        finally:
+            running[spec.name] -= 1
+        assert res.ok, (item.key, res.reason)
+        return res
+
+    async def probe(spec: ServerSpec) -> bool:
+        return True
+
+    d = Dispatcher(servers, run_one, probe=probe, probe_interval=0.05, hang_grace=None)
+    try:
+        report = await asyncio.wait_for(d.run(items(12)), 60)
+    finally:
+        await pool.close()
+    sc = report.servers[1]
+    assert dropped and sc.rejoins == 1 and sc.alive and sc.lost_items == 1
+    assert all(r.state == COMPLETED for r in report.results)
+    assert most["C"] <= 2, f"C ran {most['C']} tests at once with concurrency 2"
+    assert sc.tests_run >= 3  # it did work again after rejoining

@@ -20,12 +20,26 @@ running) or not_run (halted before it started).
 
 A lost server stays out unless a `probe` is given: then it is probed every `probe_interval`
 seconds (at most `max_probes` times) while the run goes on, and rejoins, stealing work like any
-idle server, once the probe answers True.
+idle server, once the probe answers True. A rejoining server gets only the workers it is missing:
+a worker still inside a run_one from before the loss keeps its slot.
+
+Why a refusal is not a loss: a server that answers "command not allowed", "executable not found"
+or "unauthorized" is alive but cannot run that test, and it refuses in milliseconds, so left in
+rotation it would steal and refuse everything. run_one raises `ServerRefused`; the test moves to
+a server that has not refused it (never back), and the refusing server is benched (out for the
+rest of the run, no probe) once another server runs what it refused, or at once when the refusal
+says `bench`. Why not bench at the first refusal: when no server allows a test's executable, the
+test is at fault, not the servers, and benching each in turn would empty the fleet; such a test
+ends LOST ("refused by every server...") and the fleet stays. Refusals use no retry budget (a
+server refuses a test at most once).
 
 The dispatcher never waits without a bound of its own making except on `run_one`: a run_one that
-never returns would hang it, so the harness's run_one must enforce its own limits, or pass
-`hang_grace` (items with a `timeout` then count their server as lost `timeout + hang_grace`
-seconds after starting).
+never returns would hang it, so the harness's run_one must enforce its own limits, or rely on
+`hang_grace`: items with a `timeout` still running `timeout + hang_grace` seconds after starting
+make the dispatcher ask the `probe` whether their server is alive; a failed probe (or no probe)
+counts the server as lost and the item is retried elsewhere, a live answer waits another
+`probe_interval`. Given a probe, hang detection is on by default (`HANG_GRACE`); pass
+`hang_grace=None` to switch it off.
 """
 
 from __future__ import annotations
@@ -53,6 +67,10 @@ MIN_EXPECTED = 1e-3
 """Expected seconds never count as less than this when dealing (zero estimates still spread)."""
 CANCEL_WAIT = 10.0
 """Seconds to wait for a cancelled run_one to return."""
+HANG_GRACE = 30.0
+"""With a probe and no `hang_grace` given: seconds past an item's timeout before the dispatcher
+probes its server (the harness's own guards fire well before; this is the backstop)."""
+AUTO: Any = "auto"
 
 
 class ServerLost(ConnectionError):
@@ -62,6 +80,18 @@ class ServerLost(ConnectionError):
         super().__init__(f"server {server} lost: {detail}")
         self.server = server
         self.detail = detail
+
+
+class ServerRefused(ServerLost):
+    """Raised by run_one: the server refused the test for a reason about itself (command not
+    allowed, executable not found, unauthorized). The test goes to a server that has not refused
+    it; `bench=True` takes the refusing server out at once (see the module doc)."""
+
+    def __init__(self, server: str, detail: str, *, bench: bool = False):
+        ConnectionError.__init__(self, f"server {server} refused: {detail}")
+        self.server = server
+        self.detail = detail
+        self.bench = bench
 
 
 LOST_EXCEPTIONS: tuple[type[BaseException], ...] = (ServerLost, OSError, ConnectionLost)
@@ -181,6 +211,10 @@ class ServerStats:
     lost_reason: str | None = None
     lost_at: float | None = None
     rejoins: int = 0
+    refused: int = 0
+    """Items it refused (ServerRefused); each moved to another server."""
+    benched: bool = False
+    """Out for the rest of the run because it refuses work others run (never probed back)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "url": self.url, "weight": self.weight,
@@ -189,7 +223,7 @@ class ServerStats:
                 "steals_out": self.steals_out, "retries": self.retries,
                 "lost_items": self.lost_items, "completion": _r(self.completion),
                 "alive": self.alive, "lost_reason": self.lost_reason, "lost_at": _r(self.lost_at),
-                "rejoins": self.rejoins}
+                "rejoins": self.rejoins, "refused": self.refused, "benched": self.benched}
 
 
 def _r(v: float | None) -> float | None:
@@ -266,7 +300,7 @@ def deal(items: Sequence[TestItem], servers: Sequence[ServerSpec]) -> dict[str, 
 
 
 class _Entry:
-    __slots__ = ("item", "tries", "retries", "final", "started")
+    __slots__ = ("item", "tries", "retries", "final", "started", "refused_by")
 
     def __init__(self, item: TestItem) -> None:
         self.item = item
@@ -274,6 +308,8 @@ class _Entry:
         self.retries = 0
         self.final: Dispatched | None = None
         self.started: float | None = None
+        self.refused_by: dict[str, str] = {}
+        """Server name -> what it said; the item never goes back to these."""
 
 
 class _Server:
@@ -284,9 +320,14 @@ class _Server:
         self.alive = True
         self.alive_since = 0.0
         self.alive_time = 0.0
+        self.workers: set[asyncio.Task] = set()
+        """Its worker tasks still running (one may outlive a loss inside its run_one)."""
 
     def pending_share(self) -> float:
         return sum(max(e.item.expected, MIN_EXPECTED) for e in self.queue) / self.spec.weight
+
+    def may_run(self, entry: _Entry) -> bool:
+        return self.spec.name not in entry.refused_by
 
 
 class Dispatcher(Generic[T]):
@@ -306,7 +347,7 @@ class Dispatcher(Generic[T]):
         probe_interval: float = 5.0,
         probe_timeout: float = 10.0,
         max_probes: int = 12,
-        hang_grace: float | None = None,
+        hang_grace: float | None = AUTO,
         lost_exceptions: tuple[type[BaseException], ...] = LOST_EXCEPTIONS,
         on_event: Callable[[DispatchEvent], None] | None = None,
     ) -> None:
@@ -331,6 +372,10 @@ class Dispatcher(Generic[T]):
         self._is_failure = is_failure or (lambda value: False)
         self._probe = probe
         self.probe_interval, self.probe_timeout, self.max_probes = probe_interval, probe_timeout, max_probes
+        if hang_grace is AUTO:
+            hang_grace = HANG_GRACE if probe is not None else None
+        if hang_grace is not None and not hang_grace >= 0:
+            raise ValueError(f"hang_grace must be >= 0 or None, got {hang_grace}")
         self.hang_grace = hang_grace
         self._lost_types = lost_exceptions
         self._on_event = on_event
@@ -431,29 +476,39 @@ class Dispatcher(Generic[T]):
         return [s for s in self._servers if s.alive]
 
     def _start_workers(self, srv: _Server) -> None:
-        for _ in range(srv.spec.concurrency):
-            self._workers.add(asyncio.ensure_future(self._worker(srv)))
+        """Up to `concurrency` workers: after a rejoin, a worker still inside an old run_one
+        holds its slot (else the server would run more than `concurrency` at once)."""
+        for _ in range(srv.spec.concurrency - len(srv.workers)):
+            task = asyncio.ensure_future(self._worker(srv))
+            srv.workers.add(task)
+            task.add_done_callback(srv.workers.discard)
+            self._workers.add(task)
 
     def _victim(self, thief: _Server) -> _Server | None:
-        cands = [s for s in self._servers if s is not thief and s.alive and s.queue]
+        cands = [s for s in self._servers if s is not thief and s.alive
+                 and any(thief.may_run(e) for e in s.queue)]
         return max(cands, key=lambda s: s.pending_share(), default=None)
 
     def _take(self, srv: _Server) -> _Entry | None:
-        if srv.queue:
-            return srv.queue.popleft()
+        for i, e in enumerate(srv.queue):
+            if srv.may_run(e):
+                del srv.queue[i]
+                return e
         if not self.steal:
             return None
         victim = self._victim(srv)
         if victim is None:
             return None
-        n = max(1, len(victim.queue) // 2)
-        stolen = [victim.queue.pop() for _ in range(n)]  # the short end
-        stolen.reverse()
-        srv.queue.extend(stolen)
+        mine = [e for e in victim.queue if srv.may_run(e)]
+        n = max(1, len(mine) // 2)
+        stolen = mine[-n:]  # the short end
+        for e in stolen:
+            victim.queue.remove(e)
+        srv.queue.extend(stolen[1:])
         srv.stats.steals_in += n
         victim.stats.steals_out += n
         self._emit("steal", srv.spec.name, None, f"{n} from {victim.spec.name}")
-        return srv.queue.popleft()
+        return stolen[0]
 
     async def _worker(self, srv: _Server) -> None:
         while srv.alive and self._halt is None and self._open > 0:
@@ -476,12 +531,21 @@ class Dispatcher(Generic[T]):
             if self.hang_grace is not None and item.timeout is not None:
                 limit = item.timeout + self.hang_grace
             done, _ = await asyncio.wait({task}, timeout=limit)
-            if not done:
+            while not done:
+                # Past the limit: hung, or only slow? A server that answers its probe is slow.
+                answered = self._probe is not None and await self._probe_once(srv.spec)
+                if task.done():
+                    break
+                if answered:
+                    done, _ = await asyncio.wait({task}, timeout=self.probe_interval)
+                    continue
                 self._cancelled_by_us.discard(task)
                 task.cancel()
                 await asyncio.wait({task}, timeout=CANCEL_WAIT)
                 lost = ServerLost(name, f"no answer for {item.key} within {limit:g} s "
-                                        f"(timeout {item.timeout:g} s + grace {self.hang_grace:g} s)")
+                                        f"(timeout {item.timeout:g} s + grace {self.hang_grace:g} s)"
+                                        + (" and its probe failed" if self._probe is not None else ""))
+                break
         except asyncio.CancelledError:
             task.cancel()
             raise
@@ -502,6 +566,9 @@ class Dispatcher(Generic[T]):
                 else:
                     self._finalize(entry, COMPLETED, task.result(), name)
                 return
+            if isinstance(exc, ServerRefused):
+                self._on_refused(srv, entry, exc)
+                return
             if isinstance(exc, self._lost_types):
                 lost = exc
             else:
@@ -519,13 +586,14 @@ class Dispatcher(Generic[T]):
             self._mark_dead(srv, detail)
         self._requeue(entry, f"server {name} lost ({detail})")
 
-    def _mark_dead(self, srv: _Server, detail: str) -> None:
+    def _mark_dead(self, srv: _Server, detail: str, *, bench: bool = False) -> None:
         now = self._now()
         srv.alive = False
         srv.alive_time += now - srv.alive_since
         srv.stats.alive = False
         srv.stats.lost_reason = detail
         srv.stats.lost_at = now
+        srv.stats.benched = bench
         self._emit("server_lost", srv.spec.name, None, detail)
         pending = list(srv.queue)
         srv.queue.clear()
@@ -533,17 +601,22 @@ class Dispatcher(Generic[T]):
         for e in pending:
             if not live:
                 self._finalize(e, LOST, reason=f"no live server left (last lost: {srv.spec.name}: {detail})")
-            else:
-                self._place(e, live, front=False)
+            elif self._place(e, live, front=False) is None:
+                self._finalize(e, LOST, reason=self._refused_reason(e))
         if not live:
             for t in self._probes:
                 t.cancel()
-        elif self._probe is not None and self.max_probes and self._halt is None:
+        elif not bench and self._probe is not None and self.max_probes and self._halt is None:
             self._probes.add(asyncio.ensure_future(self._probe_loop(srv)))
         self._notify()
 
-    def _place(self, entry: _Entry, live: list[_Server], *, front: bool) -> _Server:
-        fresh = [s for s in live if s.spec.name not in entry.tries] or live
+    def _place(self, entry: _Entry, live: list[_Server], *, front: bool) -> _Server | None:
+        """Queue `entry` on the least loaded live server that has not refused it (preferring
+        one it has not tried); None when every live server refused it."""
+        able = [s for s in live if s.may_run(entry)]
+        if not able:
+            return None
+        fresh = [s for s in able if s.spec.name not in entry.tries] or able
         e = max(entry.item.expected, MIN_EXPECTED)
         target = min(fresh, key=lambda s: (s.pending_share() + e / s.spec.weight, -s.spec.weight))
         if front:
@@ -552,9 +625,41 @@ class Dispatcher(Generic[T]):
             target.queue.append(entry)
         return target
 
+    @staticmethod
+    def _refused_reason(entry: _Entry) -> str:
+        said = "; ".join(f"{n}: {d}" for n, d in entry.refused_by.items())
+        return f"refused by every live server it was offered to ({said})"
+
+    def _on_refused(self, srv: _Server, entry: _Entry, exc: ServerRefused) -> None:
+        name = srv.spec.name
+        entry.refused_by[name] = exc.detail
+        srv.stats.refused += 1
+        if exc.bench and srv.alive:
+            self._mark_dead(srv, f"benched: {exc.detail}", bench=True)
+        last = entry.tries[-1] if entry.tries else None
+        if self._halt is not None:
+            self._finalize(entry, LOST, server=last,
+                           reason=f"server {name} refused it ({exc.detail}); not retried: {self._halt}")
+            return
+        target = self._place(entry, self._live(), front=True)
+        if target is None:
+            self._finalize(entry, LOST, server=last, reason=self._refused_reason(entry))
+            return
+        self._emit("requeue", target.spec.name, entry.item.key, f"server {name} refused it ({exc.detail})")
+        self._notify()
+
+    def _bench_refusers(self, entry: _Entry, ran_on: str) -> None:
+        """`entry` ran on `ran_on` after others refused it: those refusals were about the
+        servers, so they sit out the rest of the run."""
+        for name, detail in entry.refused_by.items():
+            srv = self._server(name)
+            if srv.alive:
+                self._mark_dead(srv, f"benched: refused {entry.item.key} ({detail}), which "
+                                     f"{ran_on} ran", bench=True)
+
     def _requeue(self, entry: _Entry, why: str) -> None:
         entry.retries += 1
-        live = self._live()
+        live = [s for s in self._live() if s.may_run(entry)]
         last = entry.tries[-1] if entry.tries else None
         if self._halt is not None:
             self._finalize(entry, LOST, server=last, reason=f"{why}; not retried: {self._halt}")
@@ -565,13 +670,23 @@ class Dispatcher(Generic[T]):
             self._finalize(entry, LOST, server=last,
                            reason=f"{why}; the run's retry budget of {self.retry_budget} is spent")
         elif not live:
-            self._finalize(entry, LOST, server=last, reason=f"{why}; no live server left")
+            left = "no live server left" if not entry.refused_by else \
+                "no live server left that has not refused it"
+            self._finalize(entry, LOST, server=last, reason=f"{why}; {left}")
         else:
             self._retries_used += 1
             target = self._place(entry, live, front=True)
+            assert target is not None
             target.stats.retries += 1
             self._emit("requeue", target.spec.name, entry.item.key, why)
             self._notify()
+
+    async def _probe_once(self, spec: ServerSpec) -> bool:
+        assert self._probe is not None
+        try:
+            return bool(await asyncio.wait_for(self._probe(spec), self.probe_timeout))
+        except Exception:  # noqa: BLE001 - a failing probe is a "no"
+            return False
 
     async def _probe_loop(self, srv: _Server) -> None:
         assert self._probe is not None
@@ -579,10 +694,7 @@ class Dispatcher(Generic[T]):
             await asyncio.sleep(self.probe_interval)
             if self._open == 0 or self._halt is not None or not self._live():
                 return
-            try:
-                ok = await asyncio.wait_for(self._probe(srv.spec), self.probe_timeout)
-            except Exception:  # noqa: BLE001 - a failing probe is a "no"
-                ok = False
+            ok = await self._probe_once(srv.spec)
             if ok and self._open > 0 and self._halt is None and self._live():
                 srv.alive = True
                 srv.alive_since = self._now()
@@ -606,6 +718,8 @@ class Dispatcher(Generic[T]):
             st = self._server(server).stats
             st.tests_run += 1
             st.completion = now
+            if entry.refused_by:
+                self._bench_refusers(entry, server)
         self._emit("finish", server, entry.item.key, state if not reason else f"{state}: {reason}")
         if state in (COMPLETED, LOST, ERROR):
             self._done += 1
@@ -697,5 +811,6 @@ async def _close(client: ExecutorClient, *, abort: bool = False) -> None:
 
 
 __all__ = ["CANCELLED", "COMPLETED", "ClientPool", "DispatchEvent", "DispatchReport", "Dispatched",
-           "Dispatcher", "ERROR", "LOST", "LOST_EXCEPTIONS", "NOT_RUN", "ServerLost", "ServerSpec",
-           "ServerStats", "TestItem", "coefficient_of_variation", "deal", "expected_duration"]
+           "Dispatcher", "ERROR", "HANG_GRACE", "LOST", "LOST_EXCEPTIONS", "NOT_RUN", "ServerLost",
+           "ServerRefused", "ServerSpec", "ServerStats", "TestItem", "coefficient_of_variation", "deal",
+           "expected_duration"]
