@@ -553,10 +553,14 @@ def build_fleet(ns: argparse.Namespace, plan: list[Planned], report_dir: Path) -
         return ServiceFleet(specs, [RemoteService(sp.url, sp.token) for sp in specs])
     pairs = local_weights(ns)
     multi = len(pairs) > 1
+    # IS_SANDBOX is the service's decision, never a job's (it lets the CLI skip permissions as
+    # root): a plan that skips permissions as root gets services configured for it.
+    service_env = {"CC_EXECUTOR_IS_SANDBOX": "1"} if plan_needs(plan)["skip_permissions"] else None
     services, specs = [], []
     for k, (w, c) in enumerate(pairs, 1):
         log_dir = report_dir / "logs" / f"server-{k}" if multi else report_dir / "logs"
-        services.append(ManagedService(allow=executables(plan), log_dir=log_dir, max_load=ns.max_load))
+        services.append(ManagedService(allow=executables(plan), log_dir=log_dir, max_load=ns.max_load,
+                                       env=service_env))
         # A placeholder URL until the service prints its own (ServiceFleet.start fills it in).
         specs.append(ServerSpec("ws://127.0.0.1:0/ws", None, w, c, name=f"server-{k}"))
     return ServiceFleet(specs, services)
