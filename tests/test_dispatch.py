@@ -26,7 +26,7 @@ from conftest import wait_until
 from service_fixture import START_TIMEOUT, ServiceProcess, launch, wait_gone
 from stress.dispatch import (CANCELLED, COMPLETED, ERROR, HANG_GRACE, LOST, NOT_RUN, ClientPool,
                              Dispatcher, ServerLost, ServerRefused, ServerSpec, TestItem,
-                             coefficient_of_variation, deal, expected_duration)
+                             coefficient_of_variation, deal, expected_duration, unfit_servers)
 from stress.flaky import HaltRule
 
 
@@ -283,6 +283,19 @@ def test_with_a_probe_an_overdue_item_is_waited_for_while_its_server_answers():
     assert hung.state == LOST and probes["s1"] == 1
     assert "within 0.2 s (timeout 0.1 s + grace 0.1 s) and its probe failed" in hung.reason
     assert report.servers[0].alive and not report.servers[1].alive
+
+
+def test_servers_missing_an_executable_others_allow_are_left_out_before_the_run():
+    allows = {"a": ["sh", "claude"], "b": ["echo", "claude"], "c": ["claude", "sh", "echo"], "d": None}
+    assert unfit_servers(allows, ["/bin/sh", "echo"]) == {
+        "a": "it does not allow echo (it allows claude, sh), which c allows",
+        "b": "it does not allow sh (it allows claude, echo), which c allows"}
+    assert unfit_servers(allows, ["claude"]) == {}
+    # Nobody allows python9: the tests' problem, not the servers'.
+    assert unfit_servers(allows, ["sh", "python9"]) == {
+        "b": "it does not allow sh (it allows claude, echo), which a, c allow"}
+    # Nobody covers all: leave everyone in (refusals move tests at run time).
+    assert unfit_servers({"a": ["sh"], "b": ["echo"]}, ["sh", "echo"]) == {}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -645,3 +658,72 @@ async def test_a_rejoining_server_gets_only_the_workers_it_is_missing(fleet_serv
     assert all(r.state == COMPLETED for r in report.results)
     assert most["C"] <= 2, f"C ran {most['C']} tests at once with concurrency 2"
     assert sc.tests_run >= 3  # it did work again after rejoining
+
+
+@pytest.mark.anyio
+async def test_a_server_that_refuses_the_command_is_benched_and_others_run_its_tests(
+        fleet_services, executor_service, tmp_path):
+    bad = executor_service(allow=["echo"])  # misconfigured: the tests need sh
+    servers = [spec_of(fleet_services["A"], "A"), spec_of(fleet_services["B"], "B"), spec_of(bad, "BAD")]
+    marks = tmp_path / "marks"
+    pool = ClientPool()
+    try:
+        report = await asyncio.wait_for(
+            Dispatcher(servers, marking_run_one(pool, marks, lambda i: 0.1)).run(items(9)), 60)
+    finally:
+        await pool.close()
+    assert all(d.state == COMPLETED and d.server in ("A", "B") for d in report.results), \
+        [(d.item.key, d.state, d.reason) for d in report.results]
+    sb = report.servers[2]
+    assert sb.benched and not sb.alive and sb.tests_run == 0 and 1 <= sb.refused <= 9
+    assert "command not allowed: sh" in sb.lost_reason and sb.lost_reason.startswith("benched: refused")
+    for d in report.results:  # each ran once, where the report says
+        assert marks_of(marks, d.item.key) == [f"start {d.server}", f"end {d.server}"]
+
+
+@pytest.mark.anyio
+async def test_a_frozen_server_is_found_by_its_silence_and_its_job_ended_before_the_retry(
+        fleet_services, tmp_path):
+    from stress.runner import tagged_processes
+
+    a, c = fleet_services["A"], fleet_services["C"]
+    servers = [spec_of(a, "A"), spec_of(c, "C")]
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    tag = f"{tmp_path.name}-frozen"
+    pool = ClientPool(hang_quiet=0.5, health_timeout=0.5)
+
+    async def run_one(spec: ServerSpec, item: TestItem):
+        secs = 5 if spec.name == "C" else 0.2  # C's job must still run when the hang is found
+        script = f'echo "start $SRV" >> "$MARK"; sleep {secs}; echo "end $SRV" >> "$MARK"'
+        async with pool.client(spec) as client:
+            res = await client.execute(args=["sh", "-c", script], timeout=30, env={
+                "SRV": spec.name, "MARK": str(marks / item.key), "STRESS_JOB": f"{tag}/{item.key}"})
+        assert res.ok, (item.key, res.reason)
+        return res
+
+    def c_mid_test() -> bool:
+        return any(marks_of(marks, f"t{i:02d}") == ["start C"] for i in range(4))
+
+    async def freezer():
+        await poll(c_mid_test, 30, "a test running on C")
+        c.signal(signal.SIGSTOP)
+
+    t0 = time.monotonic()
+    try:
+        freeze = asyncio.ensure_future(freezer())
+        report = await asyncio.wait_for(Dispatcher(servers, run_one).run(items(4)), 30)
+        await asyncio.wait_for(freeze, 5)
+        left = [tagged_processes(f"{tag}/t{i:02d}") for i in range(4)]
+    finally:
+        c.signal(signal.SIGCONT)
+        await pool.close()
+    assert time.monotonic() - t0 < 15
+    sc = report.servers[1]
+    assert not sc.alive and sc.lost_reason.startswith("hung: nothing from the server for")
+    assert all(d.state == COMPLETED and d.server == "A" for d in report.results)
+    frozen = [d for d in report.results if d.tries == ["C", "A"]]
+    assert len(frozen) == 1
+    # The job on the frozen server was ended before the retry: it never got to its "end".
+    assert marks_of(marks, frozen[0].item.key) == ["start C", "start A", "end A"]
+    assert left == [{}, {}, {}, {}]

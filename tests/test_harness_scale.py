@@ -202,12 +202,24 @@ def _job_pids(server_pid: int) -> list[int]:
         return []
 
 
+def marked_tests(marks: Path, prefix: str, n: int, seconds: float) -> list[dict]:
+    """Tests that leave a side effect: "start" and "end" lines in marks/<id>."""
+    marks.mkdir(exist_ok=True)
+    return [{"id": f"{prefix}{i}", "expected_patterns": [f"done-{i}"], "timeout": 30,
+             "command": f"echo start >> {marks}/{prefix}{i}; sleep {seconds}; "
+                        f"echo end >> {marks}/{prefix}{i}; echo done-{i}"} for i in range(n)]
+
+
+def side_effects(marks: Path, ids: list[str]) -> dict[str, list[str]]:
+    return {i: (marks / i).read_text().split() if (marks / i).exists() else [] for i in ids}
+
+
 def test_a_server_killed_mid_run_loses_nothing(tmp_path, executor_service):
     tokens = ["tok-one", "tok-two", "tok-three"]
     svcs = [executor_service("--token", t, allow=["sh"]) for t in tokens]
     victim = svcs[1]
-    tests = [{"id": f"j{i}", "command": f"sleep 1.2; echo done-{i}",
-              "expected_patterns": [f"done-{i}"], "timeout": 30} for i in range(9)]
+    marks = tmp_path / "marks"
+    tests = marked_tests(marks, "j", 9, 1.2)
     s = suite_file(tmp_path / "k.json", "kill", tests)
     argv = [PY, "-m", "stress.local", str(s), "--out", str(tmp_path / "out"), "--quiet",
             "--token", tokens[0], "--server-token", f"{svcs[1].url}={tokens[1]}",
@@ -217,15 +229,12 @@ def test_a_server_killed_mid_run_loses_nothing(tmp_path, executor_service):
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, stdin=subprocess.DEVNULL)
     try:
-        # Kill the victim while it runs a job: the service and its job trees, by pid.
+        # SIGKILL the victim while it runs a job, and only the service: its job trees live in
+        # their own sessions and keep running, as after a real crash. The harness must end the
+        # lost attempt's processes before its retry, or the side effect happens twice.
         assert wait_until(lambda: _job_pids(victim.pid), 30, 0.02), "the victim never ran a job"
         doomed = _job_pids(victim.pid)
         victim.proc.send_signal(signal.SIGKILL)
-        for pid in doomed:
-            try:
-                os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
         out, err = proc.communicate(timeout=RUN_TIMEOUT)
     finally:
         if proc.poll() is None:
@@ -246,10 +255,46 @@ def test_a_server_killed_mid_run_loses_nothing(tmp_path, executor_service):
     assert moved and all(t["attempts"][0]["tries"][0] == victim.url for t in moved)
     assert all(t["attempts"][0]["server"] != victim.url for t in moved)
     assert sum(x["tests_run"] for x in sv.values()) == 9
+    effects = side_effects(marks, ids)
+    assert all(e.count("end") == 1 for e in effects.values()), effects  # exactly once each
+    assert any(effects[t["id"]] == ["start", "start", "end"] for t in moved), effects  # cut, rerun
     assert "LOST at" in r.md and "## Servers" in r.md
     for t in tokens[1:]:  # per-server tokens never reach the reports
         assert t not in r.md and t not in json.dumps(r.json)
     assert all(s.alive() for s in (svcs[0], svcs[2]))  # not ours to stop
+
+
+def test_a_server_shut_down_mid_run_hands_its_tests_on(tmp_path, executor_service):
+    svcs = [executor_service(allow=["sh"]) for _ in range(3)]
+    victim = svcs[1]
+    marks = tmp_path / "marks"
+    s = suite_file(tmp_path / "t.json", "term", marked_tests(marks, "g", 9, 0.8))
+    argv = [PY, "-m", "stress.local", str(s), "--out", str(tmp_path / "out"), "--quiet"]
+    for svc in svcs:
+        argv += ["--server", svc.url]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+    try:
+        # A graceful stop: the service ends its jobs (reason "shutdown") and refuses new ones
+        # ("server is shutting down"), quickly, so it would fail and steal everything left.
+        assert wait_until(lambda: _job_pids(victim.pid), 30, 0.02), "the victim never ran a job"
+        victim.proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert victim.proc.wait(20) == 0
+    assert proc.returncode == 0, out + err
+    r = Run.only(tmp_path / "out")
+    assert {t["status"] for t in r.json["tests"]} == {"passed"}
+    sv = {x["name"]: x for x in r.json["servers"]["servers"]}
+    lost = sv[victim.url]
+    assert not lost["alive"] and lost["lost_items"] >= 1 and "shut down" in lost["lost_reason"]
+    moved = [t for t in r.json["tests"] if len(t["attempts"][0]["tries"]) > 1]
+    assert moved and all(t["attempts"][0]["server"] != victim.url for t in moved)
+    effects = side_effects(marks, [f"g{i}" for i in range(9)])
+    assert all(e.count("end") == 1 for e in effects.values()), effects
 
 
 # ---------------------------------------------------------------------------------------------

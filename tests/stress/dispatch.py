@@ -48,6 +48,7 @@ import asyncio
 import collections
 import math
 import statistics
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ from typing import Any, Generic, TypeVar
 import websockets
 from websockets.protocol import State
 
-from cc_executor.client import ConnectionLost, ExecutorClient
+from cc_executor.client import ConnectionLost, Event, ExecutorClient, ExecutorError, JobHandle
 
 from .flaky import HaltRule, halt_reason
 
@@ -747,6 +748,212 @@ class Dispatcher(Generic[T]):
 # ---------------------------------------------------------------------------------------------
 # Connections for run_one
 
+# JSON-RPC error codes of the execute reply (docs/protocol.md, "Errors").
+UNAUTHORIZED, COMMAND_NOT_ALLOWED, TOO_MANY_JOBS, SPAWN_FAILED = -32001, -32002, -32003, -32006
+SHUTTING_DOWN = "server is shutting down"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+HANG_QUIET = 6.0
+"""Seconds a connection with a job in flight may stay silent before the pool asks /health (a
+live service sends a `progress` keepalive after 5 s of a job's silence, so it is not asked)."""
+HEALTH_TIMEOUT = 2.0
+HEALTH_TRIES = 2
+"""A hung server is one whose /health did not answer HEALTH_TRIES times in a row, each within
+HEALTH_TIMEOUT seconds (at most 4 s: it must fit in the runner's 5 s CANCEL wait)."""
+WATCH_TICK = 0.25
+
+
+class ServerFault(ConnectionLost):
+    """Raised by the pool's client in place of a reply or an event that shows the *server* is at
+    fault, so the runner takes its lost-connection path. `kind`: "shutdown" and "hung" come out
+    of the block as ServerLost, "refused" as ServerRefused."""
+
+    def __init__(self, kind: str, detail: str, *, bench: bool = False) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+        self.bench = bench
+
+
+def server_fault(code: int, message: str) -> ServerFault | None:
+    """An execute refusal that is about the server, not the test: shutting down (lost), or a
+    command not allowed / executable not found / unauthorized (refused). Else None."""
+    what = f"the service refused the job: {message}"
+    if code == TOO_MANY_JOBS and SHUTTING_DOWN in message:
+        return ServerFault("shutdown", what)
+    if code == COMMAND_NOT_ALLOWED or (code == SPAWN_FAILED and message.startswith("executable not found")):
+        return ServerFault("refused", what)
+    if code == UNAUTHORIZED:
+        return ServerFault("refused", what, bench=True)
+    return None
+
+
+async def health_ok(spec: ServerSpec, timeout: float = HEALTH_TIMEOUT) -> bool:
+    """Whether the server's /health answers 200 with status ok within `timeout`. A server that
+    cannot be asked over plain HTTP (wss://) counts as answering: no evidence, no verdict."""
+    from .service import ServiceError, fetch_json, health_url
+
+    try:
+        status, body = await fetch_json(health_url(spec.url), timeout=timeout)
+    except ServiceError:
+        return True
+    except (OSError, asyncio.TimeoutError, ValueError, IndexError):
+        return False
+    return status == 200 and isinstance(body, dict) and body.get("status") == "ok"
+
+
+def is_loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+class _Activity:
+    """Something in flight on a connection: an execute request, or a job until its completion."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.ended = False
+
+
+class _Watch:
+    """What one `pool.client(spec)` block saw: the first server-level fault, what is in flight."""
+
+    def __init__(self, pool: ClientPool, spec: ServerSpec, client: _WatchedClient) -> None:
+        self.pool, self.spec, self.client = pool, spec, client
+        self.fault: ServerFault | None = None
+        self.activity: list[_Activity] = []
+        self.answered = time.monotonic()
+        self.local = is_loopback(spec.url)
+        self.ended: list[str] = []
+        """Processes of lost jobs this block ended ("pid: cmdline")."""
+
+    def note(self, fault: ServerFault) -> ServerFault:
+        if self.fault is None:
+            self.fault = fault
+        return fault
+
+    async def alive(self) -> bool:
+        for _ in range(self.pool.health_tries):
+            try:
+                ok = await asyncio.wait_for(self.pool.health(self.spec), self.pool.health_timeout + 1)
+            except Exception:  # noqa: BLE001 - a failing check is a "no"
+                ok = False
+            if ok:
+                self.answered = time.monotonic()
+                return True
+        return False
+
+    def hung(self, detail: str) -> None:
+        """Record the fault and drop the connection: every wait on it ends now (ConnectionLost)."""
+        self.note(ServerFault("hung", detail))
+        transport = getattr(self.client.ws, "transport", None)
+        if transport is not None:
+            transport.abort()
+
+    async def end_job(self, tag: str | None) -> None:
+        """A job this block gave up on (connection lost, server hung): on this host, end its
+        tagged processes now, before the dispatcher retries it elsewhere (a SIGKILLed or stopped
+        service leaves its job trees running, and a retry must not run beside them)."""
+        if not tag or not self.local:
+            return
+        from .runner import end_leftovers
+
+        self.ended += await asyncio.to_thread(end_leftovers, tag, 0.0)
+
+    async def watchdog(self, quiet_limit: float) -> None:
+        """Ask /health when a job in flight has been silent for `quiet_limit` s; no answer = hung."""
+        while self.fault is None:
+            await asyncio.sleep(WATCH_TICK)
+            busy = [a for a in self.activity if not a.ended]
+            if not busy:
+                continue
+            quiet = time.monotonic() - max(max(a.last for a in busy), self.answered)
+            if quiet < quiet_limit:
+                continue
+            if not await self.alive() and self.fault is None and any(not a.ended for a in busy):
+                self.hung(f"hung: nothing from the server for {quiet:.0f} s while running a job, "
+                          f"and its /health did not answer ({self.pool.health_tries} tries of "
+                          f"{self.pool.health_timeout:g} s)")
+
+
+class _WatchedJob(JobHandle):
+    """A JobHandle whose events and cancel report to the block's _Watch."""
+
+    _watch: _Watch
+    _tag: str | None
+    _activity: _Activity
+
+    @classmethod
+    def adopt(cls, job: JobHandle, watch: _Watch, tag: str | None) -> _WatchedJob:
+        w = cls.__new__(cls)
+        w.__dict__.update(job.__dict__)
+        w._watch, w._tag, w._activity = watch, tag, _Activity()
+        watch.activity.append(w._activity)
+        return w
+
+    async def _events(self) -> AsyncIterator[Event]:
+        try:
+            async for ev in super()._events():
+                self._activity.last = time.monotonic()
+                if ev.kind == "completed":
+                    self._activity.ended = True
+                    if ev.params.get("reason") == "shutdown":
+                        why = ev.params.get("error") or ev.params.get("message") or "shutdown"
+                        raise self._watch.note(ServerFault(
+                            "shutdown", f"the service shut down and ended the job ({why})"))
+                yield ev
+        except ConnectionLost as e:
+            self._activity.ended = True
+            if not (isinstance(e, ServerFault) and e.kind == "shutdown"):
+                await self._watch.end_job(self._tag)
+            raise
+
+    async def cancel(self) -> dict:
+        """The runner gives up on the job (its guard fired, or a halt). If the server does not
+        answer /health either, it is hung: drop the connection instead of waiting on a CANCEL
+        it will never answer; the block then ends as a lost server and the test is retried."""
+        watch = self._watch
+        if not self._activity.ended and watch.fault is None and not await watch.alive():
+            watch.hung("hung: the job went past its limits without a completion, and the "
+                       f"server's /health did not answer ({watch.pool.health_tries} tries of "
+                       f"{watch.pool.health_timeout:g} s)")
+            raise ConnectionLost(watch.fault.detail if watch.fault else "hung")
+        return await super().cancel()
+
+
+class _WatchedClient(ExecutorClient):
+    """The pool's client: execute refusals about the server become ServerFault, and jobs are
+    watched (see _WatchedJob). Outside a pool block it behaves as ExecutorClient."""
+
+    watch: _Watch | None = None
+
+    async def start(self, command: str | None = None, **kwargs: Any) -> JobHandle:
+        watch = self.watch
+        if watch is None:
+            return await super().start(command, **kwargs)
+        from .runner import JOB_TAG_VAR
+
+        env = kwargs.get("env")
+        tag = env.get(JOB_TAG_VAR) if isinstance(env, Mapping) else None
+        pending = _Activity()
+        watch.activity.append(pending)
+        try:
+            job = await super().start(command, **kwargs)
+        except ServerFault:
+            raise
+        except ConnectionLost:
+            await watch.end_job(tag)  # the request may have started it before the line broke
+            raise
+        except ExecutorError as e:
+            fault = server_fault(e.code, e.message)
+            if fault is None:
+                raise
+            raise watch.note(fault) from e
+        finally:
+            pending.ended = True
+        return _WatchedJob.adopt(job, watch, tag)
+
 
 class ClientPool:
     """Open client connections per server, reused by the next item on that server.
@@ -754,11 +961,44 @@ class ClientPool:
     `async with pool.client(spec) as client:` connects (or reuses an idle connection). A failed
     connect, or the client's ConnectionLost inside the block, comes out as ServerLost, which is
     what the Dispatcher retries elsewhere. Close the pool when the run ends.
+
+    The client also tells server faults from test results, whatever run_one makes of them:
+    - a job ended by the service's shutdown, or refused with "server is shutting down": the
+      server is going away (ServerLost), not the test failing;
+    - "command not allowed", "executable not found", a 401/403 handshake: the server cannot run
+      it (ServerRefused: the test goes elsewhere, the server is benched);
+    - hung: a job in flight and `hang_quiet` s of silence, or the runner giving up on a job
+      (its guard fired), and /health does not answer either: the connection is dropped and the
+      block ends as ServerLost.
+    A job given up on this way whose server is on this host (loopback) has its tagged processes
+    (runner.JOB_TAG_VAR) ended at once, before the retry can start.
     """
 
-    def __init__(self, *, open_timeout: float = 10.0) -> None:
+    def __init__(self, *, open_timeout: float = 10.0, hang_quiet: float | None = HANG_QUIET,
+                 health: Callable[[ServerSpec], Awaitable[bool]] | None = None,
+                 health_timeout: float = HEALTH_TIMEOUT, health_tries: int = HEALTH_TRIES) -> None:
         self.open_timeout = open_timeout
+        self.hang_quiet = hang_quiet
+        self.health_timeout = health_timeout
+        self.health_tries = max(1, health_tries)
+        self.health = health or (lambda spec: health_ok(spec, health_timeout))
         self._idle: dict[str, list[ExecutorClient]] = collections.defaultdict(list)
+
+    async def _connect(self, spec: ServerSpec) -> _WatchedClient:
+        try:
+            return await asyncio.wait_for(
+                _WatchedClient.connect(spec.url, spec.token, open_timeout=self.open_timeout,
+                                       ping_timeout=None),
+                self.open_timeout + 5)
+        except websockets.InvalidStatus as e:
+            status = e.response.status_code
+            if status in (401, 403):
+                raise ServerRefused(spec.name, f"unauthorized: the handshake was refused with HTTP "
+                                               f"{status} (check this server's token)", bench=True) from e
+            raise ServerLost(spec.name, f"cannot connect: {type(e).__name__}: {e}") from e
+        except (OSError, ConnectionLost, websockets.InvalidHandshake, websockets.InvalidURI,
+                websockets.ConnectionClosed) as e:
+            raise ServerLost(spec.name, f"cannot connect: {type(e).__name__}: {e}") from e
 
     @asynccontextmanager
     async def client(self, spec: ServerSpec) -> AsyncIterator[ExecutorClient]:
@@ -771,21 +1011,27 @@ class ClientPool:
             else:
                 await _close(c)
         if client is None:
-            try:
-                client = await asyncio.wait_for(
-                    ExecutorClient.connect(spec.url, spec.token, open_timeout=self.open_timeout,
-                                           ping_timeout=None),
-                    self.open_timeout + 5)
-            except (OSError, ConnectionLost, websockets.InvalidHandshake, websockets.InvalidURI,
-                    websockets.ConnectionClosed) as e:
-                raise ServerLost(spec.name, f"cannot connect: {type(e).__name__}: {e}") from e
+            client = await self._connect(spec)
+        watch = _Watch(self, spec, client)  # type: ignore[arg-type]
+        client.watch = watch  # type: ignore[attr-defined]
+        dog = (asyncio.ensure_future(watch.watchdog(self.hang_quiet))
+               if self.hang_quiet is not None else None)
         reusable = False
         try:
-            yield client
+            try:
+                yield client
+            except (ServerLost, ConnectionLost) as e:
+                if watch.fault is None and isinstance(e, ServerLost):
+                    raise
+                raise _as_lost(spec, watch.fault, e) from e
+            if watch.fault is not None:  # run_one made a result of it: still the server's fault
+                raise _as_lost(spec, watch.fault, None)
             reusable = True
-        except ConnectionLost as e:
-            raise ServerLost(spec.name, str(e)) from e
         finally:
+            client.watch = None  # type: ignore[attr-defined]
+            if dog is not None:
+                dog.cancel()
+                await asyncio.gather(dog, return_exceptions=True)
             if reusable and client.ws.state is State.OPEN:
                 idle.append(client)
             else:
@@ -797,6 +1043,63 @@ class ClientPool:
         clients = [c for cs in self._idle.values() for c in cs]
         self._idle.clear()
         await asyncio.gather(*(_close(c) for c in clients))
+
+
+def _as_lost(spec: ServerSpec, fault: ServerFault | None, e: BaseException | None) -> ServerLost:
+    if fault is None:
+        return ServerLost(spec.name, str(e))
+    if fault.kind == "refused":
+        return ServerRefused(spec.name, fault.detail, bench=fault.bench)
+    return ServerLost(spec.name, fault.detail)
+
+
+# ---- before the run ---------------------------------------------------------------------------
+
+
+async def server_allows(spec: ServerSpec, *, open_timeout: float = 10.0) -> list[str] | None:
+    """The executables a server allows (the `capabilities.allow` of its `connected`
+    notification); None when it cannot be asked or does not say."""
+    try:
+        client = await asyncio.wait_for(
+            ExecutorClient.connect(spec.url, spec.token, open_timeout=open_timeout,
+                                   ping_interval=None),
+            open_timeout + 5)
+    except Exception:  # noqa: BLE001 - unreachable: no verdict here (the run reports it)
+        return None
+    try:
+        allow = (client.session.get("capabilities") or {}).get("allow")
+        return [str(a) for a in allow] if isinstance(allow, list) else None
+    finally:
+        await _close(client)
+
+
+def unfit_servers(allows: Mapping[str, Sequence[str] | None], needed: Sequence[str]) -> dict[str, str]:
+    """Servers to leave out before the run: those that do not allow an executable the plan needs
+    while another server allows every needed executable any server allows. Server name -> why.
+
+    Nobody is left out for an executable no server allows (the tests' problem, reported per
+    test), nor when no server covers all (the dispatcher then moves refused tests at run time).
+    Names compare by basename (a test may give /bin/sh where the allow-list says sh).
+    """
+    import os.path
+
+    def names(seq: Sequence[str]) -> set[str]:
+        return {os.path.basename(x) for x in seq}
+
+    known = {n: names(a) for n, a in allows.items() if a is not None}
+    want = names(needed)
+    runnable = want & set().union(*known.values()) if known else set()
+    full = [n for n, a in known.items() if runnable <= a]
+    if not full:
+        return {}
+    out = {}
+    for n, a in known.items():
+        missing = sorted(runnable - a)
+        if missing:
+            has = ", ".join(sorted(allows[n] or ())) or "nothing"
+            out[n] = (f"it does not allow {', '.join(missing)} (it allows {has}), which "
+                      f"{', '.join(full)} allow{'s' if len(full) == 1 else ''}")
+    return out
 
 
 async def _close(client: ExecutorClient, *, abort: bool = False) -> None:
@@ -811,6 +1114,7 @@ async def _close(client: ExecutorClient, *, abort: bool = False) -> None:
 
 
 __all__ = ["CANCELLED", "COMPLETED", "ClientPool", "DispatchEvent", "DispatchReport", "Dispatched",
-           "Dispatcher", "ERROR", "HANG_GRACE", "LOST", "LOST_EXCEPTIONS", "NOT_RUN", "ServerLost",
-           "ServerRefused", "ServerSpec", "ServerStats", "TestItem", "coefficient_of_variation", "deal",
-           "expected_duration"]
+           "Dispatcher", "ERROR", "HANG_GRACE", "HANG_QUIET", "LOST", "LOST_EXCEPTIONS", "NOT_RUN",
+           "ServerFault", "ServerLost", "ServerRefused", "ServerSpec", "ServerStats", "TestItem",
+           "coefficient_of_variation", "deal", "expected_duration", "health_ok", "server_allows",
+           "server_fault", "unfit_servers"]
