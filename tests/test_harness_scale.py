@@ -297,6 +297,28 @@ def test_a_server_shut_down_mid_run_hands_its_tests_on(tmp_path, executor_servic
     assert all(e.count("end") == 1 for e in effects.values()), effects
 
 
+def test_a_server_that_cannot_run_the_plan_is_left_out_with_one_message(tmp_path, executor_service):
+    good = [executor_service(allow=["sh"]) for _ in range(2)]
+    bad = executor_service(allow=["echo"])  # misconfigured: every test needs sh
+    s = suite_file(tmp_path / "m.json", "misconf", [
+        {"id": f"m{i}", "command": f"sleep 0.2; echo ok-{i}", "expected_patterns": [f"ok-{i}"]}
+        for i in range(6)])
+    argv = [PY, "-m", "stress.local", str(s), "--out", str(tmp_path / "out"), "--max-load", "1000"]
+    for svc in (*good, bad):
+        argv += ["--server", svc.url]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    said = f"server {bad.url} left out: cannot run this plan: it does not allow sh (it allows "
+    assert proc.stderr.count(said) == 1 and "which " in proc.stderr, proc.stderr
+    r = Run.only(tmp_path / "out")
+    assert {t["status"] for t in r.json["tests"]} == {"passed"}
+    entry = next(x for x in r.json["service"]["servers"] if x["name"] == bad.url)
+    assert entry["error"].startswith("cannot run this plan: it does not allow sh")
+    assert bad.url not in {x["name"] for x in r.json["servers"]["servers"]}
+    assert bad.health()["jobs"] == {"running": 0, "queued": 0}
+
+
 # ---------------------------------------------------------------------------------------------
 # Repeats, halting, instances
 

@@ -42,7 +42,7 @@ from cc_executor.settings import parse_max_load
 from cc_executor.timing import learned_timeout
 
 from . import claude as claude_mod
-from .dispatch import ServerSpec
+from .dispatch import ServerSpec, server_allows, unfit_servers
 from .flaky import HaltRule, HaltRuleError
 from .history import History, HistoryError
 from .modelmode import MODES, REAL_MODEL, model_environment, plan_needs
@@ -535,6 +535,19 @@ class ServiceFleet:
         self.specs = [replace(sp, url=sv.url or sp.url, token=sv.token)
                       if sv.managed else sp for sp, sv in zip(self.specs, self.services)]
 
+    async def leave_out_unfit(self, needed: list[str]) -> None:
+        """Several remote servers: leave out one whose allow-list lacks an executable the plan
+        needs while another server allows them all (one message, instead of a refusal per test
+        it would steal). Managed services allow what the plan needs by construction."""
+        live = [(i, sp) for i, (sp, err) in enumerate(zip(self.specs, self.errors)) if err is None]
+        if self.managed or len(live) < 2:
+            return
+        allows = await asyncio.gather(*(server_allows(sp) for _, sp in live))
+        unfit = unfit_servers({sp.name: a for (_, sp), a in zip(live, allows)}, needed)
+        for i, sp in live:
+            if sp.name in unfit:
+                self.errors[i] = f"cannot run this plan: {unfit[sp.name]}"
+
     def note_job(self, pid: int | None) -> None:
         for sv in self.services:
             sv.note_job(pid)
@@ -599,6 +612,8 @@ async def run_session(s: Session) -> int:
                 run.error = f"service: {e}"
                 print(f"{s.tool}: {run.error}", file=sys.stderr)
                 raise ServiceFailed from None
+            if len(fleet.services) > 1:
+                await s.phase(fleet.leave_out_unfit(executables(s.plan)))
             live = fleet.live()
             first_spec, svc = live[0]
             multi = len(fleet.services) > 1
