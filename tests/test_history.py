@@ -21,14 +21,17 @@ T0 = 1_800_000_000.0
 
 
 def add_run(h: History, run_id: str, at: float, results: dict[str, list], *, suites=("local",),
-            finished: bool = True, **run_fields) -> None:
-    """results: test_id -> list of (passed, duration) per attempt."""
+            finished: bool = True, required: dict[str, int] | None = None, **run_fields) -> None:
+    """results: test_id -> list of (passed, duration) per attempt; required: test_id -> passes
+    its threshold needed (unset: every attempt)."""
     h.record_run(run_id, started=at, suites=suites, **run_fields)
     rows = []
     for test_id, attempts in results.items():
         for n, (passed, duration) in enumerate(attempts, 1):
+            reason = "passed" if passed else "exit_code" if passed is False else "lost"
             rows.append(dict(suite=suites[0], test_id=test_id, attempt=n, passed=passed,
-                             duration=duration, reason="passed" if passed else "exit_code"))
+                             duration=duration, reason=reason,
+                             required=(required or {}).get(test_id)))
     h.record_results(run_id, rows)
     if finished:
         h.finish_run(run_id, ended=at + 60, exit_code=0)
@@ -84,6 +87,7 @@ def test_outcomes_from_the_harness_are_recorded_one_row_per_attempt(hist):
                 claude={"total_cost_usd": 0.02, "usage": {"input_tokens": 5, "output_tokens": 7}}),
         Attempt(attempt=2, status="skipped", reason="skipped", message="", end_reason="skipped"),
     ]
+    o.passes, o.runs, o.required = 1, 1, 1
     hist.record_run("r", started=T0, suites=["local"])
     n = hist.record_outcomes("r", [o], server_for=lambda suite, tid, a: f"srv{a}")
     assert n == 2
@@ -91,6 +95,7 @@ def test_outcomes_from_the_harness_are_recorded_one_row_per_attempt(hist):
     assert (a1.passed, a1.duration, a1.output_bytes, a1.cost_usd, a1.tokens, a1.server) == \
         (True, 1.5, 12, 0.02, 12, "srv1")
     assert (a2.passed, a2.duration, a2.reason) == (None, None, "skipped")
+    assert (a1.required, a2.required) == (1, 1)
 
 
 def test_compare_finds_new_failures_fixed_tests_and_duration_changes(hist):
@@ -123,6 +128,89 @@ def test_compare_finds_new_failures_fixed_tests_and_duration_changes(hist):
     assert {d.key.test_id for d in fine.slower} == {"slows", "steady", "tiny"}
     with pytest.raises(ValueError, match="duration_threshold must be > 0"):
         hist.compare("now", "base", duration_threshold=0)
+
+
+def test_tests_that_stopped_running_are_a_lost_regression(hist):
+    add_run(hist, "base", T0, {"a": [(True, 1.0)], "b": [(True, 1.0)], "c": [(False, 1.0)],
+                               "d": [(True, 1.0)]})
+    # A server died: b and c were lost, d skipped; a still passed.
+    hist.record_run("now", started=T0 + 100, suites=["local"])
+    hist.record_results("now", [
+        dict(suite="local", test_id="a", passed=True, duration=1.0, reason="passed"),
+        dict(suite="local", test_id="b", passed=None, reason="lost"),
+        dict(suite="local", test_id="c", passed=None, reason="lost"),
+        dict(suite="local", test_id="d", passed=None, reason="skipped")])
+    hist.finish_run("now", ended=T0 + 160, exit_code=1)
+    c = hist.compare("now", "base")
+    k = lambda t: TestKey("local", t)  # noqa: E731
+    assert c.lost == [k("b"), k("c"), k("d")] and c.new_failures == [] and c.regressed
+    text = "\n".join(c.lines())
+    assert ("lost or not run (3): local/b [lost; passed before], local/c [lost; failed before], "
+            "local/d [skipped; passed before]") in text
+    assert "no changes" not in text
+    assert c.to_json()["lost"] == ["local/b", "local/c", "local/d"]
+
+
+def test_the_automatic_baseline_is_a_run_that_ran_the_tests(hist):
+    add_run(hist, "full", T0, {f"t{i}": [(True, 1.0)] for i in range(5)})
+    add_run(hist, "crippled", T0 + 10, {"t0": [(True, 1.0)], **{f"t{i}": [(None, None)] for i in range(1, 5)}})
+    add_run(hist, "now", T0 + 20, {f"t{i}": [(True, 1.0)] for i in range(5)})
+    # "crippled" is newer but ran one test of the five "now" ran: it would compare as no change.
+    assert hist.baseline("now").run_id == "full"
+    assert hist.previous_run(["local"], before="now").run_id == "crippled"
+    # The crippled run itself is compared with the newest run before it: its losses show.
+    assert hist.baseline("crippled").run_id == "full"
+    assert len(hist.compare("crippled", "full").lost) == 4
+    # A run that skipped a test in every run (say, no Claude) does not disqualify the newest.
+    add_run(hist, "x1", T0 + 30, {"t0": [(True, 1.0)], "t1": [(None, None)]})
+    add_run(hist, "x2", T0 + 40, {"t0": [(True, 1.0)], "t1": [(None, None)]})
+    assert hist.baseline("x2").run_id == "x1"
+    # Nothing complete within the window: the one that left out fewest, newest among equals.
+    assert hist.baseline("now", window=1).run_id == "crippled"
+
+
+def test_pass_thresholds_are_kept_and_flaky_passes_are_not_new_failures(hist, tmp_path):
+    add_run(hist, "base", T0, {"thr": [(True, 1.0)] * 3, "strict": [(True, 1.0)] * 3,
+                               "low": [(True, 1.0)] * 3},
+            required={"thr": 2, "strict": 3, "low": 2})
+    add_run(hist, "now", T0 + 100, {"thr": [(True, 1.0), (False, 1.0), (True, 1.0)],
+                                    "strict": [(True, 1.0), (False, 1.0), (True, 1.0)],
+                                    "low": [(False, 1.0), (False, 1.0), (True, 1.0)]},
+            required={"thr": 2, "strict": 3, "low": 2})
+    c = hist.compare("now", "base")
+    k = lambda t: TestKey("local", t)  # noqa: E731
+    assert c.new_failures == [k("low"), k("strict")]  # 1 of 3 (needed 2); 2 of 3 (needed 3)
+    assert c.flaky == [k("thr")]  # passed its 2 of 3: not a failure, shown apart
+    assert c.stability[k("thr")][1].required == 2 and c.stability[k("thr")][1].passed
+    text = "\n".join(c.lines())
+    assert "flaky, passed their threshold (1): local/thr [flaky (2/3 passed, needed 2)]" in text
+    assert "new failures (2): local/low [flaky (1/3 passed, needed 2)], " \
+           "local/strict [flaky (2/3 passed, needed 3)]" in text
+    assert c.to_json()["flaky"] == ["local/thr"]
+    assert [r.required for r in hist.results("now") if r.test_id == "thr"] == [2, 2, 2]
+    with pytest.raises(ValueError, match="required must be a whole number"):
+        hist.record_result("now", suite="local", test_id="x", passed=True, required=-1)
+
+
+def test_a_schema_1_history_file_is_migrated_in_place(tmp_path):
+    path = tmp_path / "old.sqlite3"
+
+    class Version1(History):
+        MIGRATIONS = History.MIGRATIONS[:1]
+
+    with Version1(path) as h:  # what the code before `required` wrote
+        assert h.schema_version == 1
+        h.record_run("old", started=T0, suites=["local"])
+        h._db.execute("INSERT INTO results (run_id, suite, test_id, attempt, passed, duration, "
+                      "recorded) VALUES ('old', 'local', 't', 1, 1, 1.0, 0), "
+                      "('old', 'local', 't', 2, 0, 1.0, 0)")
+        h.finish_run("old", ended=T0 + 1)
+    with History(path) as h:
+        assert h.schema_version == 2
+        assert [(r.passed, r.required) for r in h.results("old")] == [(True, None), (False, None)]
+        add_run(h, "new", T0 + 10, {"t": [(True, 1.0), (False, 1.0)]}, required={"t": 1})
+        c = h.compare("new", "old")  # old rows: every attempt had to pass, so it failed then
+        assert c.fixed == [TestKey("local", "t")] and c.flaky == [TestKey("local", "t")]
 
 
 def test_baseline_is_the_previous_finished_run_of_the_same_suites(hist):
@@ -176,7 +264,7 @@ def test_trend_and_medians_come_from_recent_passed_attempts(hist):
 def test_schema_is_versioned_and_migrations_run_once(tmp_path):
     path = tmp_path / "h.sqlite3"
     with History(path) as h:
-        assert h.schema_version == 1
+        assert h.schema_version == len(History.MIGRATIONS) == 2
         add_run(h, "r", T0, {"t": [(True, 1.0)]})
 
     def add_notes(db):
@@ -186,10 +274,10 @@ def test_schema_is_versioned_and_migrations_run_once(tmp_path):
         MIGRATIONS = History.MIGRATIONS + (add_notes,)
 
     with Newer(path) as h:
-        assert h.schema_version == 2 and h.run("r").passed == 1  # data kept
+        assert h.schema_version == 3 and h.run("r").passed == 1  # data kept
     with Newer(path) as h:  # already migrated: runs nothing again (would fail: duplicate column)
-        assert h.schema_version == 2
-    with pytest.raises(HistoryError, match="schema version 2, newer than this code knows \\(1\\)"):
+        assert h.schema_version == 3
+    with pytest.raises(HistoryError, match="schema version 3, newer than this code knows \\(2\\)"):
         History(path)
 
 
@@ -262,7 +350,7 @@ def test_two_processes_write_the_same_file_at_once(tmp_path):
              for i in range(2)]
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    assert all(o[0].strip() == "ok 1" for o in outs)
+    assert all(o[0].strip() == f"ok {len(History.MIGRATIONS)}" for o in outs)
     with History(path) as h:
         assert sorted(r.run_id for r in h.runs()) == ["w0", "w1"]
         assert all(r.attempts == n and r.ended is not None for r in h.runs())
@@ -309,6 +397,24 @@ def test_cli_list_show_ratio_compare(filled, capsys):
     assert rc == 2 and "give --baseline" in out
     rc, _ = run_cli("--db", filled, "show", "nope")
     assert rc == 2 and "no run 'nope'" in capsys.readouterr().err
+
+
+def test_cli_compare_honours_thresholds_and_counts_lost_tests(tmp_path):
+    path = tmp_path / "t.sqlite3"
+    with History(path) as h:
+        add_run(h, "r1", T0, {"thr": [(True, 1.0)] * 3, "gone": [(True, 1.0)]}, required={"thr": 2})
+        add_run(h, "r2", T0 + 100, {"thr": [(True, 1.0), (False, 1.0), (True, 1.0)],
+                                    "gone": [(True, 1.0)]}, required={"thr": 2})
+        add_run(h, "r3", T0 + 200, {"thr": [(True, 1.0)] * 3, "gone": [(None, None)]},
+                required={"thr": 2})
+    rc, out = run_cli("--db", str(path), "compare", "r2")
+    assert rc == 0, out  # a pass of its 2-of-3 threshold is no regression
+    assert "flaky, passed their threshold (1): local/thr [flaky (2/3 passed, needed 2)]" in out
+    assert "new failures" not in out and "needed 3" not in out
+    rc, out = run_cli("--db", str(path), "compare", "r3")
+    assert rc == 1 and "lost or not run (1): local/gone [lost; passed before]" in out, out
+    rc, out = run_cli("--db", str(path), "show", "r2")
+    assert rc == 0 and "needed" in out
 
 
 def test_cli_as_a_module_prints_the_trend_and_refuses_a_missing_db(filled, tmp_path):

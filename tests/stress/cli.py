@@ -935,8 +935,11 @@ def history_line(info: dict[str, Any]) -> str | None:
         return f"history: not recorded: {info['error']}"
     parts = []
     for c in info.get("comparisons") or []:
+        extra = "".join(f", {len(c[k])} {what}" for k, what in (("lost", "lost or not run"),
+                                                                   ("flaky", "flaky (passed)"))
+                        if c.get(k))
         parts.append(f"against {c['against']} run {c['baseline_id']}: {len(c['new_failures'])} new "
-                     f"failure(s), {len(c['fixed'])} fixed, {len(c['slower'])} slower, "
+                     f"failure(s){extra}, {len(c['fixed'])} fixed, {len(c['slower'])} slower, "
                      f"{len(c['faster'])} faster")
     if not parts:
         parts.append("no earlier run of these suites to compare with")

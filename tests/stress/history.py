@@ -13,6 +13,14 @@ refused with a clear error instead of being misread.
 Graduation (seed 004 "graduated" a runner at a 10:1 success ratio): counted over attempts (one row
 per test execution) in every recorded run, skipped/lost attempts not counted. A suite graduates
 when passes >= 10 x failures AND passes >= 10, so a single lucky pass with no failures does not.
+
+Why each row carries `required` (schema 2): a test with a pass threshold (2 of 3) passed with one
+failed attempt; compared as "every attempt must pass" it would be a new failure. Rows written
+before schema 2 have NULL there and keep that stricter reading.
+
+Why the automatic baseline is not simply the newest run: a run whose server died (27 of 30 tests
+lost) compares as "no changes" and would then be the next run's baseline. `baseline()` takes the
+newest recent run that ran every test the run being compared ran, else the one missing fewest.
 """
 
 from __future__ import annotations
@@ -32,12 +40,15 @@ from typing import Any, NamedTuple
 
 from .flaky import Flakiness, Stability, classify
 from .results import GRADUATION_RATIO, MIN_GRADUATION_PASSES
+from .verdict import ALL_REPEATS, PassThreshold
 
 DEFAULT_PATH = Path("reports/history.sqlite3")
 BUSY_TIMEOUT_MS = 30_000
 DEFAULT_TREND_LIMIT = 20
 MEDIAN_WINDOW = 20
 """median_durations looks at a test's most recent passed attempts, at most this many."""
+BASELINE_WINDOW = 20
+"""baseline() chooses among this many most recent finished runs of the same suites."""
 
 
 class HistoryError(Exception):
@@ -87,7 +98,13 @@ def _migrate_1(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX results_by_suite ON results (suite)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_1,)
+def _migrate_2(db: sqlite3.Connection) -> None:
+    # The passes the test needed in that run (its pass threshold applied to the attempts that
+    # ran); the same on each of its rows. NULL: every attempt that ran had to pass.
+    db.execute("ALTER TABLE results ADD COLUMN required INTEGER")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_1, _migrate_2)
 """MIGRATIONS[i] takes a database from schema version i to i + 1. Append, never edit."""
 
 
@@ -148,6 +165,8 @@ class ResultRow:
     tokens: int | None = None
     load1: float | None = None
     timeout_used: float | None = None
+    required: int | None = None
+    """Passes the test needed in that run (its pass threshold); None: every attempt that ran."""
     started: float | None = None
     """The run's start (Unix time), filled in by queries that join runs."""
 
@@ -157,7 +176,7 @@ class ResultRow:
 
 
 _RESULT_COLS = ("run_id", "suite", "test_id", "attempt", "passed", "reason", "duration", "server",
-                "output_bytes", "cost_usd", "tokens", "load1", "timeout_used")
+                "output_bytes", "cost_usd", "tokens", "load1", "timeout_used", "required")
 
 
 class SuiteRatio(NamedTuple):
@@ -214,10 +233,13 @@ class DurationChange:
 class Comparison:
     """`run_id` measured against `baseline_id`.
 
-    A test's state in one run is its stability over that run's attempts: new_failures passed
-    every attempt in the baseline and failed at least one now (flaky included); fixed is the
-    reverse. Durations compare the median of passed attempts, flagged when the change is at least
-    `duration_threshold` relative AND at least `min_seconds` absolute, in either direction.
+    A test's state in one run is whether it met its pass threshold over the attempts that ran
+    (`required`, stored per row; every attempt when unknown): new_failures met it in the baseline
+    and not now; fixed is the reverse. `flaky` lists tests that met it now with some attempts
+    failed (not failures; shown apart). `lost` lists tests that ran in the baseline and did not
+    run now at all (lost with their server, skipped, halted): a regression, since the run no
+    longer vouches for them. Durations compare the median of passed attempts, flagged when the
+    change is at least `duration_threshold` relative AND at least `min_seconds` absolute.
     """
 
     run_id: str
@@ -233,21 +255,31 @@ class Comparison:
     """(baseline, current) per test key."""
     duration_threshold: float
     min_seconds: float
+    lost: list[TestKey] = field(default_factory=list)
+    flaky: list[TestKey] = field(default_factory=list)
+    why_not_run: dict[TestKey, str] = field(default_factory=dict)
+    """For `lost`: the current run's reasons, e.g. "lost" or "skipped"."""
 
     @property
     def regressed(self) -> bool:
-        return bool(self.new_failures or self.slower)
+        return bool(self.new_failures or self.lost or self.slower)
 
     def lines(self) -> list[str]:
         out = [f"{self.run_id} against baseline {self.baseline_id}:"]
-        for title, keys in (("new failures", self.new_failures), ("fixed", self.fixed),
-                            ("still failing", self.still_failing), ("added", self.added),
+        for title, keys in (("new failures", self.new_failures),
+                            ("lost or not run", self.lost), ("fixed", self.fixed),
+                            ("still failing", self.still_failing),
+                            ("flaky, passed their threshold", self.flaky), ("added", self.added),
                             ("removed", self.removed)):
             if keys:
                 shown = []
                 for k in keys:
-                    now = self.stability.get(k, (None, None))[1]
-                    shown.append(f"{k} [{now.text()}]" if now is not None and now.flaky else str(k))
+                    before, now = self.stability.get(k, (None, None))
+                    if k in self.why_not_run and title.startswith("lost"):
+                        was = "passed" if before is not None and before.passed else "failed"
+                        shown.append(f"{k} [{self.why_not_run[k]}; {was} before]")
+                    else:
+                        shown.append(f"{k} [{now.text()}]" if now is not None and now.flaky else str(k))
                 out.append(f"  {title} ({len(keys)}): " + ", ".join(shown))
         for title, changes in (("slower", self.slower), ("faster", self.faster)):
             for c in changes:
@@ -259,7 +291,8 @@ class Comparison:
     def to_json(self) -> dict[str, Any]:
         keys = lambda ks: [str(k) for k in ks]  # noqa: E731
         return {"run_id": self.run_id, "baseline_id": self.baseline_id,
-                "new_failures": keys(self.new_failures), "fixed": keys(self.fixed),
+                "new_failures": keys(self.new_failures), "lost": keys(self.lost),
+                "flaky": keys(self.flaky), "fixed": keys(self.fixed),
                 "still_failing": keys(self.still_failing), "added": keys(self.added),
                 "removed": keys(self.removed),
                 "slower": [c.to_json() for c in self.slower],
@@ -417,11 +450,12 @@ class History:
                       attempt: int = 1, reason: str | None = None, duration: float | None = None,
                       server: str | None = None, output_bytes: int | None = None,
                       cost_usd: float | None = None, tokens: int | None = None,
-                      load1: float | None = None, timeout_used: float | None = None) -> None:
+                      load1: float | None = None, timeout_used: float | None = None,
+                      required: int | None = None) -> None:
         self.record_results(run_id, [dict(
             suite=suite, test_id=test_id, passed=passed, attempt=attempt, reason=reason,
             duration=duration, server=server, output_bytes=output_bytes, cost_usd=cost_usd,
-            tokens=tokens, load1=load1, timeout_used=timeout_used)])
+            tokens=tokens, load1=load1, timeout_used=timeout_used, required=required)])
 
     def record_results(self, run_id: str, rows: Iterable[Mapping[str, Any]]) -> int:
         """Many results in one transaction (what a harness should do at the end of a run)."""
@@ -437,18 +471,23 @@ class History:
             passed = r.get("passed")
             if passed is not None and not isinstance(passed, bool):
                 raise ValueError(f"passed must be True, False or None, got {passed!r}")
+            required = r.get("required")
+            if required is not None and (isinstance(required, bool) or not isinstance(required, int)
+                                         or required < 0):
+                raise ValueError(f"required must be a whole number >= 0 or None, got {required!r}")
             values.append((run_id, r["suite"], r["test_id"], int(r.get("attempt", 1)),
                            None if passed is None else int(passed), r.get("reason"),
                            r.get("duration"), r.get("server"), r.get("output_bytes"),
                            r.get("cost_usd"), r.get("tokens"), r.get("load1"),
-                           r.get("timeout_used"), now))
+                           r.get("timeout_used"), required, now))
         with self._write() as db:
             if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
                 raise HistoryError(f"record_run({run_id!r}, ...) first: no such run in {self.path}")
             db.executemany("""
                 INSERT OR REPLACE INTO results (run_id, suite, test_id, attempt, passed, reason,
-                    duration, server, output_bytes, cost_usd, tokens, load1, timeout_used, recorded)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""", values)
+                    duration, server, output_bytes, cost_usd, tokens, load1, timeout_used,
+                    required, recorded)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""", values)
         return len(values)
 
     def record_outcomes(self, run_id: str, outcomes: Iterable[Any],
@@ -457,23 +496,25 @@ class History:
 
         `server_for(suite, test_id, attempt)` names the server an attempt ran on (multi-server
         runs); skipped attempts are stored with passed NULL so the report can show them, and are
-        never counted in ratios or medians.
+        never counted in ratios or medians. Each row keeps the passes the test needed
+        (`o.required`, when any attempt ran).
         """
         rows = []
         for o in outcomes:
+            required = int(o.required) if getattr(o, "runs", 0) and o.required else None
             for a in o.attempts:
                 usage = ((a.claude or {}).get("usage") or {}) if a.claude else {}
                 tokens = None
                 if usage:
                     tokens = int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
+                cost = (a.claude or {}).get("total_cost_usd") if a.claude else None
                 rows.append(dict(
                     suite=o.suite, test_id=o.id, attempt=a.attempt,
                     passed={"passed": True, "failed": False}.get(a.status),
                     reason=a.reason, duration=a.duration if a.status != "skipped" else None,
                     server=server_for(o.suite, o.id, a.attempt) if server_for else None,
-                    output_bytes=a.stdout_bytes + a.stderr_bytes,
-                    cost_usd=(a.claude or {}).get("total_cost_usd") if a.claude else None,
-                    tokens=tokens, load1=a.load1, timeout_used=a.timeout))
+                    output_bytes=a.stdout_bytes + a.stderr_bytes, cost_usd=cost,
+                    tokens=tokens, load1=a.load1, timeout_used=a.timeout, required=required))
         return self.record_results(run_id, rows)
 
     # ---- reading -------------------------------------------------------------------------
@@ -520,7 +561,7 @@ class History:
             passed=None if r["passed"] is None else bool(r["passed"]), reason=r["reason"],
             duration=r["duration"], server=r["server"], output_bytes=r["output_bytes"],
             cost_usd=r["cost_usd"], tokens=r["tokens"], load1=r["load1"],
-            timeout_used=r["timeout_used"], started=r.get("started"))
+            timeout_used=r["timeout_used"], required=r.get("required"), started=r.get("started"))
 
     def previous_run(self, suites: Iterable[str], *, before: str | None = None) -> RunInfo | None:
         """The newest finished run of exactly this suite set (started before run `before`)."""
@@ -536,9 +577,45 @@ class History:
                            "ORDER BY runs.started DESC, runs.rowid DESC LIMIT 1", params)
         return self._run_from(rows[0]) if rows else None
 
-    def baseline(self, run_id: str) -> RunInfo | None:
-        """What `run_id` is compared with by default: the previous finished run of its suites."""
-        return self.previous_run(self.run(run_id).suites, before=run_id)
+    def _previous_runs(self, run_id: str, limit: int) -> list[RunInfo]:
+        """Finished runs of `run_id`'s suite set that started before it, newest first."""
+        ref = self.run(run_id)
+        rows = self._query(
+            self._RUNS_SQL + " WHERE runs.suites = ? AND runs.ended IS NOT NULL AND runs.run_id != ? "
+            "AND (runs.started < ? OR (runs.started = ? AND runs.rowid < "
+            "(SELECT rowid FROM runs WHERE run_id = ?))) GROUP BY runs.run_id "
+            f"ORDER BY runs.started DESC, runs.rowid DESC LIMIT {int(limit)}",
+            [suite_key(ref.suites), run_id, ref.started, ref.started, run_id])
+        return [self._run_from(r) for r in rows]
+
+    def _ran(self, run_ids: Sequence[str]) -> dict[str, dict[TestKey, bool]]:
+        """Per run: each recorded test -> whether any of its attempts ran (passed or failed)."""
+        out: dict[str, dict[TestKey, bool]] = {r: {} for r in run_ids}
+        if not run_ids:
+            return out
+        marks = ",".join("?" * len(run_ids))
+        for r in self._query("SELECT run_id, suite, test_id, max(passed IS NOT NULL) AS ran "
+                             f"FROM results WHERE run_id IN ({marks}) GROUP BY run_id, suite, test_id",
+                             list(run_ids)):
+            out[r["run_id"]][TestKey(r["suite"], r["test_id"])] = bool(r["ran"])
+        return out
+
+    def baseline(self, run_id: str, window: int = BASELINE_WINDOW) -> RunInfo | None:
+        """What `run_id` is compared with by default: among the last `window` finished runs of
+        its suites, the newest that ran every test `run_id` ran (and recorded), else the one that
+        left out fewest of them; a run that ran no test at all comes last."""
+        cands = self._previous_runs(run_id, window)
+        if not cands:
+            return None
+        ran = self._ran([run_id, *(c.run_id for c in cands)])
+        now = {k for k, v in ran[run_id].items() if v}
+
+        def score(c: RunInfo) -> tuple[int, int]:
+            tests = ran[c.run_id]
+            gaps = sum(1 for k in now if k in tests and not tests[k])
+            return gaps, 0 if any(tests.values()) else 1
+
+        return min(cands, key=score)  # min keeps the first (newest) of equals
 
     def _per_test(self, run_id: str) -> dict[TestKey, list[ResultRow]]:
         out: dict[TestKey, list[ResultRow]] = defaultdict(list)
@@ -556,13 +633,20 @@ class History:
         now, base = self._per_test(run_id), self._per_test(other_run_id)
         stab: dict[TestKey, tuple[Flakiness | None, Flakiness | None]] = {}
         new_failures, fixed, still, slower, faster = [], [], [], [], []
+        lost, flaky, why_not_run = [], [], {}
         for key in sorted(set(now) | set(base)):
-            b = classify([r.passed for r in base[key]]) if key in base else None
-            c = classify([r.passed for r in now[key]]) if key in now else None
+            b = _classify(base[key]) if key in base else None
+            c = _classify(now[key]) if key in now else None
             stab[key] = (b, c)
-            if b is None or c is None or Stability.NOT_RUN in (b.stability, c.stability):
+            if b is None or c is None or b.stability is Stability.NOT_RUN:
                 continue
-            b_ok, c_ok = b.stability is Stability.STABLE_PASS, c.stability is Stability.STABLE_PASS
+            if c.stability is Stability.NOT_RUN:
+                lost.append(key)
+                why_not_run[key] = ", ".join(dict.fromkeys(r.reason or "not run" for r in now[key]))
+                continue
+            b_ok, c_ok = b.passed, c.passed
+            if c_ok and c.flaky:
+                flaky.append(key)
             if b_ok and not c_ok:
                 new_failures.append(key)
             elif c_ok and not b_ok:
@@ -581,7 +665,8 @@ class History:
         slower.sort(key=lambda c: -c.relative)
         faster.sort(key=lambda c: c.relative)
         return Comparison(run_id, other_run_id, new_failures, fixed, still, added, removed,
-                          slower, faster, stab, duration_threshold, min_seconds)
+                          slower, faster, stab, duration_threshold, min_seconds, lost, flaky,
+                          why_not_run)
 
     def suite_ratio(self, suite: str | None = None) -> SuiteRatio:
         """Cumulative over all runs; `None` means every suite together."""
@@ -640,6 +725,14 @@ class History:
 
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+def _classify(rows: Sequence[ResultRow]) -> Flakiness:
+    """One test's attempts in one run, judged by the passes it needed then (every attempt that
+    ran when the rows do not say)."""
+    required = next((r.required for r in rows if r.required is not None), None)
+    threshold = PassThreshold(passes=required) if required else ALL_REPEATS
+    return classify([r.passed for r in rows], threshold)
 
 
 __all__ = ["Comparison", "DEFAULT_PATH", "DurationChange", "History", "HistoryError",

@@ -1,8 +1,11 @@
 """`python -m stress.history [--db PATH] list|show|trend|ratio|compare`: read the run history.
 
-Read-only: it never creates a database (a typo in --db must not leave an empty file behind).
-Exit status: 0 done; 1 `compare` found a regression (new failure or slower test); 2 usage error,
-unknown run or test, or an unusable database.
+Read-only: it never creates a database (a typo in --db must not leave an empty file behind),
+though opening a file written by older code upgrades its schema in place (data kept).
+Exit status: 0 done; 1 `compare` found a regression (new failure, a test that ran before and did
+not run now, or a slower test; a flaky test that met its pass threshold is none); 2 usage error,
+unknown run or test, or an unusable database. Without --baseline, `compare` and `show` use the
+automatic baseline: the newest earlier run that ran the tests this one ran.
 """
 
 from __future__ import annotations
@@ -74,13 +77,14 @@ def cmd_show(h: History, ns: argparse.Namespace, con: Console) -> int:
     if run.argv:
         con.print("  argv: " + " ".join(run.argv))
     t = Table(title=f"{run.attempts} attempts: {run.passed} passed, {run.failed} failed")
-    for col in ("suite", "test", "try", "result", "reason", "seconds", "server", "bytes", "cost $",
-                "load1", "timeout"):
+    for col in ("suite", "test", "try", "result", "reason", "needed", "seconds", "server", "bytes",
+                "cost $", "load1", "timeout"):
         t.add_column(col)
     for r in h.results(run.run_id):
         t.add_row(r.suite, r.test_id, str(r.attempt), _passed(r.passed), r.reason or "-",
-                  _secs(r.duration), r.server or "-", _num(r.output_bytes, "{:,}"),
-                  _num(r.cost_usd, "{:.4f}"), _num(r.load1), _num(r.timeout_used, "{:g}"))
+                  _num(r.required, "{}"), _secs(r.duration), r.server or "-",
+                  _num(r.output_bytes, "{:,}"), _num(r.cost_usd, "{:.4f}"), _num(r.load1),
+                  _num(r.timeout_used, "{:g}"))
     con.print(t)
     base = h.baseline(run.run_id)
     if base is not None:
@@ -167,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("suite", nargs="?", metavar="SUITE")
     s = sub.add_parser("compare", help="a run against its baseline (exit 1 when it regressed)")
     s.add_argument("run_id", metavar="RUN_ID")
-    s.add_argument("--baseline", metavar="RUN_ID", help="default: the previous run of the same suites")
+    s.add_argument("--baseline", metavar="RUN_ID",
+                   help="default: the newest earlier run of the same suites that ran its tests")
     s.add_argument("--threshold", type=float, default=0.25,
                    help="relative duration change to report (default 0.25 = 25%%)")
     s.add_argument("--min-seconds", type=float, default=0.1,
