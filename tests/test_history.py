@@ -88,14 +88,24 @@ def test_outcomes_from_the_harness_are_recorded_one_row_per_attempt(hist):
         Attempt(attempt=2, status="skipped", reason="skipped", message="", end_reason="skipped"),
     ]
     o.passes, o.runs, o.required = 1, 1, 1
+    # Three instances ran at once: the attempt cost what all three cost, not only the winner.
+    inst = TestOutcome(suite="local", id="best", name="best", tags=[], source="x.json",
+                       kind="prompt", invocation="claude", requires=[], timeout=20.0,
+                       stall_timeout=None, repeat=1, passes=1, runs=1, required=1)
+    inst.attempts = [Attempt(
+        attempt=1, status="passed", reason="passed", message="", end_reason="exited",
+        claude={"total_cost_usd": 0.01}, instances=[
+            {"instance": 1, "cost_usd": 0.01, "chosen": True}, {"instance": 2, "cost_usd": 0.03},
+            {"instance": 3, "cost_usd": None}])]
     hist.record_run("r", started=T0, suites=["local"])
-    n = hist.record_outcomes("r", [o], server_for=lambda suite, tid, a: f"srv{a}")
-    assert n == 2
-    a1, a2 = hist.results("r")
+    n = hist.record_outcomes("r", [o, inst], server_for=lambda suite, tid, a: f"srv{a}")
+    assert n == 3
+    a1, a2, best = sorted(hist.results("r"), key=lambda r: (r.test_id != "t1", r.attempt))
     assert (a1.passed, a1.duration, a1.output_bytes, a1.cost_usd, a1.tokens, a1.server) == \
         (True, 1.5, 12, 0.02, 12, "srv1")
     assert (a2.passed, a2.duration, a2.reason) == (None, None, "skipped")
     assert (a1.required, a2.required) == (1, 1)
+    assert best.test_id == "best" and best.cost_usd == pytest.approx(0.04)
 
 
 def test_compare_finds_new_failures_fixed_tests_and_duration_changes(hist):

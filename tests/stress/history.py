@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .flaky import Flakiness, Stability, classify
+from .instances import total_cost
 from .results import GRADUATION_RATIO, MIN_GRADUATION_PASSES
 from .verdict import ALL_REPEATS, PassThreshold
 
@@ -497,7 +498,8 @@ class History:
         `server_for(suite, test_id, attempt)` names the server an attempt ran on (multi-server
         runs); skipped attempts are stored with passed NULL so the report can show them, and are
         never counted in ratios or medians. Each row keeps the passes the test needed
-        (`o.required`, when any attempt ran).
+        (`o.required`, when any attempt ran); an attempt with instances costs what all its
+        instances cost, not only the winner.
         """
         rows = []
         for o in outcomes:
@@ -508,6 +510,8 @@ class History:
                 if usage:
                     tokens = int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
                 cost = (a.claude or {}).get("total_cost_usd") if a.claude else None
+                if a.instances:
+                    cost = total_cost(a.instances)
                 rows.append(dict(
                     suite=o.suite, test_id=o.id, attempt=a.attempt,
                     passed={"passed": True, "failed": False}.get(a.status),

@@ -134,4 +134,14 @@ def select(criterion: str, runs: Sequence[InstanceRun]) -> Selection:
     return Selection(criterion, best.index, tuple(r.index for r in eligible), why)
 
 
-__all__ = ["CRITERIA", "DISQUALIFYING", "InstanceRun", "Selection", "select", "why_not_eligible"]
+def total_cost(instances: Sequence[dict[str, Any]]) -> float | None:
+    """What an attempt with instances cost: every instance ran (and was paid for), not only the
+    winner. `instances` is the attempt's per-instance summary (its "cost_usd" entries); None
+    when no instance reported a cost."""
+    costs = [i.get("cost_usd") for i in instances]
+    known = [float(c) for c in costs if isinstance(c, int | float) and not isinstance(c, bool)]
+    return sum(known) if known else None
+
+
+__all__ = ["CRITERIA", "DISQUALIFYING", "InstanceRun", "Selection", "select", "total_cost",
+           "why_not_eligible"]
