@@ -13,8 +13,8 @@ database (`stress.history`) and compared with the previous run of the same suite
 
 Exit status: 0 every test that ran passed (or met its pass threshold) and at least one ran, and
 none was lost; 1 a test failed or was lost, nothing ran, or the service could not be started;
-2 usage or suite errors; 3 the Claude preflight failed (stress.preflight); 130 / 143
-interrupted by SIGINT / SIGTERM.
+2 usage or suite errors; 3 a preflight failed (stress.preflight: a --server refused the token,
+or the Claude preflight); 130 / 143 interrupted by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ def build_parser(prog: str, default_suite: str, what: str) -> argparse.ArgumentP
                     "--server), runs the suites through the WebSocket client, and writes "
                     "report.md, report.json and junit.xml under --out/<run-id>/.",
         epilog="Exit status: 0 all passed; 1 a test failed or nothing ran; 2 usage or suite "
-               "error; 3 Claude preflight failed; 130/143 interrupted (SIGINT/SIGTERM). See "
+               "error; 3 preflight failed (token refused, or Claude); 130/143 interrupted "
+               "(SIGINT/SIGTERM). See "
                "docs/harness.md.",
     )
     p.add_argument("suites", nargs="*", metavar="SUITE",
