@@ -120,6 +120,8 @@ async def test_health_counts_the_processes_of_running_jobs(executor_service):
 
     async with await ExecutorClient.connect(svc.url) as c:
         assert await asyncio.to_thread(wait_until, lambda: live() == 0, 10)
+        load = svc.health()["load"]
+        assert (load["running_jobs"], load["queued_jobs"]) == (0, 0)
         # A leader, two children, and one that left the group (found by the run's marker).
         job = await c.start(args=["sh", "-c", "sleep 30 & setsid sleep 30 & sleep 30 & wait"])
         assert await asyncio.to_thread(wait_until, lambda: live() == 4, 10), live()

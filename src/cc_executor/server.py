@@ -215,8 +215,8 @@ class Service:
         sample counts (handed to the sampler's thread as one immutable set)."""
         self._live_run_ids = frozenset(self.runner.runs) if self.runner is not None else frozenset()
         jobs = self.jobs
-        if jobs is None:
-            return {}
+        if jobs is None:  # the first sample is taken before the job manager exists
+            return {"running_jobs": 0, "queued_jobs": 0}
         return {"running_jobs": jobs.running, "queued_jobs": len(jobs.queue)}
 
     def _read_host(self) -> LoadReading:
