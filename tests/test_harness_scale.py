@@ -478,3 +478,58 @@ def test_no_history_records_nothing(tmp_path):
     assert r.json["history"] is None and "## History" not in r.md
     assert not (tmp_path / "out" / "history.sqlite3").exists()
     assert r.json["servers"]["mode"] == "single" and r.json["servers"]["servers"][0]["tests_run"] == 1
+
+
+def test_report_md_lists_lost_tests_and_flaky_passes_from_the_history(tmp_path):
+    """A run whose only change is a test that stopped running is not "no changes" in report.md;
+    a flaky pass is listed apart from failures (and both reach junit.xml)."""
+    flag = tmp_path / "fail-once"
+
+    def write(gone_requires: list[str]) -> Path:
+        return suite_file(tmp_path / "lf.json", "lostflaky", [
+            {"id": "steady", "command": "echo ok"},
+            {"id": "gone", "command": "echo here", "requires": gone_requires},
+            {"id": "wobbly", "command": f"if [ -f {flag} ]; then rm {flag}; exit 1; fi; echo ok",
+             "pass_threshold": {"passes": 2, "of": 3}},
+        ])
+
+    out = tmp_path / "out"
+    opts = ("--repeat", "3", "--duration-min", "30")  # no duration changes on a busy host
+    runs: list[Run] = []
+
+    def run(*args: str, rc: int) -> Run:
+        proc = harness(*args, *opts, out=out)
+        assert proc.returncode == rc, proc.stdout + proc.stderr
+        seen = {r.dir for r in runs}
+        (folder,) = [d for d in out.iterdir() if d.is_dir() and d not in seen]
+        runs.append(Run(folder))
+        return runs[-1]
+
+    first = run(str(write([])), rc=0)
+    # 2: "gone" is skipped now (a requirement nobody provides): its only change.
+    second = run(str(write(["gpu"])), rc=0)
+    (c,) = second.json["history"]["comparisons"]
+    assert c["baseline_id"] == first.json["run_id"] and c["regressed"]
+    assert c["lost"] == ["lostflaky/gone"] and c["flaky"] == [] and c["new_failures"] == []
+    assert c["lost_detail"] == [{"test": "lostflaky/gone", "now": "skipped", "passed_before": True}]
+    md = second.md
+    assert "- **Lost or not run (1):** `lostflaky/gone` (skipped; passed before)" in md, md
+    assert "no changes in outcomes or durations" not in md
+    junit = (second.dir / "junit.xml").read_text()
+    assert (f'<property name="history_lost" value="gone (against the previous run '
+            f'{first.json["run_id"]})" />') in junit, junit
+    # 3: every test runs again; wobbly fails its first attempt and passes 2 of 3 (its threshold).
+    flag.write_text("x")
+    third = run(str(write([])), rc=0)
+    assert not flag.exists()
+    (c,) = third.json["history"]["comparisons"]
+    assert c["baseline_id"] == first.json["run_id"]  # the run that ran every test, not the second
+    assert c["flaky"] == ["lostflaky/wobbly"] and c["lost"] == [] and c["new_failures"] == []
+    assert c["flaky_detail"] == [{"test": "lostflaky/wobbly", "passes": 2, "runs": 3, "required": 2}]
+    md = third.md
+    assert "- **Flaky, passed their threshold (1):** `lostflaky/wobbly` (2/3 passed, needed 2)" in md, md
+    assert "New failures" not in md and "no changes in outcomes or durations" not in md
+    assert '<property name="history_flaky" value="wobbly' in (third.dir / "junit.xml").read_text()
+    # And a run with nothing new still says so.
+    fourth = run(str(write([])), rc=0)
+    assert "- no changes in outcomes or durations" in fourth.md, fourth.md

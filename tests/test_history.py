@@ -159,6 +159,10 @@ def test_tests_that_stopped_running_are_a_lost_regression(hist):
             "local/d [skipped; passed before]") in text
     assert "no changes" not in text
     assert c.to_json()["lost"] == ["local/b", "local/c", "local/d"]
+    assert c.to_json()["lost_detail"] == [  # what report.md shows next to each
+        {"test": "local/b", "now": "lost", "passed_before": True},
+        {"test": "local/c", "now": "lost", "passed_before": False},
+        {"test": "local/d", "now": "skipped", "passed_before": True}]
 
 
 def test_the_automatic_baseline_is_a_run_that_ran_the_tests(hist):
@@ -197,6 +201,7 @@ def test_pass_thresholds_are_kept_and_flaky_passes_are_not_new_failures(hist, tm
     assert "new failures (2): local/low [flaky (1/3 passed, needed 2)], " \
            "local/strict [flaky (2/3 passed, needed 3)]" in text
     assert c.to_json()["flaky"] == ["local/thr"]
+    assert c.to_json()["flaky_detail"] == [{"test": "local/thr", "passes": 2, "runs": 3, "required": 2}]
     assert [r.required for r in hist.results("now") if r.test_id == "thr"] == [2, 2, 2]
     with pytest.raises(ValueError, match="required must be a whole number"):
         hist.record_result("now", suite="local", test_id="x", passed=True, required=-1)

@@ -289,11 +289,31 @@ class Comparison:
             out.append("  no changes in outcomes or durations")
         return out
 
+    def lost_detail(self) -> list[dict[str, Any]]:
+        """Each lost test with why it did not run now and whether it met its threshold before."""
+        out = []
+        for k in self.lost:
+            before = self.stability.get(k, (None, None))[0]
+            out.append({"test": str(k), "now": self.why_not_run.get(k, "not run"),
+                        "passed_before": bool(before is not None and before.passed)})
+        return out
+
+    def flaky_detail(self) -> list[dict[str, Any]]:
+        """Each flaky pass with its attempts now: passes of runs, and the passes it needed."""
+        out = []
+        for k in self.flaky:
+            now = self.stability.get(k, (None, None))[1]
+            out.append({"test": str(k), "passes": now.passes if now else None,
+                        "runs": now.runs if now else None, "required": now.required if now else None})
+        return out
+
     def to_json(self) -> dict[str, Any]:
         keys = lambda ks: [str(k) for k in ks]  # noqa: E731
         return {"run_id": self.run_id, "baseline_id": self.baseline_id,
                 "new_failures": keys(self.new_failures), "lost": keys(self.lost),
-                "flaky": keys(self.flaky), "fixed": keys(self.fixed),
+                "lost_detail": self.lost_detail(),
+                "flaky": keys(self.flaky), "flaky_detail": self.flaky_detail(),
+                "fixed": keys(self.fixed),
                 "still_failing": keys(self.still_failing), "added": keys(self.added),
                 "removed": keys(self.removed),
                 "slower": [c.to_json() for c in self.slower],

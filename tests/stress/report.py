@@ -485,12 +485,17 @@ def _history_md(run: RunResult) -> list[str]:
     thr = h.get("duration_threshold")
     for c in comps:
         lines += [f"### Against the {c['against']} run {c['baseline_id']} ({_utc(c.get('started'))})", ""]
-        rows = [("New failures", c["new_failures"]), ("Fixed", c["fixed"]),
-                ("Still failing", c["still_failing"]), ("Added", c["added"]),
+        # The order of `Comparison.lines()`: regressions first (lost tests are one: the run no
+        # longer vouches for them), flaky passes apart from the failures.
+        rows = [("New failures", c["new_failures"]), ("Lost or not run", c.get("lost") or []),
+                ("Fixed", c["fixed"]), ("Still failing", c["still_failing"]),
+                ("Flaky, passed their threshold", c.get("flaky") or []), ("Added", c["added"]),
                 ("Removed", c["removed"])]
+        notes = _comparison_notes(c)
         for title, keys in rows:
             if keys:
-                lines.append(f"- **{title} ({len(keys)}):** " + ", ".join(f"`{k}`" for k in keys))
+                lines.append(f"- **{title} ({len(keys)}):** "
+                             + ", ".join(f"`{k}`" + notes.get((title, k), "") for k in keys))
         for title, changes in (("Slower", c["slower"]), ("Faster", c["faster"])):
             for ch in changes:
                 rel = "-" if ch["relative"] is None else f"{ch['relative'] * 100:+.0f}%"
@@ -518,6 +523,19 @@ def _history_md(run: RunResult) -> list[str]:
                   f"{lt['floor']:g} s, never above the configured timeout; applied to {lt['tests']} "
                   "test(s) (see the Tests table).", ""]
     return lines
+
+
+def _comparison_notes(c: dict) -> dict[tuple[str, str], str]:
+    """` (lost; passed before)` for a lost test, ` (2/3 passed, needed 2)` for a flaky pass."""
+    notes = {}
+    for d in c.get("lost_detail") or []:
+        notes[("Lost or not run", d["test"])] = (
+            f" ({cell(d.get('now') or 'not run')}; {'passed' if d.get('passed_before') else 'failed'} before)")
+    for d in c.get("flaky_detail") or []:
+        if d.get("runs"):
+            notes[("Flaky, passed their threshold", d["test"])] = (
+                f" ({d['passes']}/{d['runs']} passed, needed {d['required']})")
+    return notes
 
 
 def _load(d: dict) -> str:
@@ -598,6 +616,19 @@ def _xml_text(text: str, limit: int = JUNIT_OUT_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + f"\n... ({len(text) - limit} more characters)"
 
 
+def _junit_history(run: RunResult, suite: str) -> list[tuple[str, str]]:
+    """Per suite: its tests the history comparisons list as lost or as flaky passes (a lost
+    test is only "skipped" in junit.xml, and a flaky pass only passed attempts and failures)."""
+    out = []
+    for c in (run.history or {}).get("comparisons") or []:
+        against = f"against the {c['against']} run {c['baseline_id']}"
+        for key, name in (("lost", "history_lost"), ("flaky", "history_flaky")):
+            ids = [k[len(suite) + 1:] for k in c.get(key) or [] if k.startswith(suite + "/")]
+            if ids:
+                out.append((name, f"{', '.join(ids)} ({against})"))
+    return out
+
+
 def render_junit(run: RunResult) -> bytes:
     root = ET.Element("testsuites", name=f"cc_executor stress {run.run_id}")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "time": 0.0}
@@ -613,6 +644,8 @@ def render_junit(run: RunResult) -> bytes:
         for k, v in (("run_id", run.run_id), ("model_mode", run.environment.get("model_mode")),
                      ("interrupted", str(run.interrupted).lower())):
             ET.SubElement(props, "property", name=k, value=_xml_text(str(v)))
+        for name, value in _junit_history(run, suite_name):
+            ET.SubElement(props, "property", name=name, value=_xml_text(value))
         n = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "time": 0.0}
         for o in outcomes:
             for a in o.attempts:
