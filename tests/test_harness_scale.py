@@ -149,6 +149,7 @@ def test_server_options_parse_weights_concurrency_and_tokens():
     (["--server", "ws://h:1/ws", "--server-token", "ws://other/ws=t"],
      "--server-token: 'ws://other/ws' is not one of the --server URLs"),
     (["--halt", "sometimes"], "--halt: bad halt rule 'sometimes'"),
+    (["--retry-budget", "-1"], "argument --retry-budget: must be at least 0, got -1"),
     (["--no-history", "--baseline", "x"], "--no-history cannot be combined with --baseline"),
     (["--learned-timeouts", "fast"], "--learned-timeouts: not a percentage: 'fast'"),
     (["--baseline", "no-such-run"], "--baseline: no run 'no-such-run'"),
@@ -262,6 +263,52 @@ def test_a_server_killed_mid_run_loses_nothing(tmp_path, executor_service):
     for t in tokens[1:]:  # per-server tokens never reach the reports
         assert t not in r.md and t not in json.dumps(r.json)
     assert all(s.alive() for s in (svcs[0], svcs[2]))  # not ours to stop
+
+
+@pytest.mark.parametrize("limit, why", [
+    (("--retry-budget", "0"), "the run's retry budget of 0 is spent"),
+    (("--retries", "0"), "retried 0 time(s), the per-test limit is 0"),
+], ids=["retry-budget-0", "retries-0"])
+def test_with_no_retries_left_a_test_on_a_killed_server_is_lost(tmp_path, executor_service, limit, why):
+    svcs = [executor_service(allow=["sh"]) for _ in range(2)]
+    victim = svcs[1]
+    marks = tmp_path / "marks"
+    ids = [f"b{i}" for i in range(6)]
+    s = suite_file(tmp_path / "b.json", "budget", marked_tests(marks, "b", 6, 1.2))
+    argv = [PY, "-m", "stress.local", str(s), "--out", str(tmp_path / "out"), "--quiet", *limit]
+    for svc in svcs:
+        argv += ["--server", svc.url]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: _job_pids(victim.pid), 30, 0.02), "the victim never ran a job"
+        doomed = _job_pids(victim.pid)
+        victim.proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    victim.proc.wait(10)
+    assert wait_gone(doomed, 10) == []
+    assert proc.returncode == 1, out + err  # a lost test fails the run
+    r = Run.only(tmp_path / "out")
+    assert sorted(r.tests) == ids  # each reported exactly once
+    lost = [t for t in r.json["tests"] if t["status"] == "lost"]
+    assert len(lost) == 1, [(t["id"], t["status"], t["message"]) for t in r.json["tests"]]
+    (a,) = lost[0]["attempts"]
+    assert a["status"] == "lost" and a["tries"] == [victim.url] and why in a["message"], a
+    assert all(t["status"] == "passed" for t in r.json["tests"] if t is not lost[0])
+    assert r.json["servers"]["retries_used"] == 0
+    assert r.json["options"]["retry_budget"] == (0 if limit[0] == "--retry-budget" else None)
+    # Not retried: the lost test started once (on the victim) and its end never came.
+    effects = side_effects(marks, ids)
+    assert effects.pop(lost[0]["id"]) == ["start"], effects
+    assert all(e == ["start", "end"] for e in effects.values()), effects
+    assert "## Lost" in r.md and why in r.md
+    if limit[0] == "--retry-budget":
+        assert "retries used: 0 (run-wide budget 0)." in r.md
+    assert svcs[0].alive()
 
 
 def test_a_server_shut_down_mid_run_hands_its_tests_on(tmp_path, executor_service):

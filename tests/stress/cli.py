@@ -136,6 +136,9 @@ def build_parser(prog: str, default_suite: str, what: str) -> argparse.ArgumentP
     p.add_argument("--retries", type=int_at_least(0), default=2, metavar="N",
                    help="several servers: move an attempt to another server at most N times "
                         "when its server is lost (default 2)")
+    p.add_argument("--retry-budget", type=int_at_least(0), default=None, metavar="N",
+                   help="several servers: at most N such moves in the whole run (default: no "
+                        "run-wide limit; --retries and the number of servers still bound them)")
     p.add_argument("--halt", metavar="RULE", default="never",
                    help="stop early, GNU parallel style: now,fail=1 | soon,fail=20%% | "
                         "soon,success=1 | now,done=10 | never (default)")
@@ -697,7 +700,7 @@ async def run_session(s: Session) -> int:
                 first_spec.url, first_spec.token, s.plan, s.report_dir,
                 RunOptions(concurrency=ns.concurrency, fail_fast=ns.fail_fast, model_env=model.env,
                            claude_env=claude_env, halt=s.halt, steal=not ns.no_steal,
-                           max_retries_per_test=ns.retries),
+                           max_retries_per_test=ns.retries, retry_budget=ns.retry_budget),
                 progress=progress, monitor=monitor, service=fleet)
             if s.interrupted:
                 s.runner.interrupt(f"interrupted by {s.interrupted}")
@@ -994,6 +997,7 @@ def _run(ns: argparse.Namespace, argv: list[str] | None, *, prog: str, tool: str
         "model": ns.model, "claude_template": ns.claude_template, "max_load": ns.max_load,
         "server": [split_server(t)[0] for t in ns.server] or None, "servers": ns.servers,
         "weights": ns.weights, "steal": not ns.no_steal, "retries": ns.retries,
+        "retry_budget": ns.retry_budget,
         "halt": str(halt), "history_db": None if history is None else str(history.path),
         "baseline": ns.baseline, "duration_threshold": ns.duration_threshold,
         "duration_min": ns.duration_min, "learned_timeouts": ns.learned_timeouts,

@@ -454,9 +454,11 @@ def _servers_md(run: RunResult) -> list[str]:
                   "weight; an idle server steals half of the most loaded queue; a lost server's "
                   "tests are retried elsewhere.", ""]
     fair = sv.get("fairness_cv")
+    budget = (run.options or {}).get("retry_budget") if sv.get("mode") == "dispatch" else None
     lines += [f"Makespan {fmt_seconds(sv.get('makespan'))}; fairness (coefficient of variation of "
               f"the servers' completion times, 0 = all finished together): "
-              f"{'-' if fair is None else f'{fair:.3f}'}; retries used: {sv.get('retries_used', 0)}.", "",
+              f"{'-' if fair is None else f'{fair:.3f}'}; retries used: {sv.get('retries_used', 0)}"
+              + ("" if budget is None else f" (run-wide budget {budget})") + ".", "",
               "| server | weight | concurrency | dealt | tests run | busy | idle | steals in/out | "
               "retries | lost items | state |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]

@@ -117,6 +117,8 @@ class RunOptions:
     steal: bool = True
     max_retries_per_test: int = 2
     """Dispatched runs: how often one attempt may move to another server after a loss."""
+    retry_budget: int | None = None
+    """Dispatched runs: how many such moves the whole run may make (None: no run-wide limit)."""
 
 
 def invocation_summary(test: Test, limit: int = 120) -> str:
@@ -885,6 +887,7 @@ class Runner:
         self._dispatcher = Dispatcher(
             servers, run_one, steal=self.options.steal, halt=self.options.halt,
             max_retries_per_test=self.options.max_retries_per_test,
+            retry_budget=self.options.retry_budget,
             is_failure=lambda ex: ex.attempt.status == FAILED,
             probe=probe, probe_interval=probe_interval, max_probes=max_probes,
             on_event=self._on_dispatch_event)
