@@ -366,6 +366,48 @@ def test_a_server_that_cannot_run_the_plan_is_left_out_with_one_message(tmp_path
     assert bad.health()["jobs"] == {"running": 0, "queued": 0}
 
 
+def test_a_server_that_refuses_the_token_is_left_out_unless_none_accepts(tmp_path, executor_service):
+    good = executor_service("--token", "tok-good", allow=["sh"])
+    other = executor_service("--token", "tok-other", allow=["sh"])
+    s = suite_file(tmp_path / "tok.json", "tok", [
+        {"id": f"k{i}", "command": f"echo ok-{i}", "expected_patterns": [f"ok-{i}"]} for i in range(4)])
+
+    def run(token: str, out: Path) -> subprocess.CompletedProcess:
+        argv = [PY, "-m", "stress.local", str(s), "--out", str(out), "--max-load", "1000",
+                "--token", token, "--server", good.url, "--server", other.url]
+        return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                              stdin=subprocess.DEVNULL)
+
+    # --token fits one of the two: the other is left out with one message, the run goes on.
+    proc = run("tok-good", tmp_path / "out")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    said = (f"stress.local: server {other.url} left out: refused the token (HTTP 401); give it the "
+            f"token its service was started with: --server-token {other.url}=T")
+    assert proc.stderr.count(said) == 1 and proc.stderr.count("HTTP 401") == 1, proc.stderr
+    assert "preflight failed" not in proc.stderr
+    r = Run.only(tmp_path / "out")
+    assert {t["status"] for t in r.json["tests"]} == {"passed"}
+    assert {a["server"] for t in r.json["tests"] for a in t["attempts"]} == {good.url}
+    entry = next(x for x in r.json["service"]["servers"] if x["name"] == other.url)
+    assert entry["error"].startswith("refused the token (HTTP 401)")
+    assert [x["name"] for x in r.json["servers"]["servers"]] == [good.url]
+    assert "tok-good" not in r.md and "tok-good" not in json.dumps(r.json)
+    assert other.health()["jobs"] == {"running": 0, "queued": 0}
+    # Neither accepts: one preflight message naming both, exit 3, no test run, nobody "left out".
+    bad = run("tok-wrong", tmp_path / "out2")
+    assert bad.returncode == 3, bad.stdout + bad.stderr
+    assert bad.stderr.count("preflight failed") == 1 and "left out" not in bad.stderr, bad.stderr
+    for svc in (good, other):
+        assert f"the service at {svc.url} refused the token (HTTP 401)" in bad.stderr
+    assert "exit status 3" in bad.stderr
+    r2 = Run.only(tmp_path / "out2")
+    assert r2.json["exit_code"] == 3 and r2.json["error"].startswith("preflight: the service at ")
+    assert all(t["status"] == "skipped" for t in r2.json["tests"]) and len(r2.json["tests"]) == 4
+    assert not any(a["started_at"] for t in r2.json["tests"] for a in t["attempts"])
+    assert all(x["error"] is None for x in r2.json["service"]["servers"])
+    assert good.alive() and other.alive()  # not ours to stop
+
+
 # ---------------------------------------------------------------------------------------------
 # Repeats, halting, instances
 

@@ -13,8 +13,9 @@ database (`stress.history`) and compared with the previous run of the same suite
 
 Exit status: 0 every test that ran passed (or met its pass threshold) and at least one ran, and
 none was lost; 1 a test failed or was lost, nothing ran, or the service could not be started;
-2 usage or suite errors; 3 a preflight failed (stress.preflight: a --server refused the token,
-or the Claude preflight); 130 / 143 interrupted by SIGINT / SIGTERM.
+2 usage or suite errors; 3 a preflight failed (stress.preflight: no --server accepted its token,
+or the Claude preflight; a --server that refuses while another accepts is left out);
+130 / 143 interrupted by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ from .dispatch import ServerSpec, server_allows, unfit_servers
 from .flaky import HaltRule, HaltRuleError
 from .history import History, HistoryError
 from .modelmode import MODES, REAL_MODEL, model_environment, plan_needs
-from .preflight import (EXIT_PREFLIGHT, access_failure, access_message, check_access,
-                        local_cli_version, probe_cli, run_preflight)
+from .preflight import (EXIT_PREFLIGHT, AccessCheck, access_failure, access_message,
+                        access_refusal, check_access, local_cli_version, probe_cli, run_preflight)
 from .progress import Progress
 from .report import write_reports
 from .results import RunResult, Totals
@@ -93,9 +94,8 @@ def build_parser(prog: str, default_suite: str, what: str) -> argparse.ArgumentP
                     "--server), runs the suites through the WebSocket client, and writes "
                     "report.md, report.json and junit.xml under --out/<run-id>/.",
         epilog="Exit status: 0 all passed; 1 a test failed or nothing ran; 2 usage or suite "
-               "error; 3 preflight failed (token refused, or Claude); 130/143 interrupted "
-               "(SIGINT/SIGTERM). See "
-               "docs/harness.md.",
+               "error; 3 preflight failed (no --server accepted its token, or Claude); "
+               "130/143 interrupted (SIGINT/SIGTERM). See docs/harness.md.",
     )
     p.add_argument("suites", nargs="*", metavar="SUITE",
                    help=f"suite names (configs/<name>.json) or paths; default: {default_suite}")
@@ -506,9 +506,9 @@ class ServiceFleet:
     """The services of one run: one (managed or remote, as before) or several.
 
     Why a fleet object: the session must start, signal and stop every service the same way
-    whatever their number; a remote service that cannot be reached at the start is left out of
-    the rotation (and reported) rather than failing the whole run, while a managed one that does
-    not start is our own fault and stops the run.
+    whatever their number; a remote service that cannot be reached at the start, or refuses its
+    token while another accepts, is left out of the rotation (and reported) rather than failing
+    the whole run, while a managed one that does not start is our own fault and stops the run.
     """
 
     def __init__(self, specs: list[ServerSpec], services: list[Any]) -> None:
@@ -538,6 +538,22 @@ class ServiceFleet:
         # Tokens of managed services are only known now.
         self.specs = [replace(sp, url=sv.url or sp.url, token=sv.token)
                       if sv.managed else sp for sp, sv in zip(self.specs, self.services)]
+
+    async def check_access(self) -> list[AccessCheck] | None:
+        """Remote servers: one authenticated connection each (a wrong token would otherwise fail
+        every test alike, "HTTP 401"). A server that refuses it is left out while another server
+        accepts, as an unreachable one is; None then. When none accepts, the failed checks (the
+        run stops with one message, exit 3) and nobody is marked left out."""
+        if self.managed:
+            return None
+        live = [(i, sp) for i, (sp, err) in enumerate(zip(self.specs, self.errors)) if err is None]
+        checks = await asyncio.gather(*(check_access(sp.url, sp.token) for _, sp in live))
+        if not any(c.ok for c in checks):
+            return list(checks)
+        for (i, _), c in zip(live, checks):
+            if not c.ok:
+                self.errors[i] = access_refusal(c)
+        return None
 
     async def leave_out_unfit(self, needed: list[str]) -> None:
         """Several remote servers: leave out one whose allow-list lacks an executable the plan
@@ -616,7 +632,8 @@ async def run_session(s: Session) -> int:
                 run.error = f"service: {e}"
                 print(f"{s.tool}: {run.error}", file=sys.stderr)
                 raise ServiceFailed from None
-            if len(fleet.services) > 1:
+            refused = await s.phase(fleet.check_access())
+            if len(fleet.services) > 1 and refused is None:
                 await s.phase(fleet.leave_out_unfit(executables(s.plan)))
             live = fleet.live()
             first_spec, svc = live[0]
@@ -639,15 +656,10 @@ async def run_session(s: Session) -> int:
                     "allow": executables(s.plan) if svc.managed else None,
                 })
             run.environment["cc_executor_service"] = svc.health.get("version")
-            if not fleet.managed:
-                # A wrong token would fail every test alike ("HTTP 401"): one connection each first.
-                access = await s.phase(asyncio.gather(*(check_access(sp.url, sp.token)
-                                                        for sp, _ in fleet.live())))
-                refused = access_failure(access)
-                if refused is not None:
-                    run.error = f"preflight: {refused}"
-                    print(access_message(s.tool, access), file=sys.stderr, flush=True)
-                    raise PreflightFailed
+            if refused is not None:  # no server accepted its token: one message, exit 3
+                run.error = f"preflight: {access_failure(refused)}"
+                print(access_message(s.tool, refused), file=sys.stderr, flush=True)
+                raise PreflightFailed
 
             caps = set(model.provides)
             claude_note = "not used"

@@ -402,6 +402,14 @@ async def check_access(url: str, token: str | None, *, timeout: float = ACCESS_T
     return AccessCheck(url, True)
 
 
+def access_refusal(check: AccessCheck) -> str:
+    """Why one server is left out of a multi-server run (another server accepted)."""
+    if check.status in (401, 403):
+        return (f"refused the token (HTTP {check.status}); give it the token its service was "
+                f"started with: --server-token {check.url}=T")
+    return f"cannot open a client connection: {check.detail}"
+
+
 def access_failure(checks: list[AccessCheck]) -> str | None:
     """One line for the refused services (None when every one accepted)."""
     bad = [c for c in checks if not c.ok]
