@@ -73,21 +73,13 @@ def fence(text: str) -> str:
     return "`" * max(3, longest + 1)
 
 
-def timeout_used(a: Attempt, configured: float | None) -> str:
-    if a.timeout is None:
-        return "-"
+def limit_used(used: float | None, configured: float | None, factor: float, none: str) -> str:
+    """A limit the service enforced, with how it came about: `19.7 s (10 s x 1.97)`."""
+    if used is None:
+        return none
     if configured is None:
-        return f"{a.timeout:.3g} s"
-    return f"{a.timeout:.3g} s ({configured:g} s x {a.factor:.2f})"
-
-
-def stall_used(a: Attempt, configured: float | None) -> str:
-    """The stall limit the service enforced: `19.7 s (10 s x 1.97)`, or "off"."""
-    if a.stall_timeout is None:
-        return "off"
-    if configured is None:
-        return f"{a.stall_timeout:.3g} s"
-    return f"{a.stall_timeout:.3g} s ({configured:g} s x {a.factor:.2f})"
+        return f"{used:.3g} s"
+    return f"{used:.3g} s ({configured:g} s x {factor:.2f})"
 
 
 def _claude_text(env: dict) -> str:
@@ -253,7 +245,7 @@ def render_markdown(run: RunResult) -> str:
         waited = sum(x.queue_wait or 0.0 for x in o.attempts)
         if waited:
             dur += f" (+{fmt_seconds(waited)} queued)"
-        used = timeout_used(a, o.timeout)
+        used = limit_used(a.timeout, o.timeout, a.factor, "-")
         if o.learned_timeout:
             lt = o.learned_timeout
             used += (f", learned: {lt['percent']:g}% of median {fmt_seconds(lt['median'])}"
@@ -261,7 +253,7 @@ def render_markdown(run: RunResult) -> str:
                      f"configured {lt['configured']:g} s")
         lines.append(
             f"| {cell(o.id)} | {cell(o.suite)} | {res} | {cell(reason)} | {dur} | "
-            f"{cell(used)} | {cell(stall_used(a, o.stall_timeout))} | "
+            f"{cell(used)} | {cell(limit_used(a.stall_timeout, o.stall_timeout, a.factor, 'off'))} | "
             f"{a.exit_code if a.exit_code is not None else '-'} | "
             f"{out} |{srv}")
     lines.append("")
