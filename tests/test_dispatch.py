@@ -285,6 +285,41 @@ def test_with_a_probe_an_overdue_item_is_waited_for_while_its_server_answers():
     assert report.servers[0].alive and not report.servers[1].alive
 
 
+def test_an_overdue_item_whose_server_keeps_answering_is_cancelled_as_an_error_at_the_bound():
+    probes = Counter()
+    cancelled = []
+
+    async def probe(spec):
+        probes[spec.name] += 1
+        return True
+
+    async def run_one(spec, item):
+        if item.key == "t00":
+            try:
+                await asyncio.sleep(3600)  # stuck on the harness's side; the server is fine
+            except asyncio.CancelledError:
+                cancelled.append(item.key)
+                raise
+        return spec.name
+
+    with pytest.raises(ValueError, match="overdue_limit"):
+        Dispatcher(specs(1), run_one, probe=probe, overdue_limit=-1)
+    work = [TestItem("t00", 1.0, timeout=0.1), TestItem("t01", 1.0, timeout=0.1)]
+    d = Dispatcher(specs(1), run_one, probe=probe, hang_grace=0.1, probe_interval=0.05,
+                   overdue_limit=0.3, steal=False)
+    t = time.monotonic()
+    report = run(d.run(work), timeout=10)
+    assert time.monotonic() - t < 5
+    stuck, after = report.results
+    assert stuck.state == ERROR and stuck.server == "s0" and cancelled == ["t00"]
+    assert "run_one for t00 still running" in stuck.reason
+    assert "overdue limit 0.3 s) although s0 answered its probe: stuck in the harness" in stuck.reason
+    assert stuck.ended - stuck.started >= 0.5 and probes["s0"] >= 2
+    # Not the server's fault: it stays in and runs the next item.
+    assert after.state == COMPLETED and after.server == "s0"
+    assert report.servers[0].alive and report.servers[0].lost_reason is None
+
+
 def test_servers_missing_an_executable_others_allow_are_left_out_before_the_run():
     allows = {"a": ["sh", "claude"], "b": ["echo", "claude"], "c": ["claude", "sh", "echo"], "d": None}
     assert unfit_servers(allows, ["/bin/sh", "echo"]) == {

@@ -38,8 +38,10 @@ never returns would hang it, so the harness's run_one must enforce its own limit
 `hang_grace`: items with a `timeout` still running `timeout + hang_grace` seconds after starting
 make the dispatcher ask the `probe` whether their server is alive; a failed probe (or no probe)
 counts the server as lost and the item is retried elsewhere, a live answer waits another
-`probe_interval`. Given a probe, hang detection is on by default (`HANG_GRACE`); pass
-`hang_grace=None` to switch it off.
+`probe_interval`, for at most `overdue_limit` seconds in all (`OVERDUE_LIMIT`): a run_one still
+running then, while its server answers, is stuck on the harness's side, so it is cancelled and
+the item ends ERROR (not retried; the server stays in). Given a probe, hang detection is on by
+default (`HANG_GRACE`); pass `hang_grace=None` to switch it off.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ CANCEL_WAIT = 10.0
 HANG_GRACE = 30.0
 """With a probe and no `hang_grace` given: seconds past an item's timeout before the dispatcher
 probes its server (the harness's own guards fire well before; this is the backstop)."""
+OVERDUE_LIMIT = 300.0
+"""Seconds past `timeout + hang_grace` an item is waited for while its server answers the probe;
+then its run_one is cancelled and the item ends ERROR (a server that answers is not the hang)."""
 AUTO: Any = "auto"
 
 
@@ -349,6 +354,7 @@ class Dispatcher(Generic[T]):
         probe_timeout: float = 10.0,
         max_probes: int = 12,
         hang_grace: float | None = AUTO,
+        overdue_limit: float | None = OVERDUE_LIMIT,
         lost_exceptions: tuple[type[BaseException], ...] = LOST_EXCEPTIONS,
         on_event: Callable[[DispatchEvent], None] | None = None,
     ) -> None:
@@ -378,6 +384,9 @@ class Dispatcher(Generic[T]):
         if hang_grace is not None and not hang_grace >= 0:
             raise ValueError(f"hang_grace must be >= 0 or None, got {hang_grace}")
         self.hang_grace = hang_grace
+        if overdue_limit is not None and not overdue_limit >= 0:
+            raise ValueError(f"overdue_limit must be >= 0 or None, got {overdue_limit}")
+        self.overdue_limit = overdue_limit
         self._lost_types = lost_exceptions
         self._on_event = on_event
         self._entries: list[_Entry] = []
@@ -527,6 +536,7 @@ class Dispatcher(Generic[T]):
         task = asyncio.ensure_future(self._run_one(srv.spec, item))
         self._inflight[task] = (srv, entry)
         lost: BaseException | None = None
+        stuck: str | None = None
         try:
             limit = None
             if self.hang_grace is not None and item.timeout is not None:
@@ -538,8 +548,24 @@ class Dispatcher(Generic[T]):
                 if task.done():
                     break
                 if answered:
-                    done, _ = await asyncio.wait({task}, timeout=self.probe_interval)
-                    continue
+                    assert limit is not None
+                    left = (None if self.overdue_limit is None
+                            else t0 + limit + self.overdue_limit - self._now())
+                    if left is None or left > 0:
+                        wait = self.probe_interval if left is None else min(self.probe_interval, left)
+                        done, _ = await asyncio.wait({task}, timeout=wait)
+                        continue
+                    # Slow for this long while its server answers: stuck here, not there.
+                    self._cancelled_by_us.discard(task)
+                    task.cancel()
+                    await asyncio.wait({task}, timeout=CANCEL_WAIT)
+                    stuck = (f"run_one for {item.key} still running {self._now() - t0:.3g} s after "
+                             f"it started (timeout {item.timeout:g} s + grace {self.hang_grace:g} s "
+                             f"+ overdue limit {self.overdue_limit:g} s) although {name} answered "
+                             f"its probe: stuck in the harness, cancelled")
+                    if not task.done():
+                        stuck += f" (and it did not return within {CANCEL_WAIT:g} s of that)"
+                    break
                 self._cancelled_by_us.discard(task)
                 task.cancel()
                 await asyncio.wait({task}, timeout=CANCEL_WAIT)
@@ -553,6 +579,11 @@ class Dispatcher(Generic[T]):
         finally:
             self._inflight.pop(task, None)
             srv.stats.busy += self._now() - t0
+        if stuck is not None:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: it is reported as stuck, whatever it raised
+            self._finalize(entry, ERROR, server=name, reason=stuck)
+            return
         if lost is None and task.done():
             if task.cancelled():
                 if task in self._cancelled_by_us:
