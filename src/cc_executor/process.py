@@ -244,6 +244,9 @@ class Run:
         self._killed = 0
         self._held_back = False
         self._buffer_limit = spec.max_buffer
+        # While draining (the leader is gone): bytes dead writers may still have left behind.
+        # Reading more than that means a writer is alive; None when not draining.
+        self._drain_budget: int | None = None
         self._drain_overflow = asyncio.Event()
         self._last_activity = 0.0
         self._eof_event = asyncio.Event()
@@ -443,10 +446,14 @@ class Run:
             self._cut(st, "full")
         if st.pending and self._flush_handle is None:
             self._flush_handle = self._loop.call_later(self.spec.batch_interval, self._on_flush)
+        if self._drain_budget is not None:
+            self._drain_budget -= len(data)
+            if self._drain_budget < 0:  # more than dead writers can have left: one is alive
+                self._drain_overflow.set()
+                self._hold_back()
+                return
         if self._queued > self._buffer_limit:
             self._hold_back()
-            if self._buffer_limit > self.spec.max_buffer:  # draining, and a writer is still alive
-                self._drain_overflow.set()
 
     def _on_flush(self) -> None:
         self._flush_handle = None
@@ -670,9 +677,11 @@ class Run:
                 self._cut(st, "final")
 
     async def _read_to_eof(self, limit: float) -> bool:
-        """Read the pipes to their end, past back-pressure by `_DRAIN_ALLOWANCE` at most.
-        False when the end did not come within `limit` s or a live writer overflowed."""
-        self._buffer_limit = self._queued + _DRAIN_ALLOWANCE
+        """Read the pipes to their end: `_DRAIN_ALLOWANCE` more bytes at most, past
+        back-pressure if need be. False when the end did not come within `limit` s, or when
+        more than that came (a live writer: found out at once, whatever the consumer's pace)."""
+        self._drain_budget = _DRAIN_ALLOWANCE
+        self._buffer_limit = max(self.spec.max_buffer, self._queued + _DRAIN_ALLOWANCE)
         self._drain_overflow.clear()
         self._held_back = False
         for st in self._streams:
@@ -692,7 +701,8 @@ class Run:
     async def _end_marked(self) -> bool:
         """End the run's processes that left both its group and its parent chain (found by the
         marker in their environment). Returns whether there were any."""
-        pids = tree.marked(self.run_id)
+        # A full /proc scan (environ of every process): in a thread, never on the loop.
+        pids = await asyncio.to_thread(tree.marked, self.run_id)
         if pids:
             self._killed += len(pids)
             await tree.kill_tree(pids, None, self.spec.kill_grace)
