@@ -62,6 +62,10 @@ QUEUE_WAIT_EXCEEDED = -32007
 FRAME_TOO_LARGE = -32008
 BINARY_FRAME = -32009
 
+SHUTTING_DOWN_MESSAGE = "server is shutting down"
+"""The TOO_MANY_JOBS message of an execute refused because the service is stopping: clients
+(the stress harness's dispatcher) match it to tell a server going away from a full one."""
+
 ERROR_NAMES: dict[int, str] = {
     PARSE_ERROR: "parse error",
     INVALID_REQUEST: "invalid request",

@@ -60,6 +60,8 @@ import websockets
 from websockets.protocol import State
 
 from cc_executor.client import ConnectionLost, Event, ExecutorClient, ExecutorError, JobHandle
+from cc_executor.protocol import (COMMAND_NOT_ALLOWED, SHUTTING_DOWN_MESSAGE, SPAWN_FAILED,
+                                  TOO_MANY_JOBS, UNAUTHORIZED)
 
 from .flaky import HaltRule, halt_reason
 
@@ -779,9 +781,6 @@ class Dispatcher(Generic[T]):
 # ---------------------------------------------------------------------------------------------
 # Connections for run_one
 
-# JSON-RPC error codes of the execute reply (docs/protocol.md, "Errors").
-UNAUTHORIZED, COMMAND_NOT_ALLOWED, TOO_MANY_JOBS, SPAWN_FAILED = -32001, -32002, -32003, -32006
-SHUTTING_DOWN = "server is shutting down"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 HANG_QUIET = 6.0
 """Seconds a connection with a job in flight may stay silent before the pool asks /health (a
@@ -809,7 +808,7 @@ def server_fault(code: int, message: str) -> ServerFault | None:
     """An execute refusal that is about the server, not the test: shutting down (lost), or a
     command not allowed / executable not found / unauthorized (refused). Else None."""
     what = f"the service refused the job: {message}"
-    if code == TOO_MANY_JOBS and SHUTTING_DOWN in message:
+    if code == TOO_MANY_JOBS and SHUTTING_DOWN_MESSAGE in message:
         return ServerFault("shutdown", what)
     if code == COMMAND_NOT_ALLOWED or (code == SPAWN_FAILED and message.startswith("executable not found")):
         return ServerFault("refused", what)
