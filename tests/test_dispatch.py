@@ -320,6 +320,31 @@ def test_an_overdue_item_whose_server_keeps_answering_is_cancelled_as_an_error_a
     assert report.servers[0].alive and report.servers[0].lost_reason is None
 
 
+def test_the_pool_benches_a_server_that_refuses_the_token_as_the_preflight_words_it():
+    from http import HTTPStatus
+
+    import websockets.asyncio.server as ws_server
+
+    async def go():
+        async with ws_server.serve(lambda ws: ws.close(), "127.0.0.1", 0,
+                                   process_request=lambda conn, req: conn.respond(
+                                       HTTPStatus.UNAUTHORIZED, "no\n")) as srv:
+            port = srv.sockets[0].getsockname()[1]
+            spec = ServerSpec(f"ws://127.0.0.1:{port}/ws", "wrong", 1, 1, name="s0")
+            pool = ClientPool(open_timeout=5, hang_quiet=None)
+            try:
+                with pytest.raises(ServerRefused) as info:
+                    async with pool.client(spec):
+                        pass
+            finally:
+                await pool.close()
+            return spec, info.value
+
+    spec, e = run(go(), timeout=20)
+    assert e.bench and e.detail == (f"unauthorized: refused the token (HTTP 401); give it the token "
+                                    f"its service was started with: --server-token {spec.url}=T")
+
+
 def test_servers_missing_an_executable_others_allow_are_left_out_before_the_run():
     allows = {"a": ["sh", "claude"], "b": ["echo", "claude"], "c": ["claude", "sh", "echo"], "d": None}
     assert unfit_servers(allows, ["/bin/sh", "echo"]) == {

@@ -64,6 +64,7 @@ from cc_executor.protocol import (COMMAND_NOT_ALLOWED, SHUTTING_DOWN_MESSAGE, SP
                                   TOO_MANY_JOBS, UNAUTHORIZED)
 
 from .flaky import HaltRule, halt_reason
+from .preflight import AccessCheck, access_refusal
 
 T = TypeVar("T")
 
@@ -1021,10 +1022,9 @@ class ClientPool:
                                        ping_timeout=None),
                 self.open_timeout + 5)
         except websockets.InvalidStatus as e:
-            status = e.response.status_code
-            if status in (401, 403):
-                raise ServerRefused(spec.name, f"unauthorized: the handshake was refused with HTTP "
-                                               f"{status} (check this server's token)", bench=True) from e
+            check = AccessCheck.of_refusal(spec.url, e)  # the preflight's classification
+            if check.token_refused:
+                raise ServerRefused(spec.name, f"unauthorized: {access_refusal(check)}", bench=True) from e
             raise ServerLost(spec.name, f"cannot connect: {type(e).__name__}: {e}") from e
         except (OSError, ConnectionLost, websockets.InvalidHandshake, websockets.InvalidURI,
                 websockets.ConnectionClosed) as e:

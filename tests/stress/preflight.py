@@ -369,6 +369,10 @@ async def run_preflight(url: str, token: str | None, model: ModelEnvironment | N
             pass
 
 
+TOKEN_REFUSED_STATUSES = (401, 403)
+"""HTTP statuses of a WebSocket upgrade refused for its token (the service answers 401)."""
+
+
 @dataclass
 class AccessCheck:
     """Whether one service accepted an authenticated connection (`check_access`)."""
@@ -379,8 +383,20 @@ class AccessCheck:
     """The HTTP status of a refused WebSocket upgrade (401: wrong or missing token)."""
     detail: str = ""
 
+    @property
+    def token_refused(self) -> bool:
+        """The upgrade was refused for the token (HTTP 401 or 403), not for being unreachable."""
+        return self.status in TOKEN_REFUSED_STATUSES
+
     def to_json(self) -> dict[str, Any]:
         return {"url": self.url, "ok": self.ok, "status": self.status, "detail": self.detail}
+
+    @classmethod
+    def of_refusal(cls, url: str, e: BaseException) -> AccessCheck:
+        """The check a failed client connection makes (the HTTP status of a refused upgrade)."""
+        response = getattr(e, "response", None)
+        status = getattr(response, "status_code", None)
+        return cls(url, False, status if isinstance(status, int) else None, str(e) or type(e).__name__)
 
 
 async def check_access(url: str, token: str | None, *, timeout: float = ACCESS_TIMEOUT) -> AccessCheck:
@@ -391,10 +407,7 @@ async def check_access(url: str, token: str | None, *, timeout: float = ACCESS_T
     except asyncio.TimeoutError:
         return AccessCheck(url, False, None, f"no answer within {timeout:g} s")
     except Exception as e:  # noqa: BLE001 - every refusal is reported, none is raised
-        response = getattr(e, "response", None)
-        status = getattr(response, "status_code", None)
-        return AccessCheck(url, False, status if isinstance(status, int) else None,
-                           str(e) or type(e).__name__)
+        return AccessCheck.of_refusal(url, e)
     try:
         await asyncio.wait_for(client.close(), 5)
     except Exception:  # noqa: BLE001 - closing is best effort
@@ -403,8 +416,9 @@ async def check_access(url: str, token: str | None, *, timeout: float = ACCESS_T
 
 
 def access_refusal(check: AccessCheck) -> str:
-    """Why one server is left out of a multi-server run (another server accepted)."""
-    if check.status in (401, 403):
+    """Why one server is left out of a multi-server run (another server accepted), or why the
+    dispatcher's ClientPool benches one mid-run."""
+    if check.token_refused:
         return (f"refused the token (HTTP {check.status}); give it the token its service was "
                 f"started with: --server-token {check.url}=T")
     return f"cannot open a client connection: {check.detail}"
@@ -417,7 +431,7 @@ def access_failure(checks: list[AccessCheck]) -> str | None:
         return None
     parts = []
     for c in bad:
-        if c.status in (401, 403):
+        if c.token_refused:
             parts.append(f"the service at {c.url} refused the token (HTTP {c.status})")
         else:
             parts.append(f"cannot open a client connection to {c.url}: {c.detail}")
@@ -428,7 +442,7 @@ def access_message(tool: str, checks: list[AccessCheck]) -> str:
     """The one message a refused token gives (instead of one "HTTP 401" failure per test)."""
     bad = [c for c in checks if not c.ok]
     lines = [f"{tool}: preflight failed: {access_failure(checks)}"]
-    if any(c.status in (401, 403) for c in bad):
+    if any(c.token_refused for c in bad):
         lines.append("  what to do: pass the token the service was started with (its --token or "
                      "CC_EXECUTOR_TOKEN) as --token T, or --server-token URL=T for one server")
     else:
