@@ -142,6 +142,9 @@ def local_env(url: str, config_dir: Path, *, sandbox: bool = False) -> dict[str,
     # Task output of background Bash jobs, instead of /tmp/claude-<uid>/.
     env["CLAUDE_CODE_TMPDIR"] = str(config_dir / "tmp")
     if sandbox:
+        # Matters only for shell-line tests (`sh -c 'claude ...'`): the service does not see
+        # those as claude jobs. For a job whose program is `claude` it drops the job's IS_SANDBOX
+        # and sets its own (CC_EXECUTOR_IS_SANDBOX, which build_fleet gives managed services).
         env["IS_SANDBOX"] = "1"
     return env
 
