@@ -263,9 +263,24 @@ def test_env_deny_list():
                  "PYTHONSTARTUP", "PYTHONPATH", "PERL5OPT", "RUBYOPT", "JAVA_TOOL_OPTIONS",
                  "GCONV_PATH", "SHELLOPTS", "PS4", "DYLD_INSERT_LIBRARIES", "BASH_FUNC_x%%"):
         assert p.env_name_denied(name), name
+    # git and what it starts: its ssh, config from the environment, diff, prompts, pager, editor.
+    for name in ("GIT_SSH_COMMAND", "GIT_SSH", "GIT_CONFIG_COUNT", "GIT_CONFIG_KEY_0",
+                 "GIT_CONFIG_VALUE_0", "GIT_CONFIG_KEY_12", "GIT_CONFIG_PARAMETERS",
+                 "GIT_CONFIG_GLOBAL", "GIT_EXTERNAL_DIFF", "GIT_ASKPASS", "SSH_ASKPASS",
+                 "GIT_PROXY_COMMAND", "GIT_PAGER", "PAGER", "LESSOPEN", "EDITOR", "VISUAL",
+                 "GIT_EDITOR", "GIT_SEQUENCE_EDITOR", "GIT_EXEC_PATH", "GIT_TEMPLATE_DIR"):
+        assert p.env_name_denied(name), name
+    # PATH stays settable on purpose (see protocol.ENV_DENIED); so do harmless git variables.
     for name in ("PATH", "HOME", "LANG", "LDFLAGS", "NODE_ENV", "PYTHONUNBUFFERED",
-                 "ld_preload", "MY_LD_PRELOAD", "CLAUDE_CODE_MAX_RETRIES"):
+                 "ld_preload", "MY_LD_PRELOAD", "CLAUDE_CODE_MAX_RETRIES",
+                 "GIT_AUTHOR_NAME", "GIT_TERMINAL_PROMPT", "GIT_TRACE", "MY_GIT_SSH", "git_pager",
+                 "LESS", "TERM"):
         assert not p.env_name_denied(name), name
+    for name in ("GIT_SSH_COMMAND", "GIT_CONFIG_KEY_0", "PAGER", "EDITOR"):
+        bad = decode_frame(req("execute", {"args": ["git", "log"], "env": {name: "sh -c id"}}), MAX)
+        assert isinstance(bad, ErrorReply) and bad.code == p.INVALID_PARAMS, name
+        assert bad.message.startswith(f"params.env.{name}: may not be set: it can make an allowed "
+                                      f"program run code of the client's choosing"), bad.message
     # Removing a denied variable is allowed (it can only take code away).
     ok = decode_frame(req("execute", {"args": ["ls"], "env": {"LD_PRELOAD": None, "A": "1"}}), MAX)
     assert ok.params.env == {"LD_PRELOAD": None, "A": "1"}
