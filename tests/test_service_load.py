@@ -22,7 +22,7 @@ import pytest
 from cc_executor import protocol
 from cc_executor.client import ExecutorClient
 from cc_executor.jobs import JobManager
-from cc_executor.load import LOAD1_TAU, read_load, unshown_load
+from cc_executor.load import LOAD1_TAU, unshown_load
 from cc_executor.process import ProcessRunner
 from cc_executor.settings import Settings
 
@@ -43,10 +43,24 @@ def test_unshown_load_follows_the_kernel_average():
     assert unshown_load([-5.0]) == pytest.approx(1.0)  # a clock step never counts above 1
 
 
-async def test_young_burners_hold_the_next_job_until_they_stop(executor_service):
-    limit = read_load().load1 + 0.8  # room for one young burner, not for two
-    svc = executor_service(allow=[PY, "echo"], env={"CC_EXECUTOR_THROTTLE": "1",
-                                                    "CC_EXECUTOR_MAX_LOAD": f"{limit:.2f}"})
+def limit_from_service(svc, env_file, room: float, extra: str = "") -> None:
+    """Set the service's maximum to its own latest reading plus `room` (SIGHUP): the test's
+    reading of the load could differ from the sample the service decides on."""
+    seq0 = svc.health()["load"]["timestamp"]
+    assert wait_until(lambda: svc.health()["load"]["timestamp"] > seq0, 10)  # a fresh sample
+    limit = svc.health()["load"]["load1"] + room
+    env_file.write_text(f"CC_EXECUTOR_THROTTLE=1\nCC_EXECUTOR_MAX_LOAD={limit:.2f}\n{extra}")
+    svc.signal(signal.SIGHUP)
+    assert wait_until(lambda: svc.health()["throttle"]["max_load"] == float(f"{limit:.2f}"), 10)
+
+
+async def test_young_burners_hold_the_next_job_until_they_stop(executor_service, tmp_path):
+    # Room for one young burner, not for two, above the load the service itself reads.
+    env_file = tmp_path / "service.env"
+    env_file.write_text("CC_EXECUTOR_THROTTLE=1\nCC_EXECUTOR_MAX_LOAD=1000\n")
+    svc = executor_service(allow=[PY, "echo"], env_file=env_file,
+                           env={"CC_EXECUTOR_THROTTLE": None})
+    limit_from_service(svc, env_file, 0.8)
     async with await ExecutorClient.connect(svc.url) as c:
         burners = [await c.start(args=[PY, "-c", BURN.format(secs=30)]) for _ in range(2)]
         assert [b.status for b in burners] == ["started", "queued"]
@@ -93,10 +107,8 @@ async def test_a_reopened_queue_is_released_a_few_at_a_time(executor_service, tm
     async with await ExecutorClient.connect(svc.url) as c:
         jobs = [await c.start(args=["sleep", "30"]) for _ in range(n)]
         assert [j.status for j in jobs] == ["queued"] * n
-        # Room for three young jobs above the current load: three start, five keep waiting.
-        limit = read_load().load1 + 2.5
-        env_file.write_text(f"CC_EXECUTOR_THROTTLE=1\nCC_EXECUTOR_MAX_LOAD={limit:.2f}\n")
-        svc.signal(signal.SIGHUP)
+        # Room for three young jobs above the load the service reads: three start, five wait.
+        limit_from_service(svc, env_file, 2.5)
         assert await asyncio.to_thread(
             wait_until, lambda: svc.health()["jobs"]["running"] > 0, 10), svc.stderr()
         # Give the service several samples to (wrongly) release more: it re-checks per sample.
@@ -110,6 +122,19 @@ async def test_a_reopened_queue_is_released_a_few_at_a_time(executor_service, tm
         results = await asyncio.wait_for(asyncio.gather(*(j.result() for j in jobs)), 30)
     assert all(r.reason == "cancelled" for r in results)
     assert sum(1 for r in results if r.pid) == 3  # the five still queued never started
+
+
+async def test_job_load_zero_turns_pacing_off(executor_service, tmp_path):
+    env_file = tmp_path / "service.env"
+    env_file.write_text("CC_EXECUTOR_THROTTLE=1\nCC_EXECUTOR_MAX_LOAD=1000\nCC_EXECUTOR_JOB_LOAD=0\n")
+    svc = executor_service(allow=["sleep"], env_file=env_file, env={"CC_EXECUTOR_THROTTLE": None})
+    limit_from_service(svc, env_file, 0.5, extra="CC_EXECUTOR_JOB_LOAD=0\n")
+    async with await ExecutorClient.connect(svc.url) as c:
+        jobs = [await c.start(args=["sleep", "30"]) for _ in range(4)]
+        assert [j.status for j in jobs] == ["started"] * 4  # the average alone decides
+        for j in jobs:
+            await j.cancel()
+        await asyncio.wait_for(asyncio.gather(*(j.result() for j in jobs)), 30)
 
 
 async def test_health_counts_the_processes_of_running_jobs(executor_service):

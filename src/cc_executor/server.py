@@ -27,7 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__, protocol, tree
 from .jobs import JobError, JobManager
-from .load import LoadMonitor, LoadReading, decide, read_load, unshown_load
+from .load import LoadMonitor, decide, unshown_load
 from .process import ProcessRunner
 from .settings import Settings
 from .timing import load_factor
@@ -35,7 +35,7 @@ from .timing import load_factor
 log = logging.getLogger("cc_executor.server")
 
 SUBPROTOCOL = "cc-executor"
-THROTTLE_FIELDS = ("throttle", "max_load", "min_free_mem", "queue_timeout")
+THROTTLE_FIELDS = ("throttle", "max_load", "min_free_mem", "queue_timeout", "job_load")
 BEARER_PREFIX = "bearer."
 
 
@@ -159,7 +159,8 @@ class Service:
         self._janitor: asyncio.Task | None = None
         self._event_log: logging.Handler | None = None
         self._stopped = False
-        self._live_run_ids: frozenset[str] = frozenset()
+        self._live_processes: int | None = 0
+        self._counting: asyncio.Task | None = None
 
     async def start(self) -> None:
         tree.become_subreaper()
@@ -168,12 +169,13 @@ class Service:
         self.runner = ProcessRunner(self.settings.run_dir)
         for rec in self.runner.reaped:
             log.warning("ended a run left by a previous server: %s", rec)
-        self.monitor = LoadMonitor(counters=self._counters, read=self._read_host)
+        self.monitor = LoadMonitor(counters=self._counters)
         await self.monitor.start()
         # Always installed, and reading the settings at each call: a SIGHUP reload
         # (`apply_throttle`) can then switch throttling on or off and move the limits live.
         self.jobs = JobManager(self.settings, self.runner, self._admission, self._timeout_factor)
         self._requeue = asyncio.get_running_loop().create_task(self._recheck_queue())
+        self._counting = asyncio.get_running_loop().create_task(self._count_processes())
 
     def _admission(self) -> tuple[bool, str]:
         s = self.settings
@@ -184,7 +186,8 @@ class Service:
             return True, "host load unknown"
         now = time.monotonic()
         ages = [now - j.started_at for j in self.jobs.jobs.values() if j.state == "running"]
-        d = decide(reading, s.max_load_value(), s.min_free_mem, starting=unshown_load(ages))
+        d = decide(reading, s.max_load_value(), s.min_free_mem,
+                   starting=s.job_load * unshown_load(ages))
         return d.may_start, d.reason
 
     def _timeout_factor(self) -> float:
@@ -210,19 +213,27 @@ class Service:
             self.jobs.pump_queue()
         return changed
 
-    def _counters(self) -> dict[str, int]:
-        """On the loop, after each sample: job counts, and the runs whose processes the next
-        sample counts (handed to the sampler's thread as one immutable set)."""
-        self._live_run_ids = frozenset(self.runner.runs) if self.runner is not None else frozenset()
+    def _counters(self) -> dict[str, int | None]:
+        """On the loop, after each sample: job counts and the latest process count."""
         jobs = self.jobs
         if jobs is None:  # the first sample is taken before the job manager exists
-            return {"running_jobs": 0, "queued_jobs": 0}
-        return {"running_jobs": jobs.running, "queued_jobs": len(jobs.queue)}
+            return {"running_jobs": 0, "queued_jobs": 0, "live_processes": 0}
+        return {"running_jobs": jobs.running, "queued_jobs": len(jobs.queue),
+                "live_processes": self._live_processes}
 
-    def _read_host(self) -> LoadReading:
-        """In the sampler's thread: the host, and how many processes our runs have alive (every
-        process carrying a live run's marker, escaped ones included). It lags one sample."""
-        return read_load().with_counters(live_processes=len(tree.marked_any(self._live_run_ids)))
+    async def _count_processes(self) -> None:
+        """Every second, in a thread: how many processes the live runs have (every process
+        carrying a live run's marker, escaped ones included). Apart from the load sample, so
+        a slow /proc pass can never hold back the load figures that admission reads; when a
+        pass fails or takes over 2 s, the count is unknown (None) until the next one."""
+        while True:
+            ids = frozenset(self.runner.runs)
+            try:
+                pids = await asyncio.wait_for(asyncio.to_thread(tree.marked_any, ids), 2.0)
+                self._live_processes = len(pids)
+            except (asyncio.TimeoutError, OSError):
+                self._live_processes = None
+            await asyncio.sleep(1.0)
 
     async def _reap_adopted(self) -> None:
         """As subreaper we adopt orphans; collect the ones that died so none linger as zombies."""
@@ -242,7 +253,7 @@ class Service:
         if self._stopped:
             return
         self._stopped = True
-        for task in (self._requeue, self._janitor):
+        for task in (self._requeue, self._janitor, self._counting):
             if task is not None:
                 task.cancel()
         if self.jobs is not None:
@@ -440,7 +451,8 @@ async def dispatch(service: Service, conn: Connection, req: protocol.Request):
     if req.method == "control":
         return await jobs.control(conn, req.params.job_id, req.params.type), None
     if req.method == "jobs":
-        return {"jobs": [j.describe(jobs.position(j)) for j in jobs.owner_jobs(conn)]}, None
+        return {"jobs": [j.describe(jobs.position(j) if j.state == "queued" else 0)
+                         for j in jobs.owner_jobs(conn)]}, None
     if req.method == "ping":
         return {"pong": True, "time": time.time()}, None
     raise JobError(protocol.METHOD_NOT_FOUND, f"method not found: {req.method}")

@@ -88,6 +88,8 @@ class Settings(BaseModel):
                                    "by the host's load factor when it starts (cc_executor.timing)")
     max_load: str = Field("8", description="Max 1-min load: absolute (8) or per core (2/core)")
     min_free_mem: int = Field(256 * 1024**2, ge=0, description="Free-memory floor, bytes")
+    job_load: float = Field(1.0, ge=0, le=64, description="Load a new job is assumed to bring "
+                            "until the 1-min average shows it (paces starts); 0 turns pacing off")
 
     @field_validator("allow", "allow_origin", mode="before")
     @classmethod
