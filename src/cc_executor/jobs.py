@@ -241,7 +241,7 @@ class JobManager:
     def submit(self, owner: Any, params: protocol.ExecuteParams, sink: Sink) -> Job:
         """Validate and register a job. The caller answers the request, then calls `begin`."""
         if self._closing:
-            raise JobError(protocol.TOO_MANY_JOBS, "server is shutting down")
+            raise JobError(protocol.TOO_MANY_JOBS, protocol.SHUTTING_DOWN_MESSAGE)
         argv, spec, is_claude = self.prepare(params)
         mine = len(self.owner_jobs(owner))
         if mine >= self.settings.max_jobs_per_connection:
