@@ -215,6 +215,24 @@ def side_effects(marks: Path, ids: list[str]) -> dict[str, list[str]]:
     return {i: (marks / i).read_text().split() if (marks / i).exists() else [] for i in ids}
 
 
+def run_hitting_a_server(argv: list[str], victim, sig: int) -> tuple[subprocess.CompletedProcess, set[int]]:
+    """Run the harness (`argv`) and send `sig` to the victim service (to it alone: its job trees
+    live in their own sessions) once it runs a job. Returns the harness's outcome and the pids
+    of the victim's jobs at that moment."""
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: _job_pids(victim.pid), 30, 0.02), "the victim never ran a job"
+        doomed = _job_pids(victim.pid)
+        victim.proc.send_signal(sig)
+        out, err = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err), doomed
+
+
 def test_a_server_killed_mid_run_loses_nothing(tmp_path, executor_service):
     tokens = ["tok-one", "tok-two", "tok-three"]
     svcs = [executor_service("--token", t, allow=["sh"]) for t in tokens]
@@ -227,23 +245,13 @@ def test_a_server_killed_mid_run_loses_nothing(tmp_path, executor_service):
             "--server-token", f"{svcs[2].url}={tokens[2]}"]
     for svc in svcs:
         argv += ["--server", f"{svc.url}@1"]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL)
-    try:
-        # SIGKILL the victim while it runs a job, and only the service: its job trees live in
-        # their own sessions and keep running, as after a real crash. The harness must end the
-        # lost attempt's processes before its retry, or the side effect happens twice.
-        assert wait_until(lambda: _job_pids(victim.pid), 30, 0.02), "the victim never ran a job"
-        doomed = _job_pids(victim.pid)
-        victim.proc.send_signal(signal.SIGKILL)
-        out, err = proc.communicate(timeout=RUN_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    # SIGKILL the victim while it runs a job: its job trees keep running, as after a real
+    # crash. The harness must end the lost attempt's processes before its retry, or the side
+    # effect happens twice.
+    proc, doomed = run_hitting_a_server(argv, victim, signal.SIGKILL)
     victim.proc.wait(10)
     assert wait_gone(doomed, 10) == []
-    assert proc.returncode == 0, out + err
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     r = Run.only(tmp_path / "out")
     ids = [t["id"] for t in r.json["tests"]]
     assert sorted(ids) == sorted(f"j{i}" for i in range(9))  # each exactly once
@@ -278,20 +286,10 @@ def test_with_no_retries_left_a_test_on_a_killed_server_is_lost(tmp_path, execut
     argv = [PY, "-m", "stress.local", str(s), "--out", str(tmp_path / "out"), "--quiet", *limit]
     for svc in svcs:
         argv += ["--server", svc.url]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL)
-    try:
-        assert wait_until(lambda: _job_pids(victim.pid), 30, 0.02), "the victim never ran a job"
-        doomed = _job_pids(victim.pid)
-        victim.proc.send_signal(signal.SIGKILL)
-        out, err = proc.communicate(timeout=RUN_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    proc, doomed = run_hitting_a_server(argv, victim, signal.SIGKILL)
     victim.proc.wait(10)
     assert wait_gone(doomed, 10) == []
-    assert proc.returncode == 1, out + err  # a lost test fails the run
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # a lost test fails the run
     r = Run.only(tmp_path / "out")
     assert sorted(r.tests) == ids  # each reported exactly once
     lost = [t for t in r.json["tests"] if t["status"] == "lost"]
@@ -319,20 +317,11 @@ def test_a_server_shut_down_mid_run_hands_its_tests_on(tmp_path, executor_servic
     argv = [PY, "-m", "stress.local", str(s), "--out", str(tmp_path / "out"), "--quiet"]
     for svc in svcs:
         argv += ["--server", svc.url]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL)
-    try:
-        # A graceful stop: the service ends its jobs (reason "shutdown") and refuses new ones
-        # ("server is shutting down"), quickly, so it would fail and steal everything left.
-        assert wait_until(lambda: _job_pids(victim.pid), 30, 0.02), "the victim never ran a job"
-        victim.proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=RUN_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    # A graceful stop: the service ends its jobs (reason "shutdown") and refuses new ones
+    # ("server is shutting down"), quickly, so it would fail and steal everything left.
+    proc, _ = run_hitting_a_server(argv, victim, signal.SIGTERM)
     assert victim.proc.wait(20) == 0
-    assert proc.returncode == 0, out + err
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     r = Run.only(tmp_path / "out")
     assert {t["status"] for t in r.json["tests"]} == {"passed"}
     sv = {x["name"]: x for x in r.json["servers"]["servers"]}
