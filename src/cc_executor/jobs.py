@@ -151,7 +151,6 @@ class Job:
     # the spawn on (so nothing can leak its slot) but sends nothing before the reply.
     gate: asyncio.Event | None = None
     announced: bool = False  # process.started sent (or being sent): exactly once
-    counted: bool = False  # holds one slot of JobManager.running
     # Keepalive bookkeeping (`process.progress`): when a frame of this job last went out, when
     # the job last said something (started/output), sends in flight, the timer and the send.
     last_sent: float = field(default_factory=time.monotonic)
@@ -373,7 +372,6 @@ class JobManager:
         job.state = "running"
         job.started_at = time.monotonic()
         self.running += 1
-        job.counted = True
         if gated:
             job.gate = asyncio.Event()
         job.pump = asyncio.get_running_loop().create_task(self._pump(job))
@@ -409,8 +407,7 @@ class JobManager:
             if end is None:  # the pump itself was cancelled: make sure the run ends
                 run.cancel()
                 end = await run.wait()
-            if job.counted:  # exactly once per job: `running` never goes negative
-                job.counted = False
+            if job.state == "running":  # its slot, given back once: `running` never goes negative
                 self.running -= 1
             job.state = "ended"
             await self._complete(job, end)
