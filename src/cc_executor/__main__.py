@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import uvicorn
 
+from . import aio
 from .settings import Settings
 
 
@@ -104,7 +105,7 @@ class _Server(uvicorn.Server):
     async def _graceful(self) -> None:
         grace = self._app.state.service.settings.kill_grace
         try:
-            await asyncio.wait_for(self._app.state.service.stop(), grace + 20)
+            await aio.wait_for(self._app.state.service.stop(), grace + 20)
         except asyncio.TimeoutError:
             print("cc_executor: shutdown took too long; exiting anyway", file=sys.stderr)
         finally:

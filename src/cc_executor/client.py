@@ -32,7 +32,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from . import protocol
+from . import aio, protocol
 
 DEFAULT_URL = "ws://127.0.0.1:8004/ws"
 
@@ -206,7 +206,7 @@ class ExecutorClient:
                            max_size=max_size, compression=None, max_queue=64)
         client = cls(ws)
         try:
-            await asyncio.wait_for(client._connected.wait(), open_timeout)
+            await aio.wait_for(client._connected.wait(), open_timeout)
         except asyncio.TimeoutError:
             await client.close()
             raise ConnectionLost("no 'connected' notification from the server") from None

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, replace
 
 import psutil
 
+from . import aio
+
 MIB = 1024**2
 
 _CORES = os.cpu_count() or 1
@@ -306,7 +308,7 @@ class LoadMonitor:
             if self._pending is None or self._pending.done():
                 self._pending = self._pool.submit(self._read)
             try:
-                reading = await asyncio.wait_for(
+                reading = await aio.wait_for(
                     asyncio.shield(asyncio.wrap_future(self._pending)), self.read_timeout
                 )
             except asyncio.TimeoutError:
@@ -350,7 +352,7 @@ class LoadMonitor:
             return self._latest
         event = self._changed
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            await aio.wait_for(event.wait(), timeout)
         except asyncio.TimeoutError:
             pass
         return self._latest

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import __version__, protocol, tree
+from . import __version__, aio, protocol, tree
 from .jobs import JobError, JobManager
 from .load import LoadMonitor, decide, unshown_load
 from .process import ProcessRunner
@@ -229,7 +229,7 @@ class Service:
         while True:
             ids = frozenset(self.runner.runs)
             try:
-                pids = await asyncio.wait_for(asyncio.to_thread(tree.marked_any, ids), 2.0)
+                pids = await aio.wait_for(asyncio.to_thread(tree.marked_any, ids), 2.0)
                 self._live_processes = len(pids)
             except (asyncio.TimeoutError, OSError):
                 self._live_processes = None

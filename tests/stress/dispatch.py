@@ -59,6 +59,7 @@ from typing import Any, Generic, TypeVar
 import websockets
 from websockets.protocol import State
 
+from cc_executor import aio
 from cc_executor.client import ConnectionLost, Event, ExecutorClient, ExecutorError, JobHandle
 from cc_executor.protocol import (COMMAND_NOT_ALLOWED, SHUTTING_DOWN_MESSAGE, SPAWN_FAILED,
                                   TOO_MANY_JOBS, UNAUTHORIZED)
@@ -719,7 +720,7 @@ class Dispatcher(Generic[T]):
     async def _probe_once(self, spec: ServerSpec) -> bool:
         assert self._probe is not None
         try:
-            return bool(await asyncio.wait_for(self._probe(spec), self.probe_timeout))
+            return bool(await aio.wait_for(self._probe(spec), self.probe_timeout))
         except Exception:  # noqa: BLE001 - a failing probe is a "no"
             return False
 
@@ -867,7 +868,7 @@ class _Watch:
     async def alive(self) -> bool:
         for _ in range(self.pool.health_tries):
             try:
-                ok = await asyncio.wait_for(self.pool.health(self.spec), self.pool.health_timeout + 1)
+                ok = await aio.wait_for(self.pool.health(self.spec), self.pool.health_timeout + 1)
             except Exception:  # noqa: BLE001 - a failing check is a "no"
                 ok = False
             if ok:
@@ -1017,7 +1018,7 @@ class ClientPool:
 
     async def _connect(self, spec: ServerSpec) -> _WatchedClient:
         try:
-            return await asyncio.wait_for(
+            return await aio.wait_for(
                 _WatchedClient.connect(spec.url, spec.token, open_timeout=self.open_timeout,
                                        ping_timeout=None),
                 self.open_timeout + 5)
@@ -1090,7 +1091,7 @@ async def server_allows(spec: ServerSpec, *, open_timeout: float = 10.0) -> list
     """The executables a server allows (the `capabilities.allow` of its `connected`
     notification); None when it cannot be asked or does not say."""
     try:
-        client = await asyncio.wait_for(
+        client = await aio.wait_for(
             ExecutorClient.connect(spec.url, spec.token, open_timeout=open_timeout,
                                    ping_interval=None),
             open_timeout + 5)
@@ -1138,7 +1139,7 @@ async def _close(client: ExecutorClient, *, abort: bool = False) -> None:
             transport = getattr(client.ws, "transport", None)
             if transport is not None:
                 transport.abort()
-        await asyncio.wait_for(client.close(), 5)
+        await aio.wait_for(client.close(), 5)
     except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - closing is best effort
         pass
 

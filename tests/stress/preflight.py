@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cc_executor import aio
 from cc_executor.client import ExecutorClient, ExecutorError
 
 from . import claude as claude_mod
@@ -153,7 +154,7 @@ def where_claude_is_looked_for(environ: Mapping[str, str] | None = None) -> str:
 
 
 async def _connect(url: str, token: str | None) -> ExecutorClient:
-    return await asyncio.wait_for(ExecutorClient.connect(url, token), 15)
+    return await aio.wait_for(ExecutorClient.connect(url, token), 15)
 
 
 def find_local_claude(environ: Mapping[str, str] | None = None) -> str | None:
@@ -181,7 +182,7 @@ async def check_cli(client: ExecutorClient, pre: Preflight, *, managed: bool, ur
             paths.append(argv[0])
 
     try:
-        res = await asyncio.wait_for(
+        res = await aio.wait_for(
             client.execute(args=["claude", "--version"], timeout=VERSION_TIMEOUT,
                            env={"CLAUDECODE": None}, on_event=on_event), VERSION_TIMEOUT + 15)
     except ExecutorError as e:
@@ -292,7 +293,7 @@ async def check_canary(client: ExecutorClient, model: ModelEnvironment, pre: Pre
     t0 = time.monotonic()
     argv = ["claude", "-p", CANARY_PROMPT, "--output-format", "stream-json", "--verbose"]
     try:
-        res = await asyncio.wait_for(
+        res = await aio.wait_for(
             client.execute(args=argv, timeout=limit, env=canary_env(model, claude_env)), limit + 20)
     except ExecutorError as e:
         pre.checks.append(Check("canary", False, e.message, time.monotonic() - t0))
@@ -364,7 +365,7 @@ async def run_preflight(url: str, token: str | None, model: ModelEnvironment | N
         return pre
     finally:
         try:
-            await asyncio.wait_for(client.close(), 5)
+            await aio.wait_for(client.close(), 5)
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
 
@@ -402,14 +403,14 @@ class AccessCheck:
 async def check_access(url: str, token: str | None, *, timeout: float = ACCESS_TIMEOUT) -> AccessCheck:
     """Open (and close) one authenticated client connection to the service at `url`."""
     try:
-        client = await asyncio.wait_for(ExecutorClient.connect(url, token, open_timeout=timeout),
+        client = await aio.wait_for(ExecutorClient.connect(url, token, open_timeout=timeout),
                                         timeout + 5)
     except asyncio.TimeoutError:
         return AccessCheck(url, False, None, f"no answer within {timeout:g} s")
     except Exception as e:  # noqa: BLE001 - every refusal is reported, none is raised
         return AccessCheck.of_refusal(url, e)
     try:
-        await asyncio.wait_for(client.close(), 5)
+        await aio.wait_for(client.close(), 5)
     except Exception:  # noqa: BLE001 - closing is best effort
         pass
     return AccessCheck(url, True)
@@ -468,7 +469,7 @@ async def local_cli_version(timeout: float = LOCAL_VERSION_TIMEOUT) -> tuple[str
         return None, path
     out = b""
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        out, _ = await aio.wait_for(proc.communicate(), timeout)
     except asyncio.TimeoutError:
         pass
     finally:

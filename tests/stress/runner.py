@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from cc_executor import aio
 from cc_executor.client import ConnectionLost, Event, ExecutorClient, ExecutorError, JobHandle
 from cc_executor.load import read_load
 from cc_executor.timing import Timeouts, load_factor, stretch_timeouts
@@ -414,7 +415,7 @@ class Runner:
         finally:
             if client is not None:
                 try:
-                    await asyncio.wait_for(client.close(), 5)
+                    await aio.wait_for(client.close(), 5)
                 except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - closing is best effort
                     pass
 
@@ -428,7 +429,7 @@ class Runner:
         stem = p.attempt_stem(n)
         if client is None:
             try:
-                client = await asyncio.wait_for(self._connect(), 15.0)
+                client = await aio.wait_for(self._connect(), 15.0)
             except asyncio.CancelledError:
                 return self._not_run(p, n, f"interrupted ({self.stop_reason})", interrupted=True), None
             except Exception as e:  # noqa: BLE001 - any connect failure is this attempt's error
@@ -436,7 +437,7 @@ class Runner:
         ex = await self._run_attempt(client, p, n)
         if ex.lost is not None:
             try:
-                await asyncio.wait_for(client.close(), 5)
+                await aio.wait_for(client.close(), 5)
             except (asyncio.TimeoutError, Exception):  # noqa: BLE001
                 pass
             client = None
@@ -545,7 +546,7 @@ class Runner:
             consumer: asyncio.Task | None = None
             try:
                 try:
-                    job = await asyncio.wait_for(
+                    job = await aio.wait_for(
                         client.start(args=argv, cwd=test.cwd, env=env, input=test.input,
                                      timeout=test.timeout, stall_timeout=test.stall_timeout),
                         REQUEST_TIMEOUT)
@@ -663,7 +664,7 @@ class Runner:
         if consumer is not None and consumer.done():
             return
         try:
-            await asyncio.wait_for(job.cancel(), 5.0)
+            await aio.wait_for(job.cancel(), 5.0)
         except (ExecutorError, asyncio.TimeoutError, OSError):
             pass
         except asyncio.CancelledError:

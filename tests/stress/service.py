@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from cc_executor import aio
+
 START_TIMEOUT = 30.0
 """Seconds for the service to print its URL and answer /health ok."""
 STOP_TIMEOUT = 20.0
@@ -79,7 +81,7 @@ async def fetch_json(url: str, timeout: float = 2.0) -> tuple[int, Any]:
         except ValueError:
             return status, body.decode("utf-8", "replace")
 
-    return await asyncio.wait_for(go(), timeout)
+    return await aio.wait_for(go(), timeout)
 
 
 def _dechunk(body: bytes) -> bytes:
