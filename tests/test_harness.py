@@ -223,7 +223,7 @@ def test_main_run_report_json_follows_its_schema(main_run):
     assert env["model_description"].startswith("local: loopback model server")
     assert r.json["options"]["concurrency"] == 4
     assert r.json["service"]["kind"] == "managed" and "<token>" in r.json["service"]["argv"]
-    assert r.json["service"]["stop"]["how"] == "sigterm"
+    assert r.json["service"]["stop"]["how"] == "sigterm", r.json["service"]["stop"]
 
 
 def test_each_result_has_its_reason(main_run):

@@ -190,7 +190,7 @@ def test_three_local_servers_share_the_work_by_weight(tmp_path):
     ran_on = {t["attempts"][0]["server"] for t in r.json["tests"]}
     assert ran_on == {"server-1", "server-2", "server-3"}
     services = r.json["service"]["servers"]
-    assert [x["stop"]["how"] for x in services] == ["sigterm"] * 3
+    assert [x["stop"]["how"] for x in services] == ["sigterm"] * 3, [x["stop"] for x in services]
     assert (r.dir / "logs" / "server-3" / "service.stdout").exists()
     assert wait_gone([x["pid"] for x in services] + r.job_pids(), 10) == []
     assert time.time() - t0 < 60

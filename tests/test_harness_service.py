@@ -48,6 +48,33 @@ async def test_managed_service_starts_answers_health_and_stops_cleanly(tmp_path)
     assert (await svc.stop()) is info  # idempotent
 
 
+async def test_a_service_that_will_not_stop_in_time_leaves_its_stacks(tmp_path):
+    """SIGTERM not enough within the harness's stop timeout: SIGUSR1 first (the service prints
+    every thread's stack), then SIGKILL; the report keeps that stderr, and the job is ended."""
+    from cc_executor.client import ExecutorClient
+
+    # The job ignores SIGTERM, so the service's shutdown takes its whole 10 s kill grace:
+    # longer than this harness waits (1 s).
+    svc = ManagedService(allow=["sh"], log_dir=tmp_path / "logs",
+                         extra_args=["--kill-grace", "10"], stop_timeout=1.0)
+    await svc.start()
+    try:
+        async with await ExecutorClient.connect(svc.url, svc.token) as client:
+            job = await client.start("sh -c 'trap \"\" TERM; echo ready; exec sleep 60'")
+            async for ev in job:
+                if ev.kind == "output" and b"ready" in ev.data:
+                    break
+            job_pid = job.pid
+            svc.note_job(job_pid)
+            info = await svc.stop()
+    finally:
+        await svc.stop()
+    assert info.how == "sigkill", info
+    assert "Thread 0x" in info.stderr_tail and "File " in info.stderr_tail, info.stderr_tail
+    assert info.leftovers_killed >= 1
+    assert not psutil.pid_exists(job_pid) or psutil.Process(job_pid).status() == psutil.STATUS_ZOMBIE
+
+
 async def test_a_service_that_cannot_start_is_reported(tmp_path):
     svc = ManagedService(allow=["sh"], log_dir=tmp_path / "logs", extra_args=["--max-load", "abc"])
     with pytest.raises(ServiceError, match="(?s)exited with code 2 before listening: .*max_load"):

@@ -12,12 +12,16 @@ allow-list, limits) needs a restart. The change is written to the event log (`ev
 old and new values; no secrets among them). An invalid file leaves the settings as they were and
 says why on stderr. So an operator can queue work behind `CC_EXECUTOR_MAX_LOAD` in `.env`, edit
 the file, `kill -HUP <pid>`, and the queue drains.
+
+SIGUSR1 prints every thread's stack on stderr (faulthandler) and changes nothing: a supervisor
+sends it before a SIGKILL, so that a service that would not stop leaves a trace of why.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import ipaddress
 import signal
 import sys
@@ -104,12 +108,26 @@ class _Server(uvicorn.Server):
 
     async def _graceful(self) -> None:
         grace = self._app.state.service.settings.kill_grace
+        # A shutdown that should take about the kill grace and is still going well after it
+        # says where it is stuck, on stderr, before a supervisor's SIGKILL erases the evidence:
+        # the tasks' stacks if the loop still turns, every thread's stack in any case.
+        asyncio.get_running_loop().call_later(grace + 8, dump_tasks, "shutdown")
+        faulthandler.dump_traceback_later(grace + 9, file=sys.stderr)
         try:
             await aio.wait_for(self._app.state.service.stop(), grace + 20)
         except asyncio.TimeoutError:
             print("cc_executor: shutdown took too long; exiting anyway", file=sys.stderr)
         finally:
             self.should_exit = True
+
+
+def dump_tasks(why: str) -> None:
+    """Every asyncio task's stack, to stderr."""
+    print(f"cc_executor: {why} is slow; its tasks:", file=sys.stderr)
+    for task in asyncio.all_tasks():
+        print(f"--- {task!r}", file=sys.stderr)
+        task.print_stack(limit=12, file=sys.stderr)
+    sys.stderr.flush()
 
 
 def reload_on_sighup(app, reload: Callable[[], Settings]) -> None:
@@ -173,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cc_executor: refusing to listen on non-loopback host {settings.host!r} without a "
               "token; set --token or CC_EXECUTOR_TOKEN", file=sys.stderr)
         return 2
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     try:
         import uvloop  # noqa: PLC0415
         runner = uvloop.run

@@ -733,7 +733,14 @@ async def run_session(s: Session) -> int:
         if fleet is not None:
             infos = await fleet.stop()
             stops = [{"how": i.how, "exit_code": i.exit_code, "seconds": i.seconds,
-                      "leftovers_killed": i.leftovers_killed} for i in infos]
+                      "leftovers_killed": i.leftovers_killed,
+                      **({"stderr_tail": i.stderr_tail} if i.stderr_tail is not None else {})}
+                     for i in infos]
+            for sv, info in zip(fleet.services, infos):
+                if info.how == "sigkill":
+                    print(f"{s.tool}: the service at {sv.url} did not stop within "
+                          f"{sv.stop_timeout:g} s of SIGTERM and was killed; its stacks are in "
+                          f"{sv.log_dir / 'service.stderr'}", file=sys.stderr, flush=True)
             if len(stops) == 1:
                 run.service["stop"] = stops[0]
             for entry, stop in zip(run.service.get("servers") or [], stops):

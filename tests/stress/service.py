@@ -124,6 +124,9 @@ class StopInfo:
     exit_code: int | None
     seconds: float
     leftovers_killed: int = 0
+    stderr_tail: str | None = None
+    """When SIGTERM was not enough: the end of the service's stderr, with the stacks it printed
+    on the SIGUSR1 sent before the SIGKILL (the evidence of why it did not stop)."""
 
 
 class ManagedService:
@@ -266,6 +269,7 @@ class ManagedService:
             return self.stop_info
         self.remember_descendants()
         how = "already exited"
+        stderr_tail = None
         if proc.poll() is None:
             how = "sigterm"
             if not force:
@@ -279,6 +283,8 @@ class ManagedService:
                     await asyncio.sleep(0.02)
             if proc.poll() is None:
                 how = "sigkill"
+                if not force:
+                    stderr_tail = await self._ask_for_stacks()
                 self.remember_descendants()
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -290,8 +296,28 @@ class ManagedService:
         killed = await self._end_leftovers()
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
-        self.stop_info = StopInfo(how, proc.poll(), round(time.monotonic() - t0, 3), killed)
+        self.stop_info = StopInfo(how, proc.poll(), round(time.monotonic() - t0, 3), killed,
+                                  stderr_tail)
         return self.stop_info
+
+    async def _ask_for_stacks(self) -> str:
+        """SIGUSR1 (the service prints every thread's stack), a moment for it, then the tail
+        of its stderr."""
+        err_path = self.log_dir / "service.stderr"
+        try:
+            before = err_path.stat().st_size
+            self.proc.send_signal(signal.SIGUSR1)
+        except (OSError, psutil.Error):
+            before = None
+        if before is not None:
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline and err_path.stat().st_size == before:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)  # the rest of the dump
+        try:
+            return err_path.read_bytes()[-16384:].decode(errors="replace")
+        except OSError:
+            return ""
 
     async def _end_leftovers(self) -> int:
         """Descendants that outlived the service: SIGKILL each by pid (checked by create time)."""
