@@ -221,10 +221,12 @@ class ExecutorClient:
     async def close(self) -> None:
         await self.ws.close()
         self._reader.cancel()
-        try:
-            await self._reader
-        except (asyncio.CancelledError, Exception):
-            pass
+        # asyncio.wait, not `await self._reader`: the reader's end (cancelled or failed) is not
+        # the caller's business, but a cancel of the caller (a timeout around close, Ctrl-C)
+        # must still reach it rather than be swallowed with the reader's CancelledError.
+        await asyncio.wait({self._reader})
+        if not self._reader.cancelled():
+            self._reader.exception()  # retrieved: no "exception was never retrieved" at exit
 
     # ---- requests --------------------------------------------------------------------------
 
