@@ -127,6 +127,57 @@ async def test_sigterm_with_no_jobs_exits_0_promptly(executor_service):
         assert time.monotonic() - t0 < 5
 
 
+def test_service_serves_with_stderr_closed_and_survives_sigusr1(tmp_path):
+    """The stack-dump diagnostics (SIGUSR1, the shutdown watchdog) want stderr; without one the
+    service must still serve, take SIGUSR1 harmlessly and stop cleanly on SIGTERM."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen(
+        ["sh", "-c", 'exec "$0" -m cc_executor --port 0 --run-dir "$1" --log-dir "$2" 2>&-',
+         sys.executable, str(tmp_path / "run"), str(tmp_path / "logs")],
+        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = proc.stdout.readline().decode().strip()
+        assert url.startswith("ws://127.0.0.1:"), url
+        proc.send_signal(signal.SIGUSR1)
+        # A round trip after the signal: a service it killed could not answer.
+        health = url.replace("ws://", "http://").replace("/ws", "/health")
+        with urllib.request.urlopen(health, timeout=10) as r:
+            assert json.loads(r.read())["status"] == "ok"
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        proc.stdout.close()
+
+
+def test_await_chain_follows_awaits_to_the_innermost_coroutine():
+    """What the shutdown watchdog prints for a stuck task: the whole chain, not its top frame."""
+    from cc_executor.__main__ import await_chain
+
+    async def inner():
+        await asyncio.Event().wait()
+
+    async def middle():
+        await inner()
+
+    async def main():
+        task = asyncio.ensure_future(middle())
+        await asyncio.sleep(0)
+        try:
+            return await_chain(task)
+        finally:
+            task.cancel()
+
+    chain = asyncio.run(main())
+    assert [line.rsplit(" in ", 1)[1] for line in chain[:3]] == ["middle", "inner", "wait"], chain
+
+
 async def test_silent_job_longer_than_the_ping_interval_completes(svc):
     # The server pings every 1 s; this client never pings and the job says nothing for 2 s.
     async with await ExecutorClient.connect(svc.url, ping_interval=None) as c:

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import faulthandler
 import ipaddress
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -108,12 +109,13 @@ class _Server(uvicorn.Server):
 
     async def _graceful(self) -> None:
         grace = self._app.state.service.settings.kill_grace
-        # A shutdown that should take about the kill grace and is still going well after it
-        # says where it is stuck, on stderr, before a supervisor's SIGKILL erases the evidence:
-        # the tasks' stacks if the loop still turns, every thread's stack in any case.
-        asyncio.get_running_loop().call_later(grace + 8, dump_tasks, "shutdown")
-        faulthandler.dump_traceback_later(grace + 9, file=sys.stderr)
         try:
+            # A shutdown that should take about the kill grace and is still going well after it
+            # says where it is stuck, on stderr, before a supervisor's SIGKILL erases the
+            # evidence: the tasks' await chains if the loop still turns, every thread's stack
+            # in any case.
+            asyncio.get_running_loop().call_later(grace + 8, dump_tasks, "shutdown")
+            _stderr_faulthandler(faulthandler.dump_traceback_later, grace + 9)
             await aio.wait_for(self._app.state.service.stop(), grace + 20)
         except asyncio.TimeoutError:
             print("cc_executor: shutdown took too long; exiting anyway", file=sys.stderr)
@@ -121,13 +123,42 @@ class _Server(uvicorn.Server):
             self.should_exit = True
 
 
+def _stderr_faulthandler(arm: Callable[..., None], *args) -> bool:
+    """Point a faulthandler dump at stderr, if stderr is a real file (it may be closed, or a
+    stream without a descriptor); a diagnostic never stops the service from serving."""
+    try:
+        arm(*args, file=sys.stderr)
+    except (AttributeError, OSError, RuntimeError, ValueError):
+        return False
+    return True
+
+
+def await_chain(task: asyncio.Task) -> list[str]:
+    """Where a task is suspended, outermost frame first, following each `await` down to the
+    innermost coroutine (Task.print_stack shows only the outermost one). The future it waits
+    on is in the task's repr."""
+    lines: list[str] = []
+    coro = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        code = frame.f_code
+        lines.append(f"  {code.co_filename}:{frame.f_lineno} in {code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return lines
+
+
 def dump_tasks(why: str) -> None:
-    """Every asyncio task's stack, to stderr."""
-    print(f"cc_executor: {why} is slow; its tasks:", file=sys.stderr)
-    for task in asyncio.all_tasks():
-        print(f"--- {task!r}", file=sys.stderr)
-        task.print_stack(limit=12, file=sys.stderr)
-    sys.stderr.flush()
+    """Every asyncio task's await chain, to stderr."""
+    try:
+        print(f"cc_executor: {why} is slow; its tasks:", file=sys.stderr)
+        for task in asyncio.all_tasks():
+            print(f"--- {task!r}", file=sys.stderr)
+            print("\n".join(await_chain(task)), file=sys.stderr)
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):  # no usable stderr
+        pass
 
 
 def reload_on_sighup(app, reload: Callable[[], Settings]) -> None:
@@ -180,7 +211,22 @@ async def serve(settings: Settings, reload: Callable[[], Settings] | None = None
     return 0
 
 
+def fill_standard_fds() -> None:
+    """Open /dev/null on stdin, stdout or stderr if the service was started with one closed
+    (`2>&-`). Otherwise the next socket takes that number, and libuv (uvloop) aborts the whole
+    service when it closes a descriptor <= 2 at shutdown, as it deliberately does."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fd:  # a lower one was free too: it is filled on its own turn
+                os.dup2(opened, fd)
+                os.close(opened)
+
+
 def main(argv: list[str] | None = None) -> int:
+    fill_standard_fds()
     ns = parse_args(argv)
     try:
         settings = build_settings(ns)
@@ -191,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cc_executor: refusing to listen on non-loopback host {settings.host!r} without a "
               "token; set --token or CC_EXECUTOR_TOKEN", file=sys.stderr)
         return 2
-    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    if not _stderr_faulthandler(faulthandler.register, signal.SIGUSR1):
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # nowhere to print: still not fatal
     try:
         import uvloop  # noqa: PLC0415
         runner = uvloop.run
