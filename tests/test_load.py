@@ -274,6 +274,22 @@ async def test_monitor_stop_returns_even_when_a_sample_finishes_at_that_moment()
     assert stuck == 0
 
 
+@pytest.mark.anyio
+async def test_monitor_stop_passes_on_a_cancel_of_its_caller():
+    """A timeout or Ctrl-C around stop() is not swallowed with the sampler's own cancel, and
+    the sampler still ends and its thread pool is released."""
+    monitor = LoadMonitor(interval=10.0)
+    await monitor.start()
+    sampler = monitor._task
+    stopper = asyncio.ensure_future(monitor.stop())
+    await asyncio.sleep(0)  # stopper has cancelled the sampler and waits for it
+    stopper.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopper
+    assert sampler.done() or sampler.cancelling()
+    assert monitor._pool is None and not monitor.running
+
+
 async def _sample_until_ok(monitor: LoadMonitor) -> LoadReading:
     while (r := await monitor.sample()) is None:
         pass

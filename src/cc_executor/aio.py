@@ -6,6 +6,9 @@ loop turn as the awaited thing finishes (CPython gh-86296, fixed in 3.12 by reim
 forever, and `stop()`'s `await task` never returns. That hung the service's shutdown about once
 in twenty stops taken right as a load sample finished. Every timed wait in this project goes
 through here, so a `task.cancel()` always ends the task.
+
+`asyncio.timeout` itself needs 3.11.3 or later to nest correctly inside a task that is already
+being cancelled (CPython gh-102780); hence the project's `requires-python`.
 """
 
 from __future__ import annotations

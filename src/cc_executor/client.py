@@ -210,6 +210,10 @@ class ExecutorClient:
         except asyncio.TimeoutError:
             await client.close()
             raise ConnectionLost("no 'connected' notification from the server") from None
+        except BaseException:  # cancelled while waiting: nobody will ever close this client
+            client._reader.cancel()
+            ws.transport.abort()
+            raise
         return client
 
     async def __aenter__(self) -> "ExecutorClient":

@@ -272,17 +272,18 @@ class LoadMonitor:
     async def stop(self) -> None:
         """Stop sampling and wake every waiter (they get the latest reading)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        if self._pool is not None:
-            # wait=False: a read stuck in /proc must not block shutdown.
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-        self._wake()
+        try:
+            if task is not None:
+                task.cancel()
+                # asyncio.wait, not `await task` under `except CancelledError`: that would
+                # also swallow a cancel aimed at the caller (a timeout around stop, Ctrl-C).
+                await asyncio.wait({task})
+        finally:  # even when the caller is cancelled meanwhile
+            if self._pool is not None:
+                # wait=False: a read stuck in /proc must not block shutdown.
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+            self._wake()
 
     async def __aenter__(self) -> "LoadMonitor":
         await self.start()
