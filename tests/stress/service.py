@@ -37,6 +37,10 @@ STOP_TIMEOUT = 20.0
 """Seconds between SIGTERM and SIGKILL: the service's own kill grace (3 s) plus shutdown work."""
 
 
+STDERR_TAIL = 16384
+"""Bytes of a service's stderr kept in the report when it had to be SIGKILLed."""
+
+
 class ServiceError(RuntimeError):
     """The service could not be started or reached; the message says why."""
 
@@ -302,20 +306,29 @@ class ManagedService:
 
     async def _ask_for_stacks(self) -> str:
         """SIGUSR1 (the service prints every thread's stack), a moment for it, then the tail
-        of its stderr."""
+        of its stderr. Bounded (about 1.1 s) and never raises: the SIGKILL must follow."""
         err_path = self.log_dir / "service.stderr"
+
+        def size() -> int | None:
+            try:
+                return err_path.stat().st_size
+            except OSError:
+                return None
+
+        before = size()
         try:
-            before = err_path.stat().st_size
             self.proc.send_signal(signal.SIGUSR1)
         except (OSError, psutil.Error):
             before = None
         if before is not None:
             deadline = time.monotonic() + 1.0
-            while time.monotonic() < deadline and err_path.stat().st_size == before:
+            while time.monotonic() < deadline and size() == before:
                 await asyncio.sleep(0.02)
             await asyncio.sleep(0.1)  # the rest of the dump
         try:
-            return err_path.read_bytes()[-16384:].decode(errors="replace")
+            with open(err_path, "rb") as f:
+                f.seek(max(0, (size() or 0) - STDERR_TAIL))
+                return f.read(STDERR_TAIL).decode(errors="replace")
         except OSError:
             return ""
 
