@@ -151,6 +151,8 @@ def await_chain(task: asyncio.Task) -> list[str]:
 
 def dump_tasks(why: str) -> None:
     """Every asyncio task's await chain, to stderr."""
+    if sys.stderr is None:  # started without one; print(file=None) would write to stdout
+        return
     try:
         print(f"cc_executor: {why} is slow; its tasks:", file=sys.stderr)
         for task in asyncio.all_tasks():
@@ -219,10 +221,8 @@ def fill_standard_fds() -> None:
         try:
             os.fstat(fd)
         except OSError:
-            opened = os.open(os.devnull, os.O_RDWR)
-            if opened != fd:  # a lower one was free too: it is filled on its own turn
-                os.dup2(opened, fd)
-                os.close(opened)
+            # The lowest free number is `fd` itself: every lower one is open by now.
+            os.open(os.devnull, os.O_RDWR)
 
 
 def main(argv: list[str] | None = None) -> int:
