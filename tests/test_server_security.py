@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 
 from cc_executor import protocol
 from cc_executor.client import ExecutorClient, ExecutorError
-from cc_executor.jobs import PROJECT_BIN, adapt_claude_argv
+from cc_executor.claude_cli import PROJECT_BIN, adapt_claude_argv
 from service_fixture import PY, clean_env, http_status, port_listening
 
 pytestmark = pytest.mark.anyio

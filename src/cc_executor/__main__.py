@@ -1,8 +1,9 @@
 """`python -m cc_executor`: serve the executor on 127.0.0.1:8004 and print its WebSocket URL.
 
-Flags override the environment and `.env` (see `settings`). A non-loopback `--host` without a
-token stops here, before anything is bound. SIGTERM/SIGINT end every job's tree, tell connected
-clients (`process.completed`, reason `shutdown`), then exit 0; a second SIGINT forces the exit.
+Every setting is a flag (generated from `settings` by `settings_cli`), which overrides the
+environment, which overrides `.env`. A non-loopback `--host` without a token stops here, before
+anything is bound. SIGTERM/SIGINT end every job's tree, tell connected clients
+(`process.completed`, reason `shutdown`), then exit 0; a second SIGINT forces the exit.
 
 SIGHUP reloads the admission settings without a restart: the settings are resolved again exactly
 as at start (flags, then the environment, then the `--env-file` file, which is re-read), and the
@@ -32,6 +33,7 @@ import uvicorn
 
 from . import aio
 from .settings import Settings
+from .settings_cli import build_parser, build_settings, explain
 
 
 def is_loopback(host: str) -> bool:
@@ -44,44 +46,8 @@ def is_loopback(host: str) -> bool:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m cc_executor", description=__doc__.splitlines()[0])
-    p.add_argument("--host", help="address to bind (CC_EXECUTOR_HOST, default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port; 0 picks a free one (CC_EXECUTOR_PORT, 8004)")
-    p.add_argument("--token", help="bearer token required to connect (CC_EXECUTOR_TOKEN)")
-    p.add_argument("--allow", action="append", metavar="CMD",
-                   help="allow this executable too; repeatable (CC_EXECUTOR_ALLOW, default claude)")
-    p.add_argument("--shell", action="store_true", default=None,
-                   help="run `command` strings through sh -c: UNSAFE (CC_EXECUTOR_SHELL=1)")
-    p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
-                   help="accept WebSocket upgrades from this browser Origin; repeatable")
-    p.add_argument("--log-dir", help="job event logs (CC_EXECUTOR_LOG_DIR, default logs)")
-    p.add_argument("--run-dir", help="live-run registry (CC_EXECUTOR_RUN_DIR)")
-    p.add_argument("--max-load", help="queue jobs above this 1-min load: 8 or 2/core")
-    p.add_argument("--min-free-mem", help="queue jobs below this free memory, e.g. 512M")
-    p.add_argument("--no-throttle", action="store_true", help="never queue for host load")
-    p.add_argument("--kill-grace", type=float, help="seconds between SIGTERM and SIGKILL")
-    p.add_argument("--progress-interval", type=float, metavar="SECONDS",
-                   help="send process.progress after this long without a frame for a job; "
-                   "0 disables (CC_EXECUTOR_PROGRESS_INTERVAL, default 5)")
-    p.add_argument("--env-file", default=".env", help="dotenv file to read (default .env)")
-    return p.parse_args(argv)
-
-
-def build_settings(ns: argparse.Namespace) -> Settings:
-    overrides = {
-        "host": ns.host, "port": ns.port, "token": ns.token, "shell": ns.shell,
-        "log_dir": ns.log_dir, "run_dir": ns.run_dir, "max_load": ns.max_load,
-        "min_free_mem": ns.min_free_mem, "kill_grace": ns.kill_grace,
-        "progress_interval": ns.progress_interval,
-    }
-    if ns.no_throttle:
-        overrides["throttle"] = False
-    base = Settings.from_env(dotenv_path=ns.env_file)
-    if ns.allow:
-        overrides["allow"] = [*base.allow, *ns.allow]
-    if ns.allow_origin:
-        overrides["allow_origin"] = [*base.allow_origin, *ns.allow_origin]
-    return Settings.from_env(dotenv_path=ns.env_file, **overrides)
+    """The flags: one per setting, generated from `Settings` (see `settings_cli`)."""
+    return build_parser(description=__doc__.splitlines()[0]).parse_args(argv)
 
 
 class _Server(uvicorn.Server):
@@ -171,7 +137,8 @@ def reload_on_sighup(app, reload: Callable[[], Settings]) -> None:
         try:
             new = reload()
         except ValueError as e:
-            print(f"cc_executor: SIGHUP: settings not reloaded: {e}", file=sys.stderr, flush=True)
+            print(f"cc_executor: SIGHUP: settings not reloaded: {explain(e)}", file=sys.stderr,
+                  flush=True)
             return
         changed = service.apply_throttle(new)
         shown = ", ".join(f"{k} {v['from']} -> {v['to']}" for k, v in changed.items())
@@ -231,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = build_settings(ns)
     except ValueError as e:
-        print(f"cc_executor: invalid setting: {e}", file=sys.stderr)
+        print(f"cc_executor: invalid setting: {explain(e)}", file=sys.stderr)
         return 2
     if not is_loopback(settings.host) and not settings.token:
         print(f"cc_executor: refusing to listen on non-loopback host {settings.host!r} without a "

@@ -1,8 +1,9 @@
 """Every setting of the service in one place, read from the environment and `.env`.
 
-Command-line flags (see `cc_executor.__main__`) override these; `.env.example` lists each one.
-Keeping them together means the server, the runner and the load monitor never disagree
-about a default, and the docs have a single table to mirror.
+Each field is also a command-line flag (generated in `cc_executor.settings_cli`, which override
+these) and a line of `.env.example` (rendered by `env_example`), so adding a field here is the
+whole change. Keeping them together means the server, the runner and the load monitor never
+disagree about a default, and the docs have a single table to mirror.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ def parse_size(text: str | int) -> int:
     return int(float(m.group(1)) * _SIZE_MULT[unit])
 
 
+def format_size(n: int) -> str:
+    """`4194304` -> `4M`: the largest binary unit that divides exactly, so it parses back."""
+    for unit in ("T", "G", "M", "K"):
+        mult = _SIZE_MULT[unit.lower()]
+        if n and n % mult == 0:
+            return f"{n // mult}{unit}"
+    return str(n)
+
+
 def parse_bool(text: str | bool) -> bool:
     if isinstance(text, bool):
         return text
@@ -52,19 +62,27 @@ def default_run_dir() -> Path:
     return Path(base) / f"cc_executor-{os.getuid()}"
 
 
+# Fields given in bytes: read with `parse_size`, shown with `format_size`.
+SIZE_FIELDS = ("max_frame", "batch_bytes", "max_buffer", "min_free_mem")
+
+
 class Settings(BaseModel):
-    """The service's configuration. Field docs are the source for `.env.example`."""
+    """The service's configuration. Field docs are the source for `.env.example` and `--help`."""
 
     host: str = Field("127.0.0.1", description="Address to bind; non-loopback requires a token")
     port: int = Field(8004, ge=0, le=65535, description="TCP port; 0 picks a free one")
     token: str | None = Field(None, description="Bearer token required on the WebSocket upgrade")
-    allow: list[str] = Field(default_factory=lambda: ["claude"], description="Executables allowed")
+    allow: list[str] = Field(default_factory=lambda: ["claude"], description="Executables allowed",
+                             json_schema_extra={"metavar": "CMD"})
     shell: bool = Field(False, description="Run `command` strings through `sh -c` (unsafe)")
-    allow_origin: list[str] = Field(default_factory=list, description="Extra allowed Origins")
+    allow_origin: list[str] = Field(default_factory=list, description="Extra allowed Origins",
+                                    json_schema_extra={"metavar": "ORIGIN"})
     log_dir: Path = Field(Path("logs"), description="Where job event logs go")
     run_dir: Path = Field(default_factory=default_run_dir, description="Live process registry")
     kill_grace: float = Field(3.0, gt=0, description="Seconds between SIGTERM and SIGKILL")
     max_frame: int = Field(16 * 1024**2, gt=0, description="Largest accepted client frame, bytes")
+    max_batch: int = Field(100, gt=0, description="Most requests in one JSON-RPC batch array; "
+                           "a longer batch gets one -32600 error naming this limit")
     max_jobs_per_connection: int = Field(64, gt=0, description="Running+queued jobs per connection")
     max_jobs: int = Field(128, gt=0, description="Jobs running at once across all connections")
     max_queue: int = Field(1024, ge=0, description="Jobs waiting to start, across all connections")
@@ -101,7 +119,7 @@ class Settings(BaseModel):
     def _bools(cls, v):  # noqa: D102
         return parse_bool(v)
 
-    @field_validator("max_frame", "batch_bytes", "max_buffer", "min_free_mem", mode="before")
+    @field_validator(*SIZE_FIELDS, mode="before")
     @classmethod
     def _sizes(cls, v):  # noqa: D102
         return parse_size(v)
@@ -166,19 +184,27 @@ def parse_max_load(text: str, cores: int) -> float:
     return value * per_core
 
 
+def default_text(name: str) -> str:
+    """A field's default as it would be written in `.env` ("" for none), so `.env.example`
+    and `--help` show the same value, in a form the field reads back."""
+    default = Settings.model_fields[name].get_default(call_default_factory=True)
+    if isinstance(default, list):
+        return ",".join(default)
+    if isinstance(default, bool):
+        return "1" if default else "0"
+    if default is None:
+        return ""
+    if name in SIZE_FIELDS:
+        return format_size(default)
+    return str(default)
+
+
 def env_example() -> str:
     """Render `.env.example` from the field docs so it never drifts from the code."""
     lines = ["# cc_executor settings. Every variable is optional; shown with its default.", ""]
     for name, field in Settings.model_fields.items():
-        default = field.get_default(call_default_factory=True)
-        if isinstance(default, list):
-            default = ",".join(default)
-        elif isinstance(default, bool):
-            default = "1" if default else "0"
-        elif default is None:
-            default = ""
-        if name == "run_dir":
-            default = ""
+        # The run dir's default depends on the user and XDG_RUNTIME_DIR: no one value to show.
+        default = "" if name == "run_dir" else default_text(name)
         lines.append(f"# {field.description}")
         lines.append(f"{ENV_PREFIX}{name.upper()}={default}")
         lines.append("")
