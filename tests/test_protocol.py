@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cc_executor import protocol as p
+from cc_executor.policy import check_env, env_name_denied
+from cc_executor.protocol import encoding
+from cc_executor.process import utf8_cut
 from cc_executor.protocol import (
     ARG_MAX,
     BINARY_FRAME,
@@ -44,7 +47,6 @@ from cc_executor.protocol import (
     decode_frame,
     encode_output,
     error_json,
-    incomplete_utf8_tail,
     notification_json,
     output_bytes,
     result_json,
@@ -109,8 +111,7 @@ MALFORMED = [
     ("huge integer", '{"id":' + "9" * 5000 + "}", PARSE_ERROR, None, "parse error"),
     ("deep arrays", "[" * 100_000, PARSE_ERROR, None, "nested too deeply"),
     ("deep objects", '{"a":' * 50_000 + "1" + "}" * 50_000, PARSE_ERROR, None, "nested"),
-    ("empty batch", "[]", INVALID_REQUEST, None, "batch requests are not supported"),
-    ("batch", "[" + req("ping") + "," + req("ping", id=2) + "]", INVALID_REQUEST, None, "batch"),
+    ("empty batch", "[]", INVALID_REQUEST, None, "empty batch"),
     ("number", "42", INVALID_REQUEST, None, "not number"),
     ("string", '"execute"', INVALID_REQUEST, None, "not string"),
     ("null", "null", INVALID_REQUEST, None, "not null"),
@@ -222,10 +223,6 @@ BAD_PARAMS = [
     ("env name with =", "execute", {"command": "ls", "env": {"A=B": "1"}}, "env", "no '='"),
     ("env empty name", "execute", {"command": "ls", "env": {"": "1"}}, "env", "non-empty"),
     ("env NUL value", "execute", {"command": "ls", "env": {"A": "\x00"}}, "env", "NUL"),
-    ("env LD_PRELOAD", "execute", {"command": "ls", "env": {"LD_PRELOAD": "/x.so"}}, "env", "params.env.LD_PRELOAD: may not be set"),
-    ("env LD_ prefix", "execute", {"args": ["ls"], "env": {"A": "1", "LD_DEBUG_OUTPUT": "/x"}}, "env", "params.env.LD_DEBUG_OUTPUT: may not be set"),
-    ("env NODE_OPTIONS", "execute", {"command": "ls", "env": {"NODE_OPTIONS": "--require /x.js"}}, "env", "params.env.NODE_OPTIONS: may not be set"),
-    ("env BASH_FUNC_", "execute", {"command": "ls", "env": {"BASH_FUNC_ls%%": "() { id; }"}}, "env", "params.env.BASH_FUNC_ls%%: may not be set"),
     ("input number", "execute", {"command": "cat", "input": 5}, "input", "params.input: must be a string"),
     ("input surrogate", "execute", {"command": "cat", "input": "\udc80"}, "input", "lone surrogate"),
     ("timeout zero", "execute", {"command": "ls", "timeout": 0}, "timeout", "params.timeout: must be a number > 0"),
@@ -258,32 +255,63 @@ def test_bad_params_name_the_field_and_the_problem(method, params, field, text):
     assert reply.message.startswith("params.")
 
 
+# The env deny-list is policy, applied by the job layer (policy.check_env) to well-formed params:
+# the same -32602 error, naming the variable, as a malformed param gets.
+DENIED_ENV = [
+    ("env LD_PRELOAD", "execute", {"command": "ls", "env": {"LD_PRELOAD": "/x.so"}}, "env", "params.env.LD_PRELOAD: may not be set"),
+    ("env LD_ prefix", "execute", {"args": ["ls"], "env": {"A": "1", "LD_DEBUG_OUTPUT": "/x"}}, "env", "params.env.LD_DEBUG_OUTPUT: may not be set"),
+    ("env NODE_OPTIONS", "execute", {"command": "ls", "env": {"NODE_OPTIONS": "--require /x.js"}}, "env", "params.env.NODE_OPTIONS: may not be set"),
+    ("env BASH_FUNC_", "execute", {"command": "ls", "env": {"BASH_FUNC_ls%%": "() { id; }"}}, "env", "params.env.BASH_FUNC_ls%%: may not be set"),
+]
+
+
+@pytest.mark.parametrize(
+    "method, params, field, text", [b[1:] for b in DENIED_ENV], ids=[b[0] for b in DENIED_ENV]
+)
+def test_a_denied_env_variable_is_refused_naming_it(method, params, field, text):
+    request = decode_frame(req(method, params, id=42), MAX)
+    assert isinstance(request, Request)  # well-formed: the policy, not the protocol, refuses it
+    with pytest.raises(RpcError) as info:
+        check_env(request.params.env)
+    reply = request.error_from(info.value)
+    assert reply.code == INVALID_PARAMS
+    assert reply.id == 42
+    assert reply.data == {"field": field}
+    assert text in reply.message
+    assert reply.message.startswith("params.")
+    check_env({name: None for name in params["env"]})  # removing them is allowed
+
+
 def test_env_deny_list():
     for name in ("LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH", "BASH_ENV", "ENV", "NODE_OPTIONS",
                  "PYTHONSTARTUP", "PYTHONPATH", "PERL5OPT", "RUBYOPT", "JAVA_TOOL_OPTIONS",
                  "GCONV_PATH", "SHELLOPTS", "PS4", "DYLD_INSERT_LIBRARIES", "BASH_FUNC_x%%"):
-        assert p.env_name_denied(name), name
+        assert env_name_denied(name), name
     # git and what it starts: its ssh, config from the environment, diff, prompts, pager, editor.
     for name in ("GIT_SSH_COMMAND", "GIT_SSH", "GIT_CONFIG_COUNT", "GIT_CONFIG_KEY_0",
                  "GIT_CONFIG_VALUE_0", "GIT_CONFIG_KEY_12", "GIT_CONFIG_PARAMETERS",
                  "GIT_CONFIG_GLOBAL", "GIT_EXTERNAL_DIFF", "GIT_ASKPASS", "SSH_ASKPASS",
                  "GIT_PROXY_COMMAND", "GIT_PAGER", "PAGER", "LESSOPEN", "EDITOR", "VISUAL",
                  "GIT_EDITOR", "GIT_SEQUENCE_EDITOR", "GIT_EXEC_PATH", "GIT_TEMPLATE_DIR"):
-        assert p.env_name_denied(name), name
-    # PATH stays settable on purpose (see protocol.ENV_DENIED); so do harmless git variables.
+        assert env_name_denied(name), name
+    # PATH stays settable on purpose (see policy.ENV_DENIED); so do harmless git variables.
     for name in ("PATH", "HOME", "LANG", "LDFLAGS", "NODE_ENV", "PYTHONUNBUFFERED",
                  "ld_preload", "MY_LD_PRELOAD", "CLAUDE_CODE_MAX_RETRIES",
                  "GIT_AUTHOR_NAME", "GIT_TERMINAL_PROMPT", "GIT_TRACE", "MY_GIT_SSH", "git_pager",
                  "LESS", "TERM"):
-        assert not p.env_name_denied(name), name
+        assert not env_name_denied(name), name
     for name in ("GIT_SSH_COMMAND", "GIT_CONFIG_KEY_0", "PAGER", "EDITOR"):
-        bad = decode_frame(req("execute", {"args": ["git", "log"], "env": {name: "sh -c id"}}), MAX)
+        request = decode_frame(req("execute", {"args": ["git", "log"], "env": {name: "sh -c id"}}), MAX)
+        with pytest.raises(RpcError) as info:
+            check_env(request.params.env)
+        bad = request.error_from(info.value)
         assert isinstance(bad, ErrorReply) and bad.code == p.INVALID_PARAMS, name
         assert bad.message.startswith(f"params.env.{name}: may not be set: it can make an allowed "
                                       f"program run code of the client's choosing"), bad.message
     # Removing a denied variable is allowed (it can only take code away).
     ok = decode_frame(req("execute", {"args": ["ls"], "env": {"LD_PRELOAD": None, "A": "1"}}), MAX)
     assert ok.params.env == {"LD_PRELOAD": None, "A": "1"}
+    check_env(ok.params.env)
 
 
 def test_progress_params_never_look_like_output_or_an_error():
@@ -645,7 +673,7 @@ def test_output_escapes_every_control_character_quote_and_backslash():
 def test_output_dense_escapes_take_the_other_path_with_the_same_result():
     line = json.dumps({"type": "assistant", "text": 'say "hi"\\n'}).encode() + b"\n"
     raw = line * 2000
-    assert p._escape_dense(raw)
+    assert encoding._escape_dense(raw)
     assert decode_output(encode_output("j", "stdout", 0, 0, raw))["data"] == raw.decode()
 
 
@@ -742,7 +770,8 @@ def test_encode_output_speed_is_reported():
      (b"\xff", 0)],
 )
 def test_incomplete_utf8_tail(data, tail):
-    assert incomplete_utf8_tail(data) == tail
+    """The runner's one UTF-8 cut holds back exactly an unfinished character."""
+    assert len(data) - utf8_cut(data, len(data)) == tail
 
 
 @PROPS
@@ -751,7 +780,7 @@ def test_cutting_before_the_incomplete_tail_gives_valid_utf8(s, data):
     raw = s.encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode()
     cut = data.draw(st.integers(0, len(raw)))
     head = raw[:cut]
-    keep = len(head) - incomplete_utf8_tail(head)
+    keep = utf8_cut(head, len(head))
     head[:keep].decode("utf-8")  # must not raise
     assert len(head) - keep <= 3
 
@@ -843,6 +872,11 @@ request_like = well_formed_envelope | well_formed_envelope | st.fixed_dictionari
 
 
 def check_decoded(result, frame):
+    if isinstance(result, p.Batch):  # a JSON array: each element is decoded on its own
+        assert result.items
+        for item in result.items:
+            check_decoded(item, frame)
+        return
     assert isinstance(result, (Request, ErrorReply))
     if isinstance(result, ErrorReply):
         assert_valid_error_response(result)
@@ -911,8 +945,14 @@ def test_doc_examples_are_what_the_protocol_produces():
                 if decoded.silent:
                     continue
                 assert json.loads(decoded.to_json()) == following, frame
+            if isinstance(decoded, p.Batch) and all(
+                    isinstance(item, ErrorReply) for item in decoded.items):
+                sent = [json.loads(item.to_json()) for item in decoded.items if not item.silent]
+                assert sent == following, frame
             continue
         msg = json.loads(frame)
+        if isinstance(msg, list):  # a batch's responses: checked with the request above
+            continue
         method = msg.get("method")
         if method == "process.output":
             params = msg["params"]
@@ -936,3 +976,66 @@ def test_doc_lists_every_error_code_and_notification():
         assert f"| {code} |" in text
     for name in p.NOTIFICATIONS + p.METHODS:
         assert f"`{name}`" in text
+
+
+# --- JSON-RPC 2.0 batches (decoding) ------------------------------------------------------------
+def test_a_batch_decodes_each_element_in_order_as_if_it_came_alone():
+    frame = "[" + ",".join([req("ping", id=1), req("jobs", id=...), "3",
+                            req("nope", id="x"), req("execute", {"args": []}, id=4)]) + "]"
+    batch = decode_frame(frame, MAX)
+    assert isinstance(batch, p.Batch)
+    ping, jobs, three, nope, bad = batch.items
+    assert isinstance(ping, Request) and (ping.id, ping.method) == (1, "ping")
+    assert isinstance(jobs, Request) and jobs.notification
+    assert isinstance(three, ErrorReply) and (three.code, three.id) == (INVALID_REQUEST, None)
+    assert isinstance(nope, ErrorReply) and (nope.code, nope.id) == (METHOD_NOT_FOUND, "x")
+    assert isinstance(bad, ErrorReply) and (bad.code, bad.id) == (INVALID_PARAMS, 4)
+
+
+def test_a_batch_longer_than_the_cap_is_one_error_naming_the_cap():
+    frame = "[" + ",".join(req("ping", id=i) for i in range(6)) + "]"
+    reply = decode_frame(frame, MAX, max_batch=5)
+    assert isinstance(reply, ErrorReply)
+    assert (reply.code, reply.id) == (INVALID_REQUEST, None)
+    assert reply.data == {"reason": "batch_too_long", "max_batch": 5}
+    assert "5" in reply.message
+    assert isinstance(decode_frame(frame, MAX, max_batch=6), p.Batch)
+
+
+def test_an_empty_batch_is_one_invalid_request_with_its_reason():
+    reply = decode_error("[]")
+    assert reply.data == {"reason": "empty_batch"}
+
+
+def test_the_batch_reply_is_an_array_or_nothing():
+    assert p.batch_json([]) is None
+    one = result_json(1, PingResult(time=1.0))
+    two = error_json(None, INVALID_REQUEST, "x")
+    assert json.loads(p.batch_json([one, two])) == [json.loads(one), json.loads(two)]
+
+
+@PROPS
+@given(st.lists(st.one_of(st.integers(), st.text(max_size=5), st.none(),
+                          st.dictionaries(st.text(max_size=8), st.integers(), max_size=3)),
+                max_size=8))
+def test_decoding_any_array_never_raises_and_keeps_one_item_per_element(items):
+    out = decode_frame(json.dumps(items), MAX)
+    if not items:
+        assert isinstance(out, ErrorReply)
+    else:
+        assert isinstance(out, p.Batch) and len(out.items) == len(items)
+
+
+# --- Client-side parsing -------------------------------------------------------------------------
+def test_parse_notification_gives_the_typed_model_and_ignores_fields_it_does_not_know():
+    params = {"job_id": "j", "state": "running", "elapsed": 1.5, "silent_for": 1.0, "new": 1}
+    parsed = p.parse_notification(p.PROCESS_PROGRESS, params)
+    assert isinstance(parsed, p.ProgressParams) and parsed.elapsed == 1.5
+    assert p.parse_notification("process.unknown", params) is None
+    with pytest.raises(ValidationError):
+        p.parse_notification(p.PROCESS_PROGRESS, {"job_id": "j"})
+
+
+def test_every_notification_model_names_its_method():
+    for method, model in p.NOTIFICATION_PARAMS.items():
+        assert model.METHOD == method

@@ -174,7 +174,7 @@ async def test_limits_are_stretched_by_the_load_factor_when_the_job_starts(tmp_p
         frames.clear()
         job = jobs.submit("owner", protocol.ExecuteParams(args=["sleep", "30"], timeout=0.3,
                                                           stall_timeout=0.2), sink)
-        result = jobs.result_of(job)
+        result = jobs.result_of(job).wire()
         await jobs.begin(job)
         assert result["timeout"] == pytest.approx(want)
         assert result["stall_timeout"] == pytest.approx(want * 2 / 3)

@@ -38,13 +38,21 @@ DEFAULT_URL = "ws://127.0.0.1:8004/ws"
 
 
 class ExecutorError(Exception):
-    """The service answered a request with a JSON-RPC error."""
+    """The service answered a request with a JSON-RPC error.
+
+    Branch on `code` and `reason` (`error.data.reason`, one of `protocol.ErrorReason`), never on
+    `message`: the message is for people and may be reworded."""
 
     def __init__(self, code: int, message: str, data: Any = None):
         super().__init__(f"{message} (code {code})")
         self.code = code
         self.message = message
         self.data = data
+
+    @property
+    def reason(self) -> str | None:
+        """`data.reason` when the service gave one (see `protocol.ErrorReason`)."""
+        return self.data.get("reason") if isinstance(self.data, dict) else None
 
 
 class ConnectionLost(ExecutorError):
@@ -240,11 +248,8 @@ class ExecutorClient:
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        msg = {"jsonrpc": "2.0", "id": rid, "method": method}
-        if params is not None:
-            msg["params"] = params
         try:
-            await self.ws.send(json.dumps(msg))
+            await self.ws.send(protocol.request_json(rid, method, params))
         except websockets.ConnectionClosed as e:
             self._pending.pop(rid, None)
             raise ConnectionLost(str(e)) from None

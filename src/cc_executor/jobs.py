@@ -13,15 +13,24 @@ import asyncio
 import collections
 import logging
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from . import protocol
+from .claude_cli import adapt_claude_argv
+from .protocol import (
+    INVALID_PARAMS,
+    JOB_NOT_RUNNING,
+    NO_SUCH_JOB,
+    SPAWN_FAILED,
+    TOO_MANY_JOBS,
+    ErrorReason,
+    RpcError,
+)
+from .policy import AllowList, check_env
 from .process import EndReason, OutputBatch, ProcessRunner, Run, RunEnd, RunSpec, SpawnError
 from .settings import Settings
 from .timing import stretch_timeouts
@@ -30,105 +39,6 @@ Sink = Callable[[str], Awaitable[None]]
 AdmissionCheck = Callable[[], tuple[bool, str]]
 
 log = logging.getLogger("cc_executor.jobs")
-
-PROJECT_BIN = Path(__file__).resolve().parents[2] / "node_modules" / ".bin"
-
-
-class JobError(Exception):
-    """A request that cannot be honoured: carries the protocol error code."""
-
-    def __init__(self, code: int, message: str, data: dict | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-
-def search_path() -> str:
-    """PATH plus the project's own node_modules/.bin, where the pinned claude lives."""
-    path = os.environ.get("PATH", os.defpath)
-    if PROJECT_BIN.is_dir():
-        path = f"{path}{os.pathsep}{PROJECT_BIN}"
-    return path
-
-
-def find_claude(configured: str | None = None) -> str | None:
-    if configured:
-        return shutil.which(configured) or (configured if os.access(configured, os.X_OK) else None)
-    return shutil.which("claude", path=search_path())
-
-
-class AllowList:
-    """Executables that may run, compared by real path so `/tmp/x/claude` is not `claude`."""
-
-    def __init__(self, names: list[str], claude_path: str | None = None):
-        self.names = list(dict.fromkeys(names))  # `--allow claude` twice is one entry
-        self.claude_path = claude_path
-        self.real: dict[str, str] = {}
-        self._cache: dict[str, tuple[str, str]] = {}
-        for name in self.names:
-            found = find_claude(claude_path) if name == "claude" else shutil.which(
-                name, path=search_path())
-            if found:
-                self.real[os.path.realpath(found)] = name
-
-    def resolve(self, argv0: str, cwd: str | None = None) -> tuple[str, str]:
-        """The absolute path to exec and the allow-list entry it matched, or JobError naming
-        why it is refused.
-
-        A path with a slash is resolved against the job's `cwd`, as exec will resolve it:
-        checking it against the server's own cwd let `../../x` name an allowed binary here and
-        run another file there. The absolute path is what gets exec'd, so check and exec agree.
-        """
-        if os.sep in argv0:
-            found = os.path.abspath(os.path.join(cwd or os.getcwd(), argv0))
-            real = os.path.realpath(found) if os.path.exists(found) else None
-        else:
-            found, real = self._lookup(argv0)
-        if not found or real is None:
-            if argv0 in self.names:
-                raise JobError(protocol.SPAWN_FAILED, f"executable not found: {argv0}",
-                               {"executable": argv0})
-            raise JobError(protocol.COMMAND_NOT_ALLOWED,
-                           f"command not allowed: {argv0} (allowed: {', '.join(self.names)})",
-                           {"executable": argv0, "allowed": self.names})
-        if real not in self.real:
-            raise JobError(protocol.COMMAND_NOT_ALLOWED,
-                           f"command not allowed: {argv0} (allowed: {', '.join(self.names)})",
-                           {"executable": argv0, "allowed": self.names})
-        return found, self.real[real]
-
-    def _lookup(self, name: str) -> tuple[str | None, str | None]:
-        """PATH search for a bare name, remembered: it runs on every request. A remembered
-        answer is re-checked with one stat, so a removed binary is noticed. A bare `claude`
-        is the configured `claude_path` when there is one (what the allow-list admitted),
-        not whatever `claude` PATH finds first."""
-        hit = self._cache.get(name)
-        if hit is not None and os.path.exists(hit[0]):
-            return hit
-        if name == "claude" and self.claude_path and "claude" in self.names:
-            found = find_claude(self.claude_path)
-            found = os.path.abspath(found) if found else None  # exec'd from the job's cwd
-        else:
-            found = shutil.which(name, path=search_path())
-        if not found:
-            return None, None
-        hit = (found, os.path.realpath(found))
-        self._cache[name] = hit
-        return hit
-
-
-def adapt_claude_argv(argv: list[str]) -> list[str]:
-    """`--output-format stream-json` with `-p` needs `--verbose`; add it when missing."""
-    wants_stream = False
-    for i, a in enumerate(argv):
-        if a == "--output-format" and i + 1 < len(argv) and argv[i + 1] == "stream-json":
-            wants_stream = True
-        elif a == "--output-format=stream-json":
-            wants_stream = True
-    if wants_stream and "--verbose" not in argv:
-        return [*argv, "--verbose"]
-    return argv
 
 
 @dataclass
@@ -160,16 +70,15 @@ class Job:
     keepalive: asyncio.Task | None = None  # a progress frame being sent
     timeout_factor: float = 1.0  # the load stretch applied to spec's limits when it started
 
-    def describe(self, position: int = 0) -> dict:
-        d = {"job_id": self.job_id, "state": self.state, "argv": self.argv,
-             "pid": self.run.pid if self.run else None,
-             "pgid": self.run.pgid if self.run else None,
-             "started_at": self.run.started_at if self.run else None}
-        if self.run is not None and self.run.paused:
-            d["state"] = "paused"
-        if self.state == "queued":
-            d["position"] = position
-        return d
+    def describe(self, position: int = 0) -> protocol.JobInfo:
+        """This job's row of the `jobs` result; `position` counts for queued jobs only."""
+        run = self.run
+        state = "paused" if run is not None and run.paused else self.state
+        return protocol.JobInfo(
+            job_id=self.job_id, state=state, argv=self.argv,
+            pid=run.pid if run else None, pgid=run.pgid if run else None,
+            started_at=run.started_at if run else None,
+            position=position if self.state == "queued" else None)
 
 
 class JobManager:
@@ -192,16 +101,14 @@ class JobManager:
 
     def prepare(self, params: protocol.ExecuteParams) -> tuple[list[str], RunSpec, bool]:
         s = self.settings
+        check_env(params.env)  # first: a refused variable is a bad param, whatever the program
         shell = None
         if params.command is not None and s.shell:
             argv = ["/bin/sh", "-c", params.command]
             shell = params.command
             is_claude = False
         else:
-            try:  # protocol's splitter: linear time (shlex is quadratic on long prompts)
-                argv = params.argv(shell=False)
-            except protocol.RpcError as e:
-                raise JobError(e.code, e.message, e.data) from None
+            argv = params.argv(shell=False)  # linear time (shlex is quadratic on long prompts)
             exe, entry = self.allow.resolve(argv[0], params.cwd)
             is_claude = entry == "claude"
             argv = [exe, *argv[1:]]
@@ -213,8 +120,8 @@ class JobManager:
             # a client's `env` cannot set it (it lets the CLI skip permissions as root).
             env["IS_SANDBOX"] = "1" if s.is_sandbox else None
         if params.cwd is not None and not os.path.isdir(params.cwd):
-            raise JobError(protocol.SPAWN_FAILED, f"working directory not found: {params.cwd}",
-                           {"field": "cwd"})
+            raise RpcError.because(SPAWN_FAILED, ErrorReason.CWD_NOT_FOUND,
+                                   f"working directory not found: {params.cwd}", field="cwd")
         timeout = params.timeout if params.timeout is not None else s.default_timeout
         spec = RunSpec(
             argv=None if shell is not None else argv,
@@ -240,23 +147,24 @@ class JobManager:
     def submit(self, owner: Any, params: protocol.ExecuteParams, sink: Sink) -> Job:
         """Validate and register a job. The caller answers the request, then calls `begin`."""
         if self._closing:
-            raise JobError(protocol.TOO_MANY_JOBS, protocol.SHUTTING_DOWN_MESSAGE)
+            raise RpcError.because(TOO_MANY_JOBS, ErrorReason.SHUTTING_DOWN,
+                                   protocol.SHUTTING_DOWN_MESSAGE)
         argv, spec, is_claude = self.prepare(params)
         mine = len(self.owner_jobs(owner))
         if mine >= self.settings.max_jobs_per_connection:
-            raise JobError(protocol.TOO_MANY_JOBS,
-                           f"too many jobs on this connection ({mine}, limit "
-                           f"{self.settings.max_jobs_per_connection})",
-                           {"limit": self.settings.max_jobs_per_connection})
+            raise RpcError.because(TOO_MANY_JOBS, ErrorReason.CONNECTION_LIMIT,
+                                   f"too many jobs on this connection ({mine}, limit "
+                                   f"{self.settings.max_jobs_per_connection})",
+                                   limit=self.settings.max_jobs_per_connection)
         job = Job(uuid.uuid4().hex[:12], owner, sink, argv, spec, is_claude)
         ok, reason = self._may_start()
         if not ok and len(self.queue) >= self.settings.max_queue:
-            raise JobError(protocol.TOO_MANY_JOBS,
-                           f"queue is full ({len(self.queue)} waiting); {reason}",
-                           {"limit": self.settings.max_queue})
+            raise RpcError.because(TOO_MANY_JOBS, ErrorReason.QUEUE_FULL,
+                                   f"queue is full ({len(self.queue)} waiting); {reason}",
+                                   limit=self.settings.max_queue)
         self.jobs[job.job_id] = job
         if ok and not self.queue:
-            self._spawn(job, gated=True)  # may raise JobError: spawn failed
+            self._spawn(job, gated=True)  # may raise RpcError: spawn failed
         else:
             job.queue_reason = reason or "waiting behind earlier jobs"
             self.queue.append(job)
@@ -264,15 +172,16 @@ class JobManager:
             self._ensure_queue_timer()
         return job
 
-    def result_of(self, job: Job) -> dict:
+    def result_of(self, job: Job) -> protocol.ExecuteStarted | protocol.ExecuteQueued:
+        """The `execute` result: queued (with its place and why), or started."""
         if job.state == "queued":
-            return {"status": "queued", "job_id": job.job_id,
-                    "position": self.position(job), "reason": job.queue_reason}
-        return {"status": "started", "job_id": job.job_id, "pid": job.run.pid,
-                "pgid": job.run.pgid, "argv": job.argv, **self._limits(job)}
+            return protocol.ExecuteQueued(job_id=job.job_id, position=self.position(job),
+                                          reason=job.queue_reason)
+        return protocol.ExecuteStarted(job_id=job.job_id, pid=job.run.pid, pgid=job.run.pgid,
+                                       argv=job.argv, **self._limits(job))
 
     @staticmethod
-    def _limits(job: Job) -> dict:
+    def _limits(job: Job) -> dict[str, Any]:
         return {"timeout": job.spec.timeout, "stall_timeout": job.spec.stall_timeout,
                 "timeout_factor": round(job.timeout_factor, 4)}
 
@@ -301,8 +210,8 @@ class JobManager:
             finally:
                 job.gate.set()
         elif job.state == "queued":
-            await self._send(job, protocol.notification_json("process.queued", {
-                "job_id": job.job_id, "position": self.position(job), "reason": job.queue_reason}))
+            await self._send(job, protocol.notify(protocol.QueuedParams(
+                job_id=job.job_id, position=self.position(job), reason=job.queue_reason)))
             self._start_keepalive(job)
         # Otherwise the job was admitted from the queue while its reply waited to be written
         # (its pump announces it, after the reply), or it already ended.
@@ -333,9 +242,9 @@ class JobManager:
             job = self.queue.popleft()
             try:
                 self._spawn(job)  # its pump announces it
-            except JobError as e:
+            except RpcError as e:
                 asyncio.get_running_loop().create_task(self._complete_unstarted(
-                    job, "spawn_failed", e.message, e.code))
+                    job, "spawn_failed", e.message))
                 continue
 
     def _ensure_queue_timer(self) -> None:
@@ -352,8 +261,7 @@ class JobManager:
                 await self._complete_unstarted(
                     job, "queue_timeout",
                     f"waited {self.settings.queue_timeout:g} s in the queue (queue_timeout) "
-                    f"without being admitted: {job.queue_reason}",
-                    protocol.QUEUE_WAIT_EXCEEDED)
+                    f"without being admitted: {job.queue_reason}")
             self.pump_queue()
 
     # ---- running ----------------------------------------------------------------------------
@@ -368,7 +276,8 @@ class JobManager:
         except SpawnError as e:
             job.run = None
             self.jobs.pop(job.job_id, None)
-            raise JobError(protocol.SPAWN_FAILED, str(e), {"argv": job.argv}) from None
+            raise RpcError.because(SPAWN_FAILED, ErrorReason.CANNOT_START, str(e),
+                                   argv=job.argv) from None
         job.state = "running"
         job.started_at = time.monotonic()
         self.running += 1
@@ -383,9 +292,8 @@ class JobManager:
         job.announced = True
         run = job.run
         job.last_output = time.monotonic()
-        await self._send(job, protocol.notification_json("process.started", {
-            "job_id": job.job_id, "pid": run.pid, "pgid": run.pgid, "argv": job.argv,
-            **self._limits(job)}))
+        await self._send(job, protocol.notify(protocol.StartedParams(
+            job_id=job.job_id, pid=run.pid, pgid=run.pgid, argv=job.argv, **self._limits(job))))
 
     async def _pump(self, job: Job) -> None:
         run = job.run
@@ -453,11 +361,9 @@ class JobManager:
 
     async def _send_progress(self, job: Job) -> None:
         now = time.monotonic()
-        await self._send(job, protocol.notification_json("process.progress", {
-            "job_id": job.job_id,
-            "state": "queued" if job.state == "queued" else "running",
-            "elapsed": round(now - job.queued_at, 3),
-            "silent_for": round(now - job.last_output, 3)}))
+        await self._send(job, protocol.notify(protocol.ProgressParams(
+            job_id=job.job_id, state="queued" if job.state == "queued" else "running",
+            elapsed=round(now - job.queued_at, 3), silent_for=round(now - job.last_output, 3))))
         job.keepalive = None
         self._start_keepalive(job)  # no-op once the job completed
 
@@ -478,30 +384,24 @@ class JobManager:
         job.completed = True
         await self._stop_keepalive(job)
         reason = end.reason.value
-        if end.reason is EndReason.EXITED:
-            status = "completed" if end.exit_code == 0 else "failed"
-        else:
-            status = reason
-        params = {"job_id": job.job_id, "status": status, "reason": reason,
-                  "exit_code": end.exit_code, "signal": end.signal,
-                  "duration": round(end.duration, 6), "stdout_bytes": end.stdout_bytes,
-                  "stderr_bytes": end.stderr_bytes}
+        params = protocol.CompletedParams(
+            job_id=job.job_id, reason=reason, exit_code=end.exit_code, signal=end.signal,
+            duration=round(end.duration, 6), stdout_bytes=end.stdout_bytes,
+            stderr_bytes=end.stderr_bytes)
         self._log("completed", job, reason=reason, exit_code=end.exit_code,
                   duration=round(end.duration, 4), stdout_bytes=end.stdout_bytes,
                   stderr_bytes=end.stderr_bytes, killed=end.killed,
                   pid=job.run.pid if job.run else None, pgid=job.run.pgid if job.run else None)
-        await self._send(job, protocol.notification_json("process.completed", params))
+        await self._send(job, protocol.notify(params))
         self.jobs.pop(job.job_id, None)
 
-    async def _complete_unstarted(self, job: Job, reason: str, message: str, code: int) -> None:
+    async def _complete_unstarted(self, job: Job, reason: str, message: str) -> None:
         job.state = "ended"
         job.completed = True
         await self._stop_keepalive(job)
         self._log("completed", job, reason=reason, message=message)
-        await self._send(job, protocol.notification_json("process.completed", {
-            "job_id": job.job_id, "status": reason, "reason": reason, "exit_code": -1,
-            "signal": None, "duration": 0.0, "stdout_bytes": 0, "stderr_bytes": 0,
-            "error": message}))
+        await self._send(job, protocol.notify(protocol.CompletedParams(
+            job_id=job.job_id, reason=reason, exit_code=-1, duration=0.0, error=message)))
         self.jobs.pop(job.job_id, None)
 
     # ---- control ----------------------------------------------------------------------------
@@ -512,36 +412,36 @@ class JobManager:
             if len(mine) == 1:
                 return mine[0]
             if not mine:
-                raise JobError(protocol.NO_SUCH_JOB, "no job is running on this connection")
-            raise JobError(protocol.INVALID_PARAMS,
-                           f"params.job_id: required when {len(mine)} jobs are live",
+                raise RpcError.because(NO_SUCH_JOB, ErrorReason.NO_LIVE_JOB,
+                                       "no job is running on this connection")
+            raise RpcError(INVALID_PARAMS, f"params.job_id: required when {len(mine)} jobs are live",
                            {"field": "job_id", "jobs": [j.job_id for j in mine]})
         for j in self.owner_jobs(owner):
             if j.job_id == job_id:
                 return j
-        raise JobError(protocol.NO_SUCH_JOB, f"no such job: {job_id}", {"job_id": job_id})
+        raise RpcError.because(NO_SUCH_JOB, ErrorReason.UNKNOWN_JOB, f"no such job: {job_id}",
+                               job_id=job_id)
 
-    async def control(self, owner: Any, job_id: str | None, kind: str) -> dict:
+    async def control(self, owner: Any, job_id: str | None, kind: str) -> protocol.ControlResult:
         job = self.find(owner, job_id)
         if job.state == "queued":
             if kind == "CANCEL":
                 self.queue.remove(job)
-                await self._complete_unstarted(job, "cancelled", "cancelled while queued",
-                                               protocol.JOB_NOT_RUNNING)
-                return {"status": "cancelled", "job_id": job.job_id}
-            raise JobError(protocol.JOB_NOT_RUNNING, f"job {job.job_id} is queued, not running",
-                           {"job_id": job.job_id, "state": "queued"})
+                await self._complete_unstarted(job, "cancelled", "cancelled while queued")
+                return protocol.ControlResult.for_type(kind, job.job_id)
+            raise RpcError.because(JOB_NOT_RUNNING, ErrorReason.WRONG_STATE,
+                                   f"job {job.job_id} is queued, not running",
+                                   job_id=job.job_id, state="queued")
         run = job.run
         ok = {"PAUSE": run.pause, "RESUME": run.resume, "CANCEL": run.cancel}[kind]()
         if not ok:
             state = "paused" if run.paused else "ending" if run.done or job.state == "ended" \
                 else "running"
-            raise JobError(protocol.JOB_NOT_RUNNING,
-                           f"cannot {kind.lower()} job {job.job_id}: it is {state}",
-                           {"job_id": job.job_id, "state": state})
+            raise RpcError.because(JOB_NOT_RUNNING, ErrorReason.WRONG_STATE,
+                                   f"cannot {kind.lower()} job {job.job_id}: it is {state}",
+                                   job_id=job.job_id, state=state)
         self._log(kind.lower(), job, pid=run.pid)
-        return {"status": {"PAUSE": "paused", "RESUME": "resumed", "CANCEL": "cancelled"}[kind],
-                "job_id": job.job_id}
+        return protocol.ControlResult.for_type(kind, job.job_id)
 
     # ---- endings of owners and of the service -------------------------------------------------
 
@@ -552,8 +452,7 @@ class JobManager:
             job.sink_broken = True
             if job.state == "queued":
                 self.queue.remove(job)
-                await self._complete_unstarted(job, "cancelled", "client disconnected",
-                                               protocol.JOB_NOT_RUNNING)
+                await self._complete_unstarted(job, "cancelled", "client disconnected")
             elif job.run is not None:
                 job.run.cancel()
                 if job.gate is not None:
@@ -568,8 +467,7 @@ class JobManager:
         self._closing = True
         for job in list(self.queue):
             self.queue.remove(job)
-            await self._complete_unstarted(job, "shutdown", "server shutting down",
-                                           protocol.JOB_NOT_RUNNING)
+            await self._complete_unstarted(job, "shutdown", "server shutting down")
         waits = []
         for job in list(self.jobs.values()):
             if job.run is not None:

@@ -12,12 +12,12 @@ import asyncio
 import json
 import logging
 import logging.handlers
-import os
 import secrets
 import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -26,7 +26,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__, aio, protocol, tree
-from .jobs import JobError, JobManager
+from .jobs import JobManager
 from .load import LoadMonitor, decide, unshown_load
 from .process import ProcessRunner
 from .settings import Settings
@@ -383,17 +383,10 @@ async def serve_connection(service: Service, websocket: WebSocket) -> None:
     service.connections.add(conn)
     s = service.settings
     try:
-        await conn.send(protocol.notification_json("connected", {
-            "session_id": conn.id,
-            "version": __version__,
-            "capabilities": {
-                "methods": ["execute", "control", "jobs", "ping"],
-                "shell": s.shell,
-                "allow": s.allow,
-                "max_frame": s.max_frame,
-                "batch_bytes": s.batch_bytes,
-            },
-        }))
+        await conn.send(protocol.notify(protocol.ConnectedParams(
+            session_id=conn.id, version=__version__,
+            capabilities=protocol.Capabilities(shell=s.shell, allow=s.allow,
+                                               max_frame=s.max_frame, batch_bytes=s.batch_bytes))))
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -411,36 +404,54 @@ async def serve_connection(service: Service, websocket: WebSocket) -> None:
             await service.jobs.end_owner(conn)
 
 
+Answer = tuple[str | None, Callable[[], Awaitable[None]] | None]
+"""What one request leaves to do: the response text (None for a notification), and what to
+run once that response is out (a started job's announcement)."""
+
+
 async def handle_frame(service: Service, conn: Connection, frame: str | bytes) -> None:
-    """Decode one frame and answer it. Never raises: a bad frame gets an error, nothing more."""
-    parsed = protocol.decode_frame(frame, service.settings.max_frame)
-    if isinstance(parsed, protocol.ErrorReply):
-        if parsed.should_send:
-            await conn.send(parsed.to_json())
+    """Decode one frame and answer it. Never raises: a bad frame gets an error, nothing more.
+
+    A batch is answered with one array of the responses of its calls, sent before anything
+    that follows from them (a started job's `process.started`), as a single request's is."""
+    parsed = protocol.decode_frame(frame, service.settings.max_frame, service.settings.max_batch)
+    if isinstance(parsed, protocol.Batch):
+        answers = [await answer(service, conn, item) for item in parsed.items]
+        reply = protocol.batch_json(text for text, _ in answers if text is not None)
+        await _send_then(conn, reply, [after for _, after in answers if after is not None])
         return
-    req = parsed
+    text, after = await answer(service, conn, parsed)
+    await _send_then(conn, text, [after] if after is not None else [])
+
+
+async def _send_then(conn: Connection, text: str | None,
+                     afters: list[Callable[[], Awaitable[None]]]) -> None:
     try:
-        result = await dispatch(service, conn, req)
-    except JobError as e:
-        if not req.notification:
-            await conn.send(protocol.error_json(req.id, e.code, e.message, e.data))
-        return
+        if text is not None:
+            await conn.send(text)
+    finally:
+        # Also when the reply could not be written (the client left): each `after` releases a
+        # spawned job's pump, which ends the job and gives its slot back.
+        for after in afters:
+            await after()
+
+
+async def answer(service: Service, conn: Connection,
+                 item: protocol.Request | protocol.ErrorReply) -> Answer:
+    """Carry out one decoded request: its response text (None when nothing may be sent) and
+    what to run after that response is out."""
+    if isinstance(item, protocol.ErrorReply):
+        return (item.to_json() if item.should_send else None), None
+    req = item
+    try:
+        result, after = await dispatch(service, conn, req)
+    except protocol.RpcError as e:
+        return req.error_from(e).to_json() if not req.notification else None, None
     except Exception as e:  # a bug of ours must not take the connection down
         log.exception("internal error handling %s", req.method)
-        if not req.notification:
-            await conn.send(protocol.error_json(req.id, protocol.INTERNAL_ERROR,
-                                                f"internal error: {type(e).__name__}"))
-        return
-    if result is not None:
-        reply, after = result
-        try:
-            if not req.notification:
-                await conn.send(protocol.result_json(req.id, reply))
-        finally:
-            # Also when the reply could not be written (the client left): `after` releases a
-            # spawned job's pump, which ends the job and gives its slot back.
-            if after is not None:
-                await after()
+        error = req.error(protocol.INTERNAL_ERROR, f"internal error: {type(e).__name__}")
+        return (None if req.notification else error.to_json()), None
+    return req.reply(result), after
 
 
 async def dispatch(service: Service, conn: Connection, req: protocol.Request):
@@ -451,13 +462,13 @@ async def dispatch(service: Service, conn: Connection, req: protocol.Request):
     if req.method == "control":
         return await jobs.control(conn, req.params.job_id, req.params.type), None
     if req.method == "jobs":
-        return {"jobs": [j.describe(jobs.position(j) if j.state == "queued" else 0)
-                         for j in jobs.owner_jobs(conn)]}, None
+        rows = [j.describe(jobs.position(j) if j.state == "queued" else 0)
+                for j in jobs.owner_jobs(conn)]
+        return protocol.JobsResult(jobs=rows), None
     if req.method == "ping":
-        return {"pong": True, "time": time.time()}, None
-    raise JobError(protocol.METHOD_NOT_FOUND, f"method not found: {req.method}")
+        return protocol.PingResult(time=time.time()), None
+    raise protocol.RpcError(protocol.METHOD_NOT_FOUND, f"method not found: {req.method}")
 
 
 __all__ = ["create_app", "Service", "SUBPROTOCOL", "BEARER_PREFIX"]
 
-_ = os

@@ -61,8 +61,8 @@ from websockets.protocol import State
 
 from cc_executor import aio
 from cc_executor.client import ConnectionLost, Event, ExecutorClient, ExecutorError, JobHandle
-from cc_executor.protocol import (COMMAND_NOT_ALLOWED, SHUTTING_DOWN_MESSAGE, SPAWN_FAILED,
-                                  TOO_MANY_JOBS, UNAUTHORIZED)
+from cc_executor.protocol import (COMMAND_NOT_ALLOWED, SPAWN_FAILED, TOO_MANY_JOBS,
+                                  UNAUTHORIZED, ErrorReason)
 
 from .flaky import HaltRule, halt_reason
 from .preflight import AccessCheck, access_refusal
@@ -806,13 +806,15 @@ class ServerFault(ConnectionLost):
         self.bench = bench
 
 
-def server_fault(code: int, message: str) -> ServerFault | None:
+def server_fault(error: ExecutorError) -> ServerFault | None:
     """An execute refusal that is about the server, not the test: shutting down (lost), or a
-    command not allowed / executable not found / unauthorized (refused). Else None."""
-    what = f"the service refused the job: {message}"
-    if code == TOO_MANY_JOBS and SHUTTING_DOWN_MESSAGE in message:
+    command not allowed / executable not found / unauthorized (refused). Else None. Decided by
+    the error's code and `data.reason`, never its wording."""
+    code, reason = error.code, error.reason
+    what = f"the service refused the job: {error.message}"
+    if code == TOO_MANY_JOBS and reason == ErrorReason.SHUTTING_DOWN:
         return ServerFault("shutdown", what)
-    if code == COMMAND_NOT_ALLOWED or (code == SPAWN_FAILED and message.startswith("executable not found")):
+    if code == COMMAND_NOT_ALLOWED or (code == SPAWN_FAILED and reason == ErrorReason.EXECUTABLE_NOT_FOUND):
         return ServerFault("refused", what)
     if code == UNAUTHORIZED:
         return ServerFault("refused", what, bench=True)
@@ -978,7 +980,7 @@ class _WatchedClient(ExecutorClient):
             await watch.end_job(tag)  # the request may have started it before the line broke
             raise
         except ExecutorError as e:
-            fault = server_fault(e.code, e.message)
+            fault = server_fault(e)
             if fault is None:
                 raise
             raise watch.note(fault) from e

@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cc_executor import aio
+from cc_executor.claude_cli import find_claude, where_claude_is_looked_for
 from cc_executor.client import ExecutorClient, ExecutorError
+from cc_executor.protocol import COMMAND_NOT_ALLOWED
 
 from . import claude as claude_mod
 from .modelmode import ModelEnvironment, find_credentials, no_credentials_text
@@ -142,25 +144,12 @@ def _first_line(text: str, limit: int = 300) -> str:
     return ""
 
 
-def where_claude_is_looked_for(environ: Mapping[str, str] | None = None) -> str:
-    """Where a service started by the harness looks for `claude` (see cc_executor.jobs)."""
-    from cc_executor.jobs import PROJECT_BIN
-
-    environ = os.environ if environ is None else environ
-    configured = environ.get("CC_EXECUTOR_CLAUDE_PATH")
-    if configured:
-        return f"CC_EXECUTOR_CLAUDE_PATH={configured}"
-    return f"PATH ({environ.get('PATH', os.defpath)}) and {PROJECT_BIN}"
-
-
 async def _connect(url: str, token: str | None) -> ExecutorClient:
     return await aio.wait_for(ExecutorClient.connect(url, token), 15)
 
 
 def find_local_claude(environ: Mapping[str, str] | None = None) -> str | None:
     """Where a service started by the harness will find `claude` (its own lookup), or None."""
-    from cc_executor.jobs import find_claude
-
     environ = os.environ if environ is None else environ
     return find_claude(environ.get("CC_EXECUTOR_CLAUDE_PATH") or None)
 
@@ -189,7 +178,7 @@ async def check_cli(client: ExecutorClient, pre: Preflight, *, managed: bool, ur
         where = (f"the service looked in {where_claude_is_looked_for()}" if managed
                  else f"the service at {url} looked on its own PATH")
         pre.checks.append(Check("cli", False, e.message, time.monotonic() - t0))
-        if "not allowed" in e.message:
+        if e.code == COMMAND_NOT_ALLOWED:
             pre.fail("not_allowed", f"the service refuses to run claude: {e.message}",
                      "start the service with `--allow claude` (or CC_EXECUTOR_ALLOW)")
         else:

@@ -1,0 +1,104 @@
+"""The cc_executor wire protocol (JSON-RPC 2.0 over WebSocket text frames), with no I/O in it.
+
+The only place that knows a wire shape. Keeping every rule about bytes-on-the-wire here, apart
+from sockets and asyncio (as the `websockets` library keeps its protocol state machine apart
+from its transports), lets the server stay a thin loop (frame -> `decode_frame` -> dispatch ->
+encoders) and lets us test every malformed frame without starting a server.
+`docs/protocol.md` is the reference for client authors; this package is its executable form.
+
+    names      the vocabulary: methods, notifications, control types, end reasons, statuses
+    errors     error codes, `ErrorReason` (`data.reason`), `RpcError`: the one error type
+    params     request params (what each method accepts), validated strictly
+    messages   results and notification params (everything the server sends)
+    encoding   messages -> JSON text; `encode_output`, the hot path
+    decoding   frames -> `Request` / `Batch` / `ErrorReply`; client-side parsing
+    command    `execute.command` -> words, like a POSIX shell, in linear time
+
+Imports: only pydantic and the standard library. Never the server, jobs, process runner,
+client, or `policy` (which says which well-formed requests are refused, and imports this).
+"""
+
+from types import ModuleType as _ModuleType
+
+from .command import split_command
+from .decoding import (
+    DEFAULT_MAX_BATCH,
+    Batch,
+    ErrorReply,
+    Request,
+    decode_frame,
+    output_bytes,
+    parse_notification,
+)
+from .encoding import (
+    RequestId,
+    batch_json,
+    encode_output,
+    error_json,
+    notification_json,
+    notify,
+    request_json,
+    result_json,
+)
+from .errors import (
+    BINARY_FRAME,
+    COMMAND_NOT_ALLOWED,
+    ERROR_NAMES,
+    FRAME_TOO_LARGE,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    JOB_NOT_RUNNING,
+    METHOD_NOT_FOUND,
+    NO_SUCH_JOB,
+    PARSE_ERROR,
+    QUEUE_WAIT_EXCEEDED,
+    SHUTTING_DOWN_MESSAGE,
+    SPAWN_FAILED,
+    TOO_MANY_JOBS,
+    UNAUTHORIZED,
+    ErrorReason,
+    RpcError,
+    params_error,
+)
+from .messages import (
+    NOTIFICATION_PARAMS,
+    Capabilities,
+    CompletedParams,
+    ConnectedParams,
+    ControlResult,
+    ExecuteQueued,
+    ExecuteStarted,
+    JobInfo,
+    JobsResult,
+    OutputParams,
+    PingResult,
+    ProgressParams,
+    QueuedParams,
+    StartedParams,
+)
+from .names import (
+    CONNECTED,
+    CONTROL_STATUS,
+    CONTROL_TYPES,
+    JSONRPC_VERSION,
+    METHODS,
+    NOTIFICATIONS,
+    PROCESS_COMPLETED,
+    PROCESS_OUTPUT,
+    PROCESS_PROGRESS,
+    PROCESS_QUEUED,
+    PROCESS_STARTED,
+    REASONS,
+    ControlType,
+    JobState,
+    Method,
+    Reason,
+    Status,
+    Stream,
+    completion_status,
+)
+from .params import ARG_MAX, MAX_SECONDS, SHELL, ControlParams, ExecuteParams, NoParams
+
+__all__ = [name for name, value in globals().items()
+           if not name.startswith("_") and not isinstance(value, _ModuleType)]

@@ -1,0 +1,217 @@
+"""Everything the server sends: results of each method and params of each notification.
+
+The one definition of each shape. The server builds its replies from these models (so a typo
+fails loudly, in tests, rather than reaching a client), the client parses what it receives
+into them, and docs/protocol.md describes them field by field. `process.output` alone is
+encoded by hand on the server (see `encoding.encode_output`, the hot path), into exactly the
+shape of `OutputParams`; a test holds the two together.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .names import (
+    CONNECTED,
+    CONTROL_STATUS,
+    METHODS,
+    PROCESS_COMPLETED,
+    PROCESS_OUTPUT,
+    PROCESS_PROGRESS,
+    PROCESS_QUEUED,
+    PROCESS_STARTED,
+    ControlStatus,
+    JobState,
+    Reason,
+    Status,
+    Stream,
+    completion_status,
+)
+
+
+class _Wire(BaseModel):
+    """Base of everything the server sends: strict shapes so a server typo fails loudly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset()
+
+    def wire(self) -> dict[str, Any]:
+        d = self.model_dump(mode="json")
+        for key in self._omit_if_none:
+            if d.get(key) is None:
+                d.pop(key, None)
+        return d
+
+
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class ExecuteStarted(_Wire):
+    status: Literal["started"] = "started"
+    job_id: str
+    pid: int
+    pgid: int
+    argv: list[str]
+    timeout: float | None = Field(None, description="total limit in force, after the stretch")
+    stall_timeout: float | None = Field(None, description="stall limit in force, after it")
+    timeout_factor: float = Field(1.0, ge=1.0, description="load stretch applied at the start")
+
+
+class ExecuteQueued(_Wire):
+    status: Literal["queued"] = "queued"
+    job_id: str
+    position: int = Field(ge=1, description="1 = next to start")
+    reason: str
+
+
+class ControlResult(_Wire):
+    status: ControlStatus
+    job_id: str
+
+    @classmethod
+    def for_type(cls, type: str, job_id: str) -> ControlResult:
+        return cls(status=CONTROL_STATUS[type.upper()], job_id=job_id)
+
+
+class JobInfo(_Wire):
+    """One row of `jobs`. Extra fields are allowed so the server can add detail freely."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"position"})
+    job_id: str
+    state: JobState
+    pid: int | None = None
+    pgid: int | None = None
+    argv: list[str]
+    started_at: float | None = Field(None, description="unix seconds; null while queued")
+    position: int | None = Field(None, ge=1, description="queued rows only: 1 = next to start")
+
+
+class JobsResult(_Wire):
+    jobs: list[JobInfo]
+
+
+class PingResult(_Wire):
+    pong: Literal[True] = True
+    time: float
+
+
+class Capabilities(_Wire):
+    methods: list[str] = Field(default_factory=lambda: list(METHODS))
+    shell: bool
+    allow: list[str]
+    max_frame: int = Field(gt=0)
+    batch_bytes: int = Field(gt=0)
+
+
+class ConnectedParams(_Wire):
+    METHOD: ClassVar[str] = CONNECTED
+
+    session_id: str
+    version: str
+    capabilities: Capabilities
+
+
+class QueuedParams(_Wire):
+    METHOD: ClassVar[str] = PROCESS_QUEUED
+
+    job_id: str
+    position: int = Field(ge=1)
+    reason: str
+
+
+class StartedParams(_Wire):
+    METHOD: ClassVar[str] = PROCESS_STARTED
+
+    job_id: str
+    pid: int
+    pgid: int
+    argv: list[str]
+    timeout: float | None = None
+    stall_timeout: float | None = None
+    timeout_factor: float = Field(1.0, ge=1.0)
+
+
+class OutputParams(_Wire):
+    """Shape of `process.output` params, for clients and tests; the server uses the faster
+    `encode_output`, which produces exactly this shape."""
+
+    METHOD: ClassVar[str] = PROCESS_OUTPUT
+
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"data_base64"})
+    job_id: str
+    type: Stream
+    seq: NonNegInt
+    offset: NonNegInt
+    size: NonNegInt
+    data: str
+    data_base64: str | None = None
+
+
+class CompletedParams(_Wire):
+    """`process.completed` params. `status` is derived from `reason` and `exit_code` when
+    omitted, and checked when given, so no server path can report a contradiction (the
+    earlier implementation reported killed jobs as exit 0)."""
+
+    METHOD: ClassVar[str] = PROCESS_COMPLETED
+
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"error"})
+    job_id: str
+    status: Status
+    reason: Reason
+    exit_code: int
+    signal: int | None = Field(None, ge=1)
+    duration: float = Field(ge=0)
+    stdout_bytes: NonNegInt = 0
+    stderr_bytes: NonNegInt = 0
+    error: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_status(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("status") is None and "reason" in data:
+            code = data.get("exit_code")
+            if isinstance(code, int):
+                data = {**data, "status": completion_status(data["reason"], code)}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CompletedParams:
+        expected = completion_status(self.reason, self.exit_code)
+        if self.status != expected:
+            raise ValueError(f"status must be {expected!r} for reason {self.reason!r}")
+        if self.signal is not None and self.exit_code != -self.signal:
+            raise ValueError("exit_code must be -signal when a signal ended the process")
+        if self.reason == "exited" and (self.signal is not None or self.exit_code < 0):
+            raise ValueError("reason 'exited' needs exit_code >= 0 and no signal")
+        if self.reason == "signalled" and self.signal is None:
+            raise ValueError("reason 'signalled' needs the signal number")
+        if self.reason in ("queue_timeout", "spawn_failed") and (
+            self.exit_code != -1 or self.signal is not None
+        ):
+            raise ValueError(f"reason {self.reason!r} means the process never ran: exit_code -1")
+        return self
+
+
+class ProgressParams(_Wire):
+    """`process.progress`: a keepalive while a job says nothing. Never a `data` member (seed-004
+    clients would take it for output), never an `error`."""
+
+    METHOD: ClassVar[str] = PROCESS_PROGRESS
+
+    job_id: str
+    state: Literal["queued", "running"]
+    elapsed: float = Field(ge=0, description="seconds since the job was accepted")
+    silent_for: float = Field(ge=0, description="seconds since its last started/output frame")
+
+
+NOTIFICATION_PARAMS: dict[str, type[_Wire]] = {
+    CONNECTED: ConnectedParams,
+    PROCESS_QUEUED: QueuedParams,
+    PROCESS_STARTED: StartedParams,
+    PROCESS_OUTPUT: OutputParams,
+    PROCESS_COMPLETED: CompletedParams,
+    PROCESS_PROGRESS: ProgressParams,
+}
