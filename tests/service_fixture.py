@@ -22,6 +22,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cc_executor.claude_cli import child_env
 from cc_executor.settings import ENV_PREFIX, Settings
 
 from conftest import REPO, wait_until
@@ -103,10 +104,9 @@ def clean_env(extra: dict[str, str | None] | None = None) -> dict[str, str]:
     """The server's environment: ours minus every CC_EXECUTOR_* setting, venv bin first on
     PATH (so `python3` is the venv's, not a pyenv shell shim), throttling off, then `extra`
     (a None value removes the variable)."""
-    env = {k: v for k, v in os.environ.items() if k not in SETTING_VARS}
+    env = child_env({k: v for k, v in os.environ.items() if k not in SETTING_VARS})
     env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", os.defpath)
     env["CC_EXECUTOR_THROTTLE"] = "0"
-    env.pop("CLAUDECODE", None)
     for key, value in (extra or {}).items():
         if value is None:
             env.pop(key, None)

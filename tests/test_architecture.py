@@ -38,9 +38,16 @@ def modules(base: Path, package: Path) -> dict[str, Path]:
 
 def imported(path: Path, name: str, is_package: bool) -> Iterator[tuple[str, list[str], int]]:
     """(module, names imported from it, line) for every import in the file, at any depth
-    (imports inside functions count: they run too)."""
+    (imports inside functions count: they run too), except under `if TYPE_CHECKING:` (never
+    run: annotations only)."""
     here = name if is_package else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for top in ast.walk(tree) if isinstance(top, ast.If)
+                   and getattr(top.test, "id", None) == "TYPE_CHECKING"
+                   for stmt in top.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, [], node.lineno

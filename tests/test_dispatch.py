@@ -698,7 +698,7 @@ async def test_a_rejoining_server_gets_only_the_workers_it_is_missing(fleet_serv
                     # This connection breaks while C's other worker is mid-test: C is lost, its
                     # probe answers at once, it rejoins while that old worker still runs.
                     dropped.append(item.key)
-                    client.ws.transport.abort()
+                    client.abort()
                 res = await job.result()
         finally:
             running[spec.name] -= 1

@@ -7,7 +7,6 @@ could only produce by chance.
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

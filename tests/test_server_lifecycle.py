@@ -83,7 +83,7 @@ async def test_disconnect_mid_job_kills_the_whole_tree(svc, how):
     if how == "close":
         await client.close()
     else:  # the TCP connection just drops, no closing handshake
-        client.ws.transport.abort()
+        client.abort()
         await client.close()
     collector.cancel()
     assert await asyncio.to_thread(wait_gone, pids, 15) == []

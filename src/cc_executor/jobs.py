@@ -31,7 +31,7 @@ from .protocol import (
     RpcError,
 )
 from .policy import AllowList, check_env
-from .process import EndReason, OutputBatch, ProcessRunner, Run, RunEnd, RunSpec, SpawnError
+from .process import OutputBatch, ProcessRunner, Run, RunEnd, RunSpec, SpawnError
 from .settings import Settings
 from .timing import stretch_timeouts
 

@@ -57,10 +57,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import websockets
-from websockets.protocol import State
 
 from cc_executor import aio
-from cc_executor.client import ConnectionLost, Event, ExecutorClient, ExecutorError, JobHandle
+from cc_executor.client import (ConnectionLost, Event, ExecutorClient, ExecutorError, JobHandle,
+                                JobObserver)
 from cc_executor.protocol import (COMMAND_NOT_ALLOWED, SPAWN_FAILED, TOO_MANY_JOBS,
                                   UNAUTHORIZED, ErrorReason)
 
@@ -881,9 +881,7 @@ class _Watch:
     def hung(self, detail: str) -> None:
         """Record the fault and drop the connection: every wait on it ends now (ConnectionLost)."""
         self.note(ServerFault("hung", detail))
-        transport = getattr(self.client.ws, "transport", None)
-        if transport is not None:
-            transport.abort()
+        self.client.abort()
 
     async def end_job(self, tag: str | None) -> None:
         """A job this block gave up on (connection lost, server hung): on this host, end its
@@ -911,54 +909,46 @@ class _Watch:
                           f"{self.pool.health_timeout:g} s)")
 
 
-class _WatchedJob(JobHandle):
-    """A JobHandle whose events and cancel report to the block's _Watch."""
+class _JobWatch(JobObserver):
+    """Hooks on a pool job that report to the block's _Watch: its events mark activity (and a
+    completion by the service's shutdown is a server fault), a lost job's processes are ended,
+    and a CANCEL to a server that no longer answers /health drops the connection instead."""
 
-    _watch: _Watch
-    _tag: str | None
-    _activity: _Activity
+    def __init__(self, watch: _Watch, tag: str | None) -> None:
+        self.watch, self.tag, self.activity = watch, tag, _Activity()
+        watch.activity.append(self.activity)
 
-    @classmethod
-    def adopt(cls, job: JobHandle, watch: _Watch, tag: str | None) -> _WatchedJob:
-        w = cls.__new__(cls)
-        w.__dict__.update(job.__dict__)
-        w._watch, w._tag, w._activity = watch, tag, _Activity()
-        watch.activity.append(w._activity)
-        return w
+    async def on_event(self, job: JobHandle, ev: Event) -> None:
+        self.activity.last = time.monotonic()
+        if ev.kind == "completed":
+            self.activity.ended = True
+            if ev.params.get("reason") == "shutdown":
+                why = ev.params.get("error") or ev.params.get("message") or "shutdown"
+                raise self.watch.note(ServerFault(
+                    "shutdown", f"the service shut down and ended the job ({why})"))
 
-    async def _events(self) -> AsyncIterator[Event]:
-        try:
-            async for ev in super()._events():
-                self._activity.last = time.monotonic()
-                if ev.kind == "completed":
-                    self._activity.ended = True
-                    if ev.params.get("reason") == "shutdown":
-                        why = ev.params.get("error") or ev.params.get("message") or "shutdown"
-                        raise self._watch.note(ServerFault(
-                            "shutdown", f"the service shut down and ended the job ({why})"))
-                yield ev
-        except ConnectionLost as e:
-            self._activity.ended = True
-            if not (isinstance(e, ServerFault) and e.kind == "shutdown"):
-                await self._watch.end_job(self._tag)
-            raise
+    async def on_lost(self, job: JobHandle, error: ConnectionLost) -> None:
+        self.activity.ended = True
+        if not (isinstance(error, ServerFault) and error.kind == "shutdown"):
+            await self.watch.end_job(self.tag)
 
-    async def cancel(self) -> dict:
+    async def before_control(self, job: JobHandle, kind: str) -> None:
         """The runner gives up on the job (its guard fired, or a halt). If the server does not
         answer /health either, it is hung: drop the connection instead of waiting on a CANCEL
         it will never answer; the block then ends as a lost server and the test is retried."""
-        watch = self._watch
-        if not self._activity.ended and watch.fault is None and not await watch.alive():
+        watch = self.watch
+        if kind != "CANCEL" or self.activity.ended or watch.fault is not None:
+            return
+        if not await watch.alive():
             watch.hung("hung: the job went past its limits without a completion, and the "
                        f"server's /health did not answer ({watch.pool.health_tries} tries of "
                        f"{watch.pool.health_timeout:g} s)")
             raise ConnectionLost(watch.fault.detail if watch.fault else "hung")
-        return await super().cancel()
 
 
 class _WatchedClient(ExecutorClient):
     """The pool's client: execute refusals about the server become ServerFault, and jobs are
-    watched (see _WatchedJob). Outside a pool block it behaves as ExecutorClient."""
+    watched (see _JobWatch). Outside a pool block it behaves as ExecutorClient."""
 
     watch: _Watch | None = None
 
@@ -973,7 +963,7 @@ class _WatchedClient(ExecutorClient):
         pending = _Activity()
         watch.activity.append(pending)
         try:
-            job = await super().start(command, **kwargs)
+            job = await super().start(command, observer=_JobWatch(watch, tag), **kwargs)
         except ServerFault:
             raise
         except ConnectionLost:
@@ -986,7 +976,7 @@ class _WatchedClient(ExecutorClient):
             raise watch.note(fault) from e
         finally:
             pending.ended = True
-        return _WatchedJob.adopt(job, watch, tag)
+        return job
 
 
 class ClientPool:
@@ -1039,7 +1029,7 @@ class ClientPool:
         client: ExecutorClient | None = None
         while idle and client is None:
             c = idle.pop()
-            if c.ws.state is State.OPEN:
+            if c.is_open:
                 client = c
             else:
                 await _close(c)
@@ -1065,7 +1055,7 @@ class ClientPool:
             if dog is not None:
                 dog.cancel()
                 await asyncio.gather(dog, return_exceptions=True)
-            if reusable and client.ws.state is State.OPEN:
+            if reusable and client.is_open:
                 idle.append(client)
             else:
                 # Unknown state (cancelled, lost, hung server): drop the socket now rather than
@@ -1138,9 +1128,7 @@ def unfit_servers(allows: Mapping[str, Sequence[str] | None], needed: Sequence[s
 async def _close(client: ExecutorClient, *, abort: bool = False) -> None:
     try:
         if abort:
-            transport = getattr(client.ws, "transport", None)
-            if transport is not None:
-                transport.abort()
+            client.abort()
         await aio.wait_for(client.close(), 5)
     except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - closing is best effort
         pass

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cc_executor import aio
-from cc_executor.claude_cli import find_claude, where_claude_is_looked_for
+from cc_executor.claude_cli import NESTING_VAR, child_env, find_claude, where_claude_is_looked_for
 from cc_executor.client import ExecutorClient, ExecutorError
 from cc_executor.protocol import COMMAND_NOT_ALLOWED
 
@@ -173,7 +173,7 @@ async def check_cli(client: ExecutorClient, pre: Preflight, *, managed: bool, ur
     try:
         res = await aio.wait_for(
             client.execute(args=["claude", "--version"], timeout=VERSION_TIMEOUT,
-                           env={"CLAUDECODE": None}, on_event=on_event), VERSION_TIMEOUT + 15)
+                           on_event=on_event), VERSION_TIMEOUT + 15)
     except ExecutorError as e:
         where = (f"the service looked in {where_claude_is_looked_for()}" if managed
                  else f"the service at {url} looked on its own PATH")
@@ -249,7 +249,7 @@ def canary_env(model: ModelEnvironment, claude_env: Mapping[str, str | None]) ->
     if model.mode == "real" and "CLAUDE_CODE_MAX_RETRIES" not in env \
             and "CLAUDE_CODE_MAX_RETRIES" not in os.environ:
         env["CLAUDE_CODE_MAX_RETRIES"] = CANARY_MAX_RETRIES
-    env["CLAUDECODE"] = None
+    env[NESTING_VAR] = None  # a job env: the service removes it anyway; say so explicitly
     return env
 
 
@@ -449,7 +449,7 @@ async def local_cli_version(timeout: float = LOCAL_VERSION_TIMEOUT) -> tuple[str
     path = find_local_claude()
     if path is None:
         return None, None
-    env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
+    env = child_env()
     try:
         proc = await asyncio.create_subprocess_exec(
             path, "--version", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from cc_executor import aio
+from cc_executor.claude_cli import child_env
 
 START_TIMEOUT = 30.0
 """Seconds for the service to print its URL and answer /health ok."""
@@ -191,9 +192,8 @@ class ManagedService:
     async def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir = Path(tempfile.mkdtemp(prefix="cc_stress_run_"))
-        env = dict(os.environ)
         # A harness started from inside Claude Code must not pass that marker to the CLI it tests.
-        env.pop("CLAUDECODE", None)
+        env = child_env()
         for k, v in self.env_overrides.items():
             if v is None:
                 env.pop(k, None)

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .. import tree
+from ..claude_cli import NESTING_VAR
+
+_NESTING_KEY = os.fsencode(NESTING_VAR)  # a CLI that sees it refuses to start (nested)
 
 Stream = Literal["stdout", "stderr"]
 
@@ -110,6 +113,6 @@ def build_env(spec: RunSpec, marker: str) -> dict[bytes, bytes]:
         else:
             env[os.fsencode(key)] = os.fsencode(value)
     # A CLI started from inside a Claude Code session refuses to run nested.
-    env.pop(b"CLAUDECODE", None)
+    env.pop(_NESTING_KEY, None)
     env[_MARKER_KEY] = os.fsencode(marker)
     return env

@@ -18,8 +18,6 @@ Imports: only pydantic and the standard library. Never the server, jobs, process
 client, or `policy` (which says which well-formed requests are refused, and imports this).
 """
 
-from types import ModuleType as _ModuleType
-
 from .command import split_command
 from .decoding import (
     DEFAULT_MAX_BATCH,
@@ -100,5 +98,19 @@ from .names import (
 )
 from .params import ARG_MAX, MAX_SECONDS, SHELL, ControlParams, ExecuteParams, NoParams
 
-__all__ = [name for name, value in globals().items()
-           if not name.startswith("_") and not isinstance(value, _ModuleType)]
+__all__ = [
+    "ARG_MAX", "BINARY_FRAME", "Batch", "COMMAND_NOT_ALLOWED", "CONNECTED", "CONTROL_STATUS",
+    "CONTROL_TYPES", "Capabilities", "CompletedParams", "ConnectedParams", "ControlParams",
+    "ControlResult", "ControlType", "DEFAULT_MAX_BATCH", "ERROR_NAMES", "ErrorReason",
+    "ErrorReply", "ExecuteParams", "ExecuteQueued", "ExecuteStarted", "FRAME_TOO_LARGE",
+    "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "JOB_NOT_RUNNING", "JSONRPC_VERSION",
+    "JobInfo", "JobState", "JobsResult", "MAX_SECONDS", "METHODS", "METHOD_NOT_FOUND", "Method",
+    "NOTIFICATIONS", "NOTIFICATION_PARAMS", "NO_SUCH_JOB", "NoParams", "OutputParams",
+    "PARSE_ERROR", "PROCESS_COMPLETED", "PROCESS_OUTPUT", "PROCESS_PROGRESS", "PROCESS_QUEUED",
+    "PROCESS_STARTED", "PingResult", "ProgressParams", "QUEUE_WAIT_EXCEEDED", "QueuedParams",
+    "REASONS", "Reason", "Request", "RequestId", "RpcError", "SHELL", "SHUTTING_DOWN_MESSAGE",
+    "SPAWN_FAILED", "StartedParams", "Status", "Stream", "TOO_MANY_JOBS", "UNAUTHORIZED",
+    "batch_json", "completion_status", "decode_frame", "encode_output", "error_json",
+    "notification_json", "notify", "output_bytes", "params_error", "parse_notification",
+    "request_json", "result_json", "split_command",
+]

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import psutil
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-CLAUDE_BIN = REPO_ROOT / "node_modules" / ".bin" / "claude"
+from cc_executor.claude_cli import NESTING_VAR, PROJECT_BIN
+
+CLAUDE_BIN = PROJECT_BIN / "claude"
 SAMPLE_INTERVAL = 0.05
 
 
@@ -110,8 +111,8 @@ def run_claude(args: list[str], *, env: dict[str, str], timeout: float, cwd: str
     50 ms, so children that live at least that long are recorded in `ClaudeRun.tree`.
     """
     binary = os.fspath(claude or find_claude() or CLAUDE_BIN)
-    if "CLAUDECODE" in env:
-        raise ValueError("env contains CLAUDECODE; the CLI refuses to start inside another session")
+    if NESTING_VAR in env:
+        raise ValueError(f"env contains {NESTING_VAR}; the CLI refuses to start inside another session")
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.monotonic()
         proc = subprocess.Popen([binary, *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err,

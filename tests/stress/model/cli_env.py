@@ -21,12 +21,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from cc_executor.claude_cli import NESTING_VAR
+
 DUMMY_API_KEY = "sk-ant-stress-model-offline"
 
 # Variables that make a child CLI think it runs inside another Claude Code session, or that would
 # send it elsewhere or authenticate it differently from what claude_env sets.
 INHERITED_TO_REMOVE = (
-    "CLAUDECODE",
+    NESTING_VAR,
     "CLAUDE_CODE_ENTRYPOINT",
     "CLAUDE_CODE_SSE_PORT",
     "ANTHROPIC_AUTH_TOKEN",
