@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import protocol
+from . import defaults, protocol
 from .claude_cli import adapt_claude_argv
 from .protocol import (
     INVALID_PARAMS,
@@ -414,7 +414,8 @@ class JobManager:
             if not mine:
                 raise RpcError.because(NO_SUCH_JOB, ErrorReason.NO_LIVE_JOB,
                                        "no job is running on this connection")
-            raise RpcError(INVALID_PARAMS, f"params.job_id: required when {len(mine)} jobs are live",
+            raise RpcError(INVALID_PARAMS,
+                           f"params.job_id: required when {len(mine)} jobs are live",
                            {"field": "job_id", "jobs": [j.job_id for j in mine]})
         for j in self.owner_jobs(owner):
             if j.job_id == job_id:
@@ -460,7 +461,7 @@ class JobManager:
                 if job.pump is not None:
                     waits.append(job.pump)
         if waits:
-            await asyncio.wait(waits, timeout=self.settings.kill_grace + 10)
+            await asyncio.wait(waits, timeout=self._end_wait())
 
     async def shutdown(self) -> None:
         """End every job (reason shutdown), tell clients that are still there, and wait."""
@@ -477,9 +478,13 @@ class JobManager:
                 if job.pump is not None:
                     waits.append(job.pump)
         if waits:
-            await asyncio.wait(waits, timeout=self.settings.kill_grace + 10)
-        await self.runner.shutdown(timeout=self.settings.kill_grace + 10)
+            await asyncio.wait(waits, timeout=self._end_wait())
+        await self.runner.shutdown(timeout=self._end_wait())
         await asyncio.sleep(0)  # let the last queued job events be recorded (`_log`)
+
+    def _end_wait(self) -> float:
+        """How long to wait for ended trees: the kill grace, and a margin for stragglers."""
+        return self.settings.kill_grace + defaults.END_WAIT_MARGIN
 
     def _log(self, event: str, job: Job, **fields) -> None:
         """Queue a job event for the event log, to be recorded on the next loop turn.

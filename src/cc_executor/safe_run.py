@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import aio, tree
+from . import aio, defaults, tree
 from .load import LoadMonitor, LoadReading, decide, limits_from_args, read_load
 from .process import EndReason, RunSpec, SpawnError, start
 
@@ -361,7 +361,7 @@ async def run_command(
             end = await run.wait()
         except BaseException:  # a bug or a cancel here must still not leave the tree running
             run.cancel()
-            await aio.wait_for(run.wait(), grace + 10)
+            await aio.wait_for(run.wait(), grace + defaults.END_WAIT_MARGIN)
             raise
         adopted = await _end_adopted(grace)
     finally:

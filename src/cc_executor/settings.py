@@ -16,6 +16,8 @@ from pathlib import Path
 from dotenv import dotenv_values
 from pydantic import BaseModel, Field, field_validator
 
+from . import defaults
+
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _SIZE_MULT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -79,7 +81,8 @@ class Settings(BaseModel):
                                     json_schema_extra={"metavar": "ORIGIN"})
     log_dir: Path = Field(Path("logs"), description="Where job event logs go")
     run_dir: Path = Field(default_factory=default_run_dir, description="Live process registry")
-    kill_grace: float = Field(3.0, gt=0, description="Seconds between SIGTERM and SIGKILL")
+    kill_grace: float = Field(defaults.KILL_GRACE, gt=0,
+                              description="Seconds between SIGTERM and SIGKILL")
     max_frame: int = Field(16 * 1024**2, gt=0, description="Largest accepted client frame, bytes")
     max_batch: int = Field(100, gt=0, description="Most requests in one JSON-RPC batch array; "
                            "a longer batch gets one -32600 error naming this limit")
@@ -88,14 +91,18 @@ class Settings(BaseModel):
     max_queue: int = Field(1024, ge=0, description="Jobs waiting to start, across all connections")
     queue_timeout: float = Field(900.0, gt=0, description="Longest wait in the queue, seconds")
     default_timeout: float | None = Field(None, description="Total limit for jobs that set none")
-    ping_interval: float = Field(20.0, gt=0, description="WebSocket protocol ping interval")
-    ping_timeout: float = Field(120.0, gt=0, description="Seconds to wait for a pong")
+    ping_interval: float = Field(defaults.PING_INTERVAL, gt=0,
+                                 description="WebSocket protocol ping interval")
+    ping_timeout: float = Field(defaults.PING_TIMEOUT, gt=0,
+                                description="Seconds to wait for a pong")
     progress_interval: float = Field(5.0, ge=0, description="Seconds of a job's silence "
                                      "between process.progress keepalives; 0 disables")
-    batch_bytes: int = Field(64 * 1024, gt=0, description="Largest output batch, bytes")
-    batch_interval: float = Field(0.010, gt=0, description="Longest wait before a partial batch")
-    max_buffer: int = Field(4 * 1024**2, gt=0, description="Undelivered output per job before "
-                            "the runner stops reading the pipe (back-pressure)")
+    batch_bytes: int = Field(defaults.BATCH_BYTES, gt=0,
+                             description="Largest output batch, bytes")
+    batch_interval: float = Field(defaults.BATCH_INTERVAL, gt=0,
+                                  description="Longest wait before a partial batch")
+    max_buffer: int = Field(defaults.MAX_BUFFER, gt=0, description="Undelivered output per job "
+                            "before the runner stops reading the pipe (back-pressure)")
     is_sandbox: bool = Field(False, description="Set IS_SANDBOX=1 for claude (root + skip-perms)")
     claude_path: str | None = Field(None, description="Path of the claude executable")
     claude_capture: str = Field("file", pattern="^(file|pipe)$",

@@ -22,8 +22,9 @@ job by `job_id`, and every response to its request by `id`. A supervisor watches
     connection.py  ExecutorClient
     __main__.py    the small command line
 
-Imports: `cc_executor.protocol` and `aio`, websockets; never the service's internals. `python -m cc_executor.client -- CMD`
-streams one command's output to the terminal and exits with its exit code.
+Imports: `cc_executor.protocol`, `aio`, `defaults`, websockets; never the service's internals.
+`python -m cc_executor.client -- CMD` streams one command's output to the terminal and exits
+with its exit code.
 """
 
 from .connection import DEFAULT_URL, ExecutorClient

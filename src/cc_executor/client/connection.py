@@ -17,7 +17,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
 
-from .. import aio, protocol
+from .. import aio, defaults, protocol
 from .errors import ConnectionLost, ExecutorError
 from .events import KINDS, Event, JobResult
 from .job import JobHandle, JobObserver
@@ -38,8 +38,10 @@ class ExecutorClient:
 
     @classmethod
     async def connect(cls, url: str = DEFAULT_URL, token: str | None = None, *,
-                      open_timeout: float = 10.0, ping_interval: float | None = 20.0,
-                      ping_timeout: float | None = 120.0, max_size: int | None = 2**28,
+                      open_timeout: float = 10.0,
+                      ping_interval: float | None = defaults.PING_INTERVAL,
+                      ping_timeout: float | None = defaults.PING_TIMEOUT,
+                      max_size: int | None = 2**28,
                       headers: dict[str, str] | None = None) -> "ExecutorClient":
         hdrs = dict(headers or {})
         if token:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .. import tree
+from .. import defaults, tree
 from ..claude_cli import NESTING_VAR
 
 _NESTING_KEY = os.fsencode(NESTING_VAR)  # a CLI that sees it refuses to start (nested)
@@ -73,7 +73,7 @@ class RunSpec:
     input: bytes | None = None
     timeout: float | None = None
     stall_timeout: float | None = None
-    kill_grace: float = 3.0
+    kill_grace: float = defaults.KILL_GRACE
     capture: bool = True
     """False: the child writes straight to our stdout/stderr (no batches, no stall detection)."""
     capture_to: Literal["pipe", "file"] = "pipe"
@@ -83,9 +83,9 @@ class RunSpec:
     consumer never blocks the child; memory stays bounded by `max_buffer` all the same."""
     inherit_stdin: bool = False
     """True: the child reads our stdin (a terminal for `safe_run`); default is /dev/null."""
-    batch_bytes: int = 64 * 1024
-    batch_interval: float = 0.010
-    max_buffer: int = 4 * 1024 * 1024
+    batch_bytes: int = defaults.BATCH_BYTES
+    batch_interval: float = defaults.BATCH_INTERVAL
+    max_buffer: int = defaults.MAX_BUFFER
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
     def resolved_argv(self) -> list[str]:
