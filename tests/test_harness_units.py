@@ -22,7 +22,7 @@ from stress.cli import (
     unmet_requirement,
 )
 from stress.report import SIZE_BUCKETS, cell, fence, histogram, render_junit, render_markdown
-from stress.results import Attempt, Ratio, RunResult, TestOutcome
+from stress.results import Attempt, Ratio, RunResult, Outcome
 from stress.suites import load_suite
 from stress.verdict import PassThreshold
 
@@ -112,7 +112,7 @@ def test_histogram_and_fences():
     assert fence("no ticks") == "```" and fence("has ```` four") == "`````"
 
 
-def _run_with(outcome: TestOutcome) -> RunResult:
+def _run_with(outcome: Outcome) -> RunResult:
     run = RunResult(run_id="r1", tool="stress.local", argv=["x"], started_at=0.0, finished_at=1.0,
                     exit_code=1, environment={"hostname": "h", "cores": 2, "model_mode": "auto"})
     run.outcomes = [outcome]
@@ -125,7 +125,7 @@ def test_reports_escape_what_they_show():
                 started_at=1.0, preview="```\nbinary \x00\x07 and <xml> & stuff\n",
                 stdout_path="outputs/t.stdout", stderr_path="outputs/t.stderr",
                 patterns_missing=["a|b"])
-    o = TestOutcome(suite="s", id="t", name="t", tags=[], source="f.json:$.tests[0]", kind="command",
+    o = Outcome(suite="s", id="t", name="t", tags=[], source="f.json:$.tests[0]", kind="command",
                     invocation="echo", requires=[], timeout=1.0, stall_timeout=None, repeat=1,
                     status="failed", reason="missing_patterns", message=a.message, runs=1, required=1,
                     attempts=[a])
@@ -160,7 +160,7 @@ def test_markdown_shows_both_limits_and_long_job_timelines():
                    stall_timeout=90.0, stdout_path="outputs/long.stdout",
                    resources={"samples": 181, "service": None, "job": {}, "timeline": timeline,
                               "timeline_columns": []})
-    o = TestOutcome(suite="s", id="long", name="long", tags=["long"], source="f.json:$.tests[0]",
+    o = Outcome(suite="s", id="long", name="long", tags=["long"], source="f.json:$.tests[0]",
                     kind="prompt", invocation="claude", requires=[], timeout=240.0,
                     stall_timeout=60.0, repeat=1, status="passed", reason="passed", message="passed",
                     runs=1, passes=1, required=1, attempts=[long])

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from stress.history import (History, HistoryError, TestKey, make_ratio)
+from stress.history import (History, HistoryError, HistoryKey, make_ratio)
 from stress.history_cli import main as history_main
-from stress.results import Attempt, TestOutcome
+from stress.results import Attempt, Outcome
 
 T0 = 1_800_000_000.0
 
@@ -79,8 +79,8 @@ def test_bad_input_is_refused_by_name(hist):
 
 
 def test_outcomes_from_the_harness_are_recorded_one_row_per_attempt(hist):
-    o = TestOutcome(suite="local", id="t1", name="t1", tags=[], source="x.json", kind="command",
-                    invocation="echo", requires=[], timeout=20.0, stall_timeout=None, repeat=2)
+    o = Outcome(suite="local", id="t1", name="t1", tags=[], source="x.json", kind="command",
+                invocation="echo", requires=[], timeout=20.0, stall_timeout=None, repeat=2)
     o.attempts = [
         Attempt(attempt=1, status="passed", reason="passed", message="", end_reason="exited",
                 duration=1.5, stdout_bytes=10, stderr_bytes=2, load1=0.3, timeout=20.0,
@@ -89,9 +89,9 @@ def test_outcomes_from_the_harness_are_recorded_one_row_per_attempt(hist):
     ]
     o.passes, o.runs, o.required = 1, 1, 1
     # Three instances ran at once: the attempt cost what all three cost, not only the winner.
-    inst = TestOutcome(suite="local", id="best", name="best", tags=[], source="x.json",
-                       kind="prompt", invocation="claude", requires=[], timeout=20.0,
-                       stall_timeout=None, repeat=1, passes=1, runs=1, required=1)
+    inst = Outcome(suite="local", id="best", name="best", tags=[], source="x.json",
+                   kind="prompt", invocation="claude", requires=[], timeout=20.0,
+                   stall_timeout=None, repeat=1, passes=1, runs=1, required=1)
     inst.attempts = [Attempt(
         attempt=1, status="passed", reason="passed", message="", end_reason="exited",
         claude={"total_cost_usd": 0.01}, instances=[
@@ -120,7 +120,7 @@ def test_compare_finds_new_failures_fixed_tests_and_duration_changes(hist):
         "tiny": [(True, 0.05)], "new": [(True, 1.0)], "wobbles": [(True, 1.0), (False, 1.0)],
     })
     c = hist.compare("now", "base")
-    k = lambda t: TestKey("local", t)  # noqa: E731
+    k = lambda t: HistoryKey("local", t)  # noqa: E731
     assert c.new_failures == [k("breaks"), k("wobbles")]
     assert c.fixed == [k("heals")] and c.still_failing == [k("broken")]
     assert c.added == [k("new")] and c.removed == [k("gone")]
@@ -152,7 +152,7 @@ def test_tests_that_stopped_running_are_a_lost_regression(hist):
         dict(suite="local", test_id="d", passed=None, reason="skipped")])
     hist.finish_run("now", ended=T0 + 160, exit_code=1)
     c = hist.compare("now", "base")
-    k = lambda t: TestKey("local", t)  # noqa: E731
+    k = lambda t: HistoryKey("local", t)  # noqa: E731
     assert c.lost == [k("b"), k("c"), k("d")] and c.new_failures == [] and c.regressed
     text = "\n".join(c.lines())
     assert ("lost or not run (3): local/b [lost; passed before], local/c [lost; failed before], "
@@ -192,7 +192,7 @@ def test_pass_thresholds_are_kept_and_flaky_passes_are_not_new_failures(hist, tm
                                     "low": [(False, 1.0), (False, 1.0), (True, 1.0)]},
             required={"thr": 2, "strict": 3, "low": 2})
     c = hist.compare("now", "base")
-    k = lambda t: TestKey("local", t)  # noqa: E731
+    k = lambda t: HistoryKey("local", t)  # noqa: E731
     assert c.new_failures == [k("low"), k("strict")]  # 1 of 3 (needed 2); 2 of 3 (needed 3)
     assert c.flaky == [k("thr")]  # passed its 2 of 3: not a failure, shown apart
     assert c.stability[k("thr")][1].required == 2 and c.stability[k("thr")][1].passed
@@ -225,7 +225,7 @@ def test_a_schema_1_history_file_is_migrated_in_place(tmp_path):
         assert [(r.passed, r.required) for r in h.results("old")] == [(True, None), (False, None)]
         add_run(h, "new", T0 + 10, {"t": [(True, 1.0), (False, 1.0)]}, required={"t": 1})
         c = h.compare("new", "old")  # old rows: every attempt had to pass, so it failed then
-        assert c.fixed == [TestKey("local", "t")] and c.flaky == [TestKey("local", "t")]
+        assert c.fixed == [HistoryKey("local", "t")] and c.flaky == [HistoryKey("local", "t")]
 
 
 def test_baseline_is_the_previous_finished_run_of_the_same_suites(hist):

@@ -183,14 +183,16 @@ class JobManager:
     @staticmethod
     def _limits(job: Job) -> dict[str, Any]:
         return {"timeout": job.spec.timeout, "stall_timeout": job.spec.stall_timeout,
-                "timeout_factor": round(job.timeout_factor, 4)}
+                "timeout_factor": job.timeout_factor}
 
     def _stretch(self, job: Job) -> None:
         """Stretch the job's limits by the load factor of the moment it starts (not when it
         was queued): the one rule of `cc_executor.timing`, which the harness applies too."""
         if self.timeout_factor is None or not self.settings.stretch_timeouts:
             return
-        factor = self.timeout_factor()
+        # Rounded before use, as it is reported: a client that multiplies its limits by the
+        # reported factor gets exactly the limits in force.
+        factor = round(self.timeout_factor(), 4)
         if factor > 1.0:
             limits = stretch_timeouts(job.spec.timeout, job.spec.stall_timeout, factor)
             job.spec = replace(job.spec, timeout=limits.total, stall_timeout=limits.stall)

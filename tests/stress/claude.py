@@ -12,6 +12,13 @@ regex never matches the raw JSON, only the decoded text.
 The failure table (`FAILURE_RULES`) was filled from what the CLI 2.1.197 actually printed here
 (`claude -p ... --output-format stream-json --verbose` against a loopback server answering 401,
 429 and 529, without credentials, and as root): add a row to recognise a new message.
+
+"Is this a claude command?" is answered by `cc_executor.claude_cli.mentions_claude`, the one
+answer the service, the suite loaders and this module share; it is re-exported here because the
+CLI and the tests import it from `stress.claude`.
+
+Imports no other harness module and, of the service, only the shared library
+`cc_executor.claude_cli` (never `cc_executor.jobs/server/process/tree/registry`).
 """
 
 from __future__ import annotations
@@ -19,9 +26,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from cc_executor.claude_cli import mentions_claude
+
+__all__ = [  # mentions_claude too: callers import it from here
+    "FAILURE_RULES", "MAX_LINE_BYTES", "TEXT_PREVIEW_CHARS", "USAGE_KEYS", "ClaudeTotals", "CliFailure",
+    "FailureRule", "StreamSummary", "ToolUse", "classify_failure", "iter_lines", "mentions_claude",
+    "parse_stream", "text_digest",
+]
 
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 """Token counters summed into reports, as the CLI names them in `result.usage`."""
@@ -32,15 +47,6 @@ MAX_LINE_BYTES = 64 * 1024 * 1024
 TEXT_PREVIEW_CHARS = 4096
 """`to_json()` keeps this much of the result text: a 4 MiB answer must not make report.json
 4 MiB larger per attempt (the full answer is in the saved stdout; its length and sha256 say which)."""
-
-_CLAUDE_WORD = re.compile(r"(?:^|[\s;&|(/'\"])claude(?=[\s'\"]|$)")
-
-
-def mentions_claude(command: str | None = None, args: Sequence[str] | None = None) -> bool:
-    """True when a shell command or an argv runs the `claude` executable (by name or path)."""
-    if command is not None and _CLAUDE_WORD.search(command):
-        return True
-    return bool(args) and args[0].rsplit("/", 1)[-1] == "claude"
 
 
 @dataclass(frozen=True)
@@ -155,86 +161,128 @@ def _int(value: Any) -> int | None:
 
 def parse_stream(data: bytes | str, *, max_line: int = MAX_LINE_BYTES) -> StreamSummary:
     """Read a run's stdout as stream-json. Non-JSON lines are counted, never fatal."""
-    events = non_json = oversized = 0
-    types: dict[str, int] = {}
-    session = model = version = subtype = None
-    is_error: bool | None = None
-    has_result = False
-    turns = None
-    dur = dur_api = cost = None
-    usage: dict[str, int] = {}
-    result_text = ""
-    assistant: list[str] = []
-    tools: list[ToolUse] = []
-    api_status: int | None = None
-    error_kinds: list[str] = []
+    reader = _StreamReader()
     for line in iter_lines(data):
-        stripped = line.strip()
+        reader.feed(line, max_line)
+    return reader.summary()
+
+
+@dataclass
+class _StreamReader:
+    """What `parse_stream` has read so far, one line at a time.
+
+    Why a class: each event type fills different fields, and a handler per type (init, assistant,
+    result) keeps each rule next to the fields it sets. A later result event wins; the session id
+    is the first one seen, and the model the one `init` names, else the first assistant message's."""
+
+    events: int = 0
+    non_json: int = 0
+    oversized: int = 0
+    types: dict[str, int] = field(default_factory=dict)
+    session: str | None = None
+    model: str | None = None
+    version: str | None = None
+    subtype: str | None = None
+    is_error: bool | None = None
+    has_result: bool = False
+    turns: int | None = None
+    dur: float | None = None
+    dur_api: float | None = None
+    cost: float | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    result_text: str = ""
+    assistant: list[str] = field(default_factory=list)
+    tools: list[ToolUse] = field(default_factory=list)
+    api_status: int | None = None
+    error_kinds: list[str] = field(default_factory=list)
+
+    def feed(self, line: bytes, max_line: int) -> None:
+        """Count one output line and, when it is a JSON object, read it as an event."""
+        ev = self._decode(line.strip(), max_line)
+        if ev is None:
+            return
+        self.events += 1
+        kind = ev.get("type")
+        if not isinstance(kind, str):
+            return
+        self.types[kind] = self.types.get(kind, 0) + 1
+        if isinstance(ev.get("session_id"), str):
+            self.session = self.session or ev["session_id"]
+        if kind == "system" and ev.get("subtype") == "init":
+            self._on_init(ev)
+        elif kind == "assistant":
+            self._on_assistant(ev)
+        elif kind == "result":
+            self._on_result(ev)
+
+    def _decode(self, stripped: bytes, max_line: int) -> dict[str, Any] | None:
+        """The line's JSON object; None for a blank line, and counted when oversized or not JSON."""
         if not stripped:
-            continue
+            return None
         if len(stripped) > max_line:
-            oversized += 1
-            continue
+            self.oversized += 1
+            return None
         if not stripped.startswith(b"{"):
-            non_json += 1
-            continue
+            self.non_json += 1
+            return None
         try:
             ev = json.loads(stripped)
         except (ValueError, RecursionError):
-            non_json += 1
-            continue
+            ev = None
         if not isinstance(ev, dict):
-            non_json += 1
-            continue
-        events += 1
-        kind = ev.get("type")
-        if not isinstance(kind, str):
-            continue
-        types[kind] = types.get(kind, 0) + 1
-        if isinstance(ev.get("session_id"), str):
-            session = session or ev["session_id"]
-        if kind == "system" and ev.get("subtype") == "init":
-            model = ev.get("model") if isinstance(ev.get("model"), str) else model
-            version = ev.get("claude_code_version") if isinstance(ev.get("claude_code_version"), str) else version
-        elif kind == "assistant":
-            msg = ev.get("message") if isinstance(ev.get("message"), dict) else {}
-            if model is None and isinstance(msg.get("model"), str) and not msg["model"].startswith("<"):
-                model = msg["model"]
-            if isinstance(ev.get("error"), str) and ev["error"] not in error_kinds:
-                error_kinds.append(ev["error"])
-            for block in msg.get("content") or ():
-                if not isinstance(block, dict):
-                    continue
-                if block.get("type") == "text" and isinstance(block.get("text"), str):
-                    assistant.append(block["text"])
-                elif block.get("type") == "tool_use":
-                    inp = block.get("input")
-                    tools.append(ToolUse(str(block.get("name", "?")),
-                                         block.get("id") if isinstance(block.get("id"), str) else None,
-                                         inp if isinstance(inp, dict) else {}))
-        elif kind == "result":
-            has_result = True
-            subtype = ev.get("subtype") if isinstance(ev.get("subtype"), str) else subtype
-            if isinstance(ev.get("is_error"), bool):
-                is_error = ev["is_error"]
-            turns = _int(ev.get("num_turns"))
-            dur = _number(ev.get("duration_ms"))
-            dur_api = _number(ev.get("duration_api_ms"))
-            cost = _number(ev.get("total_cost_usd"))
-            if isinstance(ev.get("result"), str):
-                result_text = ev["result"]
-            api_status = _int(ev.get("api_error_status")) or api_status
-            u = ev.get("usage")
-            if isinstance(u, dict):
-                usage = {k: u[k] for k in USAGE_KEYS if _int(u.get(k)) is not None}
-    return StreamSummary(
-        events=events, non_json_lines=non_json, oversized_lines=oversized, event_types=types,
-        session_id=session, model=model, claude_code_version=version, has_result=has_result,
-        subtype=subtype, is_error=is_error, num_turns=turns, duration_ms=dur,
-        duration_api_ms=dur_api, total_cost_usd=cost, usage=usage, result_text=result_text,
-        assistant_text="\n".join(assistant), tool_uses=tuple(tools), api_error_status=api_status,
-        error_kinds=tuple(error_kinds),
-    )
+            self.non_json += 1
+            return None
+        return ev
+
+    def _on_init(self, ev: Mapping[str, Any]) -> None:
+        self.model = ev.get("model") if isinstance(ev.get("model"), str) else self.model
+        version = ev.get("claude_code_version")
+        self.version = version if isinstance(version, str) else self.version
+
+    def _on_assistant(self, ev: Mapping[str, Any]) -> None:
+        msg = ev.get("message") if isinstance(ev.get("message"), dict) else {}
+        if self.model is None and isinstance(msg.get("model"), str) and not msg["model"].startswith("<"):
+            self.model = msg["model"]
+        if isinstance(ev.get("error"), str) and ev["error"] not in self.error_kinds:
+            self.error_kinds.append(ev["error"])
+        for block in msg.get("content") or ():
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text" and isinstance(block.get("text"), str):
+                self.assistant.append(block["text"])
+            elif block.get("type") == "tool_use":
+                inp = block.get("input")
+                self.tools.append(ToolUse(str(block.get("name", "?")),
+                                          block.get("id") if isinstance(block.get("id"), str) else None,
+                                          inp if isinstance(inp, dict) else {}))
+
+    def _on_result(self, ev: Mapping[str, Any]) -> None:
+        self.has_result = True
+        self.subtype = ev.get("subtype") if isinstance(ev.get("subtype"), str) else self.subtype
+        if isinstance(ev.get("is_error"), bool):
+            self.is_error = ev["is_error"]
+        self.turns = _int(ev.get("num_turns"))
+        self.dur = _number(ev.get("duration_ms"))
+        self.dur_api = _number(ev.get("duration_api_ms"))
+        self.cost = _number(ev.get("total_cost_usd"))
+        if isinstance(ev.get("result"), str):
+            self.result_text = ev["result"]
+        self.api_status = _int(ev.get("api_error_status")) or self.api_status
+        u = ev.get("usage")
+        if isinstance(u, dict):
+            self.usage = {k: u[k] for k in USAGE_KEYS if _int(u.get(k)) is not None}
+
+    def summary(self) -> StreamSummary:
+        return StreamSummary(
+            events=self.events, non_json_lines=self.non_json, oversized_lines=self.oversized,
+            event_types=self.types, session_id=self.session, model=self.model,
+            claude_code_version=self.version, has_result=self.has_result, subtype=self.subtype,
+            is_error=self.is_error, num_turns=self.turns, duration_ms=self.dur,
+            duration_api_ms=self.dur_api, total_cost_usd=self.cost, usage=self.usage,
+            result_text=self.result_text, assistant_text="\n".join(self.assistant),
+            tool_uses=tuple(self.tools), api_error_status=self.api_status,
+            error_kinds=tuple(self.error_kinds),
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -889,7 +889,7 @@ class _Watch:
         service leaves its job trees running, and a retry must not run beside them)."""
         if not tag or not self.local:
             return
-        from .runner import end_leftovers
+        from .leftovers import end_leftovers
 
         self.ended += await asyncio.to_thread(end_leftovers, tag, 0.0)
 
@@ -956,7 +956,7 @@ class _WatchedClient(ExecutorClient):
         watch = self.watch
         if watch is None:
             return await super().start(command, **kwargs)
-        from .runner import JOB_TAG_VAR
+        from .leftovers import JOB_TAG_VAR
 
         env = kwargs.get("env")
         tag = env.get(JOB_TAG_VAR) if isinstance(env, Mapping) else None

@@ -10,6 +10,11 @@ Why halt rules look like GNU parallel's `--halt`: people already know `now,fail=
 `soon,fail=20%`. `soon` stops starting new tests and lets the running ones finish; `now` cancels the
 running ones too. Percentages are of the tests finished so far, and only count once at least
 `MIN_DONE_FOR_PERCENT` have finished, so one early failure cannot stop a large run at "100%".
+What the runner counts as a finished "test" here is an attempt (one run of a case: each repeat
+and retry counts), since that is the unit that passes or fails.
+
+Must not import: anything that runs jobs or does I/O (execution, runner, the dispatcher), and
+nothing of the service (never `cc_executor.jobs/server/process/tree/registry`).
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ Exit status: 0 done; 1 `compare` found a regression (new failure, a test that ra
 not run now, or a slower test; a flaky test that met its pass threshold is none); 2 usage error,
 unknown run or test, or an unusable database. Without --baseline, `compare` and `show` use the
 automatic baseline: the newest earlier run that ran the tests this one ran.
+
+Owns the `python -m stress.history` command line only; the database is `stress.history`'s.
+Must not import `stress.cli` or anything that runs tests (reading the history must not load the
+run machinery, and `stress.cli` reaches `stress.history`, which would close an import circle);
+shared option helpers come from `stress.argtypes`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.table import Table
 
-from .cli import int_at_least
+from .argtypes import int_at_least
 from .flaky import classify, pass_rate_text
 from .history import DEFAULT_PATH, MIN_GRADUATION_PASSES, History, HistoryError, SuiteRatio
 from .results import GRADUATION_RATIO

@@ -11,6 +11,13 @@ attempt fails.
 Ties are broken the same way every time, so a report can be reproduced: by the shorter run time,
 then by the lower instance number. `cheapest` ranks instances that reported no cost after those
 that did (with no cost anywhere it is effectively `fastest`, and says so).
+
+Words: an *attempt* is one run of a case (a repeat or a retry); an *instance* is one of the K
+concurrent runs inside one attempt of an instances test. Running the instances and folding them
+into the attempt's record is `stress.instance_runs`; this module only ranks and picks.
+
+Must not import: anything that runs jobs or does I/O (execution, instance_runs, runner, the
+dispatcher), and nothing of the service (never `cc_executor.jobs/server/process/tree/registry`).
 """
 
 from __future__ import annotations

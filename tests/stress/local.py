@@ -1,6 +1,10 @@
 """`python -m stress.local [SUITE ...]`: run suites (default `local`) against a fresh service.
 
 See docs/harness.md for options, exit codes and the report layout.
+
+Owns only the entry point's name, default suite and description; everything else is
+`stress.cli.main`, shared with `stress.complex`. Must import nothing but `stress.cli` (nothing
+may import this module).
 """
 
 from __future__ import annotations

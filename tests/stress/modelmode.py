@@ -26,6 +26,10 @@ Contract:
 
 Whatever the context manager starts (the model server, the scratch directory) it stops on exit,
 also when the run is interrupted (cancellation unwinds through the `async with`).
+
+Must not import the harness's run machinery (`stress.cli`, `stress.session`, `stress.runner`,
+`stress.preflight`): they import this module. It imports only `stress.model` (the loopback
+server), and lazily, so a run that uses no Claude test never loads it.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Why two renderings: a person at a terminal wants one compact, updating view (rich's Live), while a
 log file or CI console needs one plain line per event that stays readable when captured. `--quiet`
 prints nothing here; the summary and the report path are printed by the CLI either way.
+
+Imports rich and the standard library only, nothing of the harness: the runner calls it with
+plain strings, so it can never pull the runner (or the reports) into an import circle.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ def _short(text: str, n: int = 160) -> str:
 
 
 class Progress:
-    """Call `started`/`finished` per execution; `note` for other lines; `close` at the end."""
+    """Call `started`/`finished` per job (an attempt, or one instance of an instances attempt);
+    `note` for other lines; `close` at the end."""
 
     def __init__(self, total: int, *, quiet: bool = False, stream: TextIO | None = None,
                  live: bool | None = None) -> None:

@@ -8,6 +8,10 @@ than the interval gets a sample.
 What a job tree is: the job's process and its descendants, plus any of the service's descendants in
 the job's process group (the service is a subreaper, so a daemonised grandchild is re-parented to
 it but keeps its group). CPU % is psutil's per-process figure (100 = one core) summed over the tree.
+
+Imports psutil and the standard library only, nothing of the harness: the CLI starts it and the
+runner tells it when each job begins and ends; the summaries it returns are plain dicts, which
+stress.report_markdown_usage draws.
 """
 
 from __future__ import annotations

@@ -1,9 +1,17 @@
-"""What a run produced: one `Attempt` per execution, one `TestOutcome` per test, one `RunResult`.
+"""What a run produced: one `Attempt` per attempt, one `Outcome` per test, one `RunResult`.
+
+Words: a *test* is an entry of a suite (a *case* is one expansion of a test); an *attempt* is one
+run of it (repeats, retries); an *instance* is one of K concurrent runs of an instances test, and
+an instances attempt keeps the best instance. The `Outcome` sums up a test's attempts: passed when
+its pass threshold was met.
 
 Why plain dataclasses with `to_json`: report.json is a documented, versioned contract
 (tests/stress/report.schema.json) read by other tools, so its shape is written out here once, by
 hand, instead of being whatever a serializer happens to emit. Bump SCHEMA_VERSION on any change
 that removes or renames a field; adding a field is compatible.
+
+Imports nothing of the harness: every other stress module may import this one (the runner fills
+these values, the reports and the history read them), so it must stay at the bottom.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ LOST = "lost"
 
 @dataclass
 class Attempt:
-    """One execution of one test (one repeat; with instances, the best instance)."""
+    """One attempt of one test (one repeat; with instances, the best instance)."""
 
     attempt: int
     status: str
@@ -118,10 +126,8 @@ class Attempt:
 
 
 @dataclass
-class TestOutcome:
-    """A test over all its repeats: passed when `pass_threshold` was met."""
-
-    __test__ = False  # not a pytest class
+class Outcome:
+    """A test over all its attempts: passed when `pass_threshold` was met."""
 
     suite: str
     id: str
@@ -165,6 +171,7 @@ class TestOutcome:
         }
 
 
+
 @dataclass(frozen=True)
 class Ratio:
     """passes:failures, as seed 004 reported it, and whether it reaches 10:1."""
@@ -198,6 +205,8 @@ class Ratio:
 
 @dataclass
 class Totals:
+    """Counts of cases (`tests`, `passed`, ...) and of their attempts (`attempts_*`) in one run."""
+
     tests: int = 0
     passed: int = 0
     failed: int = 0
@@ -210,7 +219,7 @@ class Totals:
     attempts_lost: int = 0
 
     @classmethod
-    def of(cls, outcomes: list[TestOutcome]) -> "Totals":
+    def of(cls, outcomes: list[Outcome]) -> "Totals":
         t = cls()
         for o in outcomes:
             t.tests += 1
@@ -264,7 +273,7 @@ class RunResult:
     options: dict[str, Any] = field(default_factory=dict)
     service: dict[str, Any] = field(default_factory=dict)
     suites: list[dict[str, Any]] = field(default_factory=list)
-    outcomes: list[TestOutcome] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
     claude_totals: dict[str, Any] | None = None
     resources: dict[str, Any] | None = None
     halted: str | None = None

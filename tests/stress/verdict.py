@@ -5,29 +5,44 @@ The runner, the report writer and the concurrent-instance picker all need the sa
 code, an end reason, the output text) and returns frozen values, which keeps it trivially testable
 and safe to call from any thread or event loop.
 
-Matching must stay cheap on outputs of 10+ MiB: plain-text patterns are substring searches
-(`str.__contains__`, linear on CPython), the haystack is case-folded at most once per call, regexes
-are compiled once and cached, and a regex whose shape is known to backtrack exponentially (an
-unbounded quantifier inside another one, e.g. `(a+)+`) is refused when the suite is loaded rather
-than discovered as a hung report.
+Owns: why a verdict is what it is (`Reason`), the rules a test sets (`MatchRule`,
+`ExitExpectation`, `PassThreshold`), judging one attempt (`judge`) and the attempts of one case
+together (`judge_repeats`). The patterns and the matching are in `stress.patterns`; their names are
+re-exported here, since most callers import them with the rules.
+
+Imports only `stress.patterns`: never the suite loaders, the runner, or the service's internals
+(`cc_executor.jobs/server/process/tree/registry`).
 """
 
 from __future__ import annotations
 
 import enum
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Literal, Protocol
 
-try:  # CPython's regex parser: used only to refuse exponential shapes; absent -> no check.
-    from re import _constants as _re_constants
-    from re import _parser as _re_parser
-except ImportError:  # pragma: no cover - other interpreters
-    _re_parser = None
-    _re_constants = None
+from .patterns import (
+    REGEX_FLAGS,
+    Coverage,
+    Haystack,
+    Pattern,
+    RegexPattern,
+    TextPattern,
+    compile_regex,
+    coverage_in,
+    describe_json,
+    parse_pattern,
+    pattern_coverage,
+)
+
+__all__ = [  # the patterns' names too: callers import them from here with the rules
+    "ALL_REPEATS", "END_REASONS", "EXIT_NONZERO", "EXIT_ZERO", "EXPECTABLE_ENDS", "MATCH_ALL",
+    "MATCH_ANY", "MATCH_NONE_REQUIRED", "REGEX_FLAGS", "Coverage", "ExitExpectation", "Judgeable",
+    "MatchRule", "PassThreshold", "Pattern", "Reason", "RegexPattern", "RepeatVerdict", "TextPattern",
+    "Verdict", "compile_regex", "describe_json", "judge", "judge_repeats", "parse_pattern",
+    "pattern_coverage",
+]
 
 
 class Reason(str, enum.Enum):
@@ -45,176 +60,6 @@ class Reason(str, enum.Enum):
     """The test set `expect_end` (e.g. "stalled") and the run ended another way."""
     LEFTOVER_PROCESSES = "leftover_processes"
     """Processes of the job were still alive after the service reported its end."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Patterns
-
-
-REGEX_FLAGS: dict[str, re.RegexFlag] = {
-    "i": re.IGNORECASE,
-    "m": re.MULTILINE,
-    "s": re.DOTALL,
-    "x": re.VERBOSE,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class TextPattern:
-    """A substring; case-insensitive (Unicode case folding) unless `case_sensitive`."""
-
-    text: str
-    case_sensitive: bool = False
-
-    @property
-    def label(self) -> str:
-        return self.text
-
-    def to_json(self) -> Any:
-        if self.case_sensitive:
-            return {"text": self.text, "case_sensitive": True}
-        return self.text
-
-
-@dataclass(frozen=True, slots=True)
-class RegexPattern:
-    """A Python regular expression searched anywhere in the output."""
-
-    regex: str
-    flags: str = ""
-
-    def __post_init__(self) -> None:
-        compile_regex(self.regex, self.flags)  # fail at construction, never at judging time
-
-    @property
-    def label(self) -> str:
-        return f"/{self.regex}/{self.flags}"
-
-    def compiled(self) -> re.Pattern[str]:
-        return compile_regex(self.regex, self.flags)
-
-    def to_json(self) -> Any:
-        out: dict[str, Any] = {"regex": self.regex}
-        if self.flags:
-            out["flags"] = self.flags
-        return out
-
-
-Pattern = TextPattern | RegexPattern
-
-
-def _nested_unbounded(items: Any, inside: bool) -> bool:
-    """True when an unbounded repeat sits inside another: the classic exponential backtracker."""
-    c = _re_constants
-    for op, av in items:
-        if op in (c.MAX_REPEAT, c.MIN_REPEAT):
-            lo, hi, sub = av
-            unbounded = hi == c.MAXREPEAT
-            if unbounded and inside:
-                return True
-            if _nested_unbounded(sub, inside or unbounded):
-                return True
-        elif op == c.SUBPATTERN:
-            if _nested_unbounded(av[-1], inside):
-                return True
-        elif op == c.BRANCH:
-            if any(_nested_unbounded(b, inside) for b in av[1]):
-                return True
-        elif op in (c.ASSERT, c.ASSERT_NOT):
-            if _nested_unbounded(av[1], inside):
-                return True
-        # POSSESSIVE_REPEAT and ATOMIC_GROUP never backtrack into themselves: deliberately allowed.
-    return False
-
-
-@lru_cache(maxsize=1024)
-def compile_regex(regex: str, flags: str = "") -> re.Pattern[str]:
-    """Compile once (cached). ValueError with a readable reason for anything we refuse."""
-    if not isinstance(regex, str) or not regex:
-        raise ValueError("regex must be a non-empty string")
-    value = 0
-    for ch in flags:
-        if ch not in REGEX_FLAGS:
-            raise ValueError(f"unknown regex flag {ch!r} in {flags!r} (allowed: i, m, s, x)")
-        value |= REGEX_FLAGS[ch]
-    try:
-        compiled = re.compile(regex, value)
-    except re.error as e:
-        raise ValueError(f"invalid regex {regex!r}: {e}") from None
-    if _re_parser is not None:
-        try:
-            tree = _re_parser.parse(regex, value)
-        except Exception:  # pragma: no cover - compile succeeded, so parse should too
-            tree = None
-        if tree is not None and _nested_unbounded(list(tree), False):
-            raise ValueError(
-                f"regex {regex!r} nests an unbounded quantifier inside another (like '(a+)+'), "
-                "which can take exponential time on large outputs; rewrite it, or make the outer "
-                "one possessive ('*+', '++') or atomic ('(?>...)')"
-            )
-    return compiled
-
-
-def parse_pattern(value: Any) -> Pattern:
-    """A pattern from its JSON form: "text" | {"text", "case_sensitive"} | {"regex", "flags"}."""
-    if isinstance(value, str):
-        if not value:
-            raise ValueError("a pattern must not be an empty string")
-        return TextPattern(value)
-    if isinstance(value, dict):
-        keys = set(value)
-        if "regex" in keys:
-            unknown = keys - {"regex", "flags"}
-            if unknown:
-                raise ValueError(
-                    f"unknown key(s) {sorted(unknown)} in a regex pattern (allowed: regex, flags)"
-                )
-            flags = value.get("flags", "")
-            if not isinstance(flags, str):
-                raise ValueError(f"'flags' must be a string like \"i\", got {describe_json(flags)}")
-            if not isinstance(value["regex"], str):
-                raise ValueError(f"'regex' must be a string, got {describe_json(value['regex'])}")
-            return RegexPattern(value["regex"], flags)
-        if "text" in keys:
-            unknown = keys - {"text", "case_sensitive"}
-            if unknown:
-                raise ValueError(
-                    f"unknown key(s) {sorted(unknown)} in a text pattern "
-                    "(allowed: text, case_sensitive)"
-                )
-            text, cs = value["text"], value.get("case_sensitive", False)
-            if not isinstance(text, str) or not text:
-                raise ValueError(f"'text' must be a non-empty string, got {describe_json(text)}")
-            if not isinstance(cs, bool):
-                raise ValueError(f"'case_sensitive' must be true or false, got {describe_json(cs)}")
-            return TextPattern(text, cs)
-        raise ValueError(
-            f"a pattern object needs 'regex' or 'text', got keys {sorted(keys) or 'none'}"
-        )
-    raise ValueError(
-        'a pattern is a string, {"regex": "...", "flags": "i"} or '
-        f'{{"text": "...", "case_sensitive": true}}; got {describe_json(value)}'
-    )
-
-
-def describe_json(value: Any) -> str:
-    """How a JSON value looks to the person who wrote it, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"the integer {value}"
-    if isinstance(value, float):
-        return f"the number {value}"
-    if isinstance(value, str):
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        return f"the string {shown!r}"
-    if isinstance(value, list):
-        return f"a list of {len(value)}"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,71 +194,12 @@ class PassThreshold:
 
 ALL_REPEATS = PassThreshold()
 
-
-# ---------------------------------------------------------------------------------------------
-# Matching
-
-
-@dataclass(frozen=True, slots=True)
-class Coverage:
-    """Which patterns were found, by label, in the order the test lists them."""
-
-    found: tuple[str, ...]
-    missing: tuple[str, ...]
-
-    @property
-    def total(self) -> int:
-        return len(self.found) + len(self.missing)
-
-    @property
-    def ratio(self) -> float:
-        return len(self.found) / self.total if self.total else 1.0
-
-
-class _Haystack:
-    """The output, with its case-folded copy made once and only if a pattern needs it."""
-
-    __slots__ = ("text", "_folded")
-
-    def __init__(self, text: str):
-        self.text = text
-        self._folded: str | None = None
-
-    @property
-    def folded(self) -> str:
-        if self._folded is None:
-            self._folded = self.text.casefold()
-        return self._folded
-
-    def contains(self, pattern: Pattern) -> bool:
-        if isinstance(pattern, TextPattern):
-            if pattern.case_sensitive:
-                return pattern.text in self.text
-            # casefold, not lower: lower() is context-sensitive (final sigma), so a slice of the
-            # output could fail to match the output it came from.
-            return pattern.text.casefold() in self.folded
-        return pattern.compiled().search(self.text) is not None
-
-
-def _coverage(patterns: Sequence[Pattern], hay: _Haystack) -> Coverage:
-    found: list[str] = []
-    missing: list[str] = []
-    for p in patterns:
-        (found if hay.contains(p) else missing).append(p.label)
-    return Coverage(tuple(found), tuple(missing))
-
-
-def pattern_coverage(patterns: Sequence[Pattern], text: str) -> Coverage:
-    """Which of `patterns` occur in `text`. Also what "most_patterns" instance picking ranks by."""
-    return _coverage(patterns, _Haystack(text))
-
-
 # ---------------------------------------------------------------------------------------------
 # Judging
 
 
 class Judgeable(Protocol):
-    """What `judge` reads from a test (a `stress.suites.Test` has all of it)."""
+    """What `judge` reads from a test (a `stress.suites.SuiteTest` has all of it)."""
 
     expected_patterns: Sequence[Pattern]
     match: MatchRule
@@ -474,6 +260,20 @@ def _quote_list(labels: Sequence[str], limit: int = 8) -> str:
     return shown + (f" and {len(labels) - limit} more" if len(labels) > limit else "")
 
 
+_ERROR_ENDS = {"error": "run failed", "cancelled": "run was cancelled", "shutdown": "harness shut down"}
+"""Ends that mean the attempt never produced a result to judge, with how a message says so."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Matched:
+    """What the output showed of a test's patterns, computed once per attempt."""
+
+    total: int
+    coverage: Coverage
+    required: int
+    forbidden: tuple[str, ...]
+
+
 def judge(
     test: Judgeable,
     exit_code: int | None,
@@ -483,7 +283,7 @@ def judge(
     detail: str | None = None,
     leftovers: Sequence[str] = (),
 ) -> Verdict:
-    """Judge one run of `test`.
+    """Judge one attempt of `test`.
 
     `reason` is how the run ended (see END_REASONS; the runner's EndReason works as is).
     `output_text` is whatever the caller decided to match against (stdout, or stdout+stderr).
@@ -491,87 +291,127 @@ def judge(
     `leftovers` describes processes of the job still alive after its end ("pid: cmdline"); any
     fails the run (reason leftover_processes, after how it ended).
     A test's `expect_end` ("stalled" / "timeout") turns that end into the expected one.
+
+    Failures are collected in a fixed order (how it ended, leftovers, exit code, forbidden,
+    missing) so that `reason`, the first, is the most fundamental one.
     """
+    end = _end_name(reason, exit_code)
+    expect_end = _expected_end(test)
+    matched = _match_output(test, output_text or "")
+    failures = _end_failures(test, end, expect_end, exit_code, detail)
+    failures += _result_failures(test, end, expect_end, exit_code, leftovers, matched)
+    passed = not failures
+    if passed:
+        message = _passed_message(test, end, expect_end, exit_code, matched)
+    else:
+        message = "; ".join(note for _, note in failures)
+    return Verdict(
+        passed=passed,
+        reason=failures[0][0] if failures else Reason.PASSED,
+        message=message,
+        exit_code=exit_code,
+        end_reason=end,
+        patterns_found=matched.coverage.found,
+        patterns_missing=matched.coverage.missing,
+        patterns_required=matched.required,
+        forbidden_seen=matched.forbidden,
+        failures=tuple(r for r, _ in failures),
+    )
+
+
+def _end_name(reason: str | enum.Enum, exit_code: int | None) -> str:
+    """The end reason as its word; a caller's mistake (unknown end, no exit code) raises."""
     end = str(getattr(reason, "value", reason))
     if end not in END_REASONS:
         raise ValueError(f"unknown end reason {end!r} (expected one of {sorted(END_REASONS)})")
     if end in ("exited", "signalled") and exit_code is None:
         raise ValueError(f"an {end!r} run needs an exit code")
+    return end
 
+
+def _expected_end(test: Judgeable) -> str | None:
+    """The test's `expect_end` (optional on a Judgeable); a value we don't know raises."""
     expect_end = getattr(test, "expect_end", None)
     if expect_end is not None and expect_end not in EXPECTABLE_ENDS:
         raise ValueError(f"unknown expect_end {expect_end!r} (expected one of {EXPECTABLE_ENDS})")
-    hay = _Haystack(output_text or "")
+    return expect_end
+
+
+def _match_output(test: Judgeable, output_text: str) -> _Matched:
+    """Expected and forbidden patterns against one haystack, so the output is folded once."""
+    hay = Haystack(output_text)
     patterns = tuple(test.expected_patterns)
-    cov = _coverage(patterns, hay)
-    required = test.match.required(len(patterns))
-    forbidden = _coverage(tuple(test.must_not_contain), hay).found
-
-    failures: list[Reason] = []
-    notes: list[str] = []
-    if end == "skipped":
-        failures.append(Reason.SKIPPED)
-        notes.append(f"skipped: {detail}" if detail else "skipped")
-    elif end in ("error", "cancelled", "shutdown"):
-        failures.append(Reason.ERROR)
-        what = {"error": "run failed", "cancelled": "run was cancelled", "shutdown": "harness shut down"}[end]
-        notes.append(f"{what}: {detail}" if detail else what)
-    elif end in ("timeout", "stalled") and expect_end != end:
-        failures.append(Reason.TIMEOUT if end == "timeout" else Reason.STALLED)
-        limit = getattr(test, "timeout" if end == "timeout" else "stall_timeout", None)
-        if end == "timeout":
-            notes.append(f"timed out after {limit:g} s" if limit else "timed out")
-        else:
-            notes.append(f"stalled: no output for {limit:g} s" if limit else "stalled: no output")
-        if expect_end is not None:
-            failures.append(Reason.UNEXPECTED_END)
-            notes.append(f"expected the run to end {expect_end!r}")
-    elif end in ("exited", "signalled") and expect_end not in (None, "exited"):
-        failures.append(Reason.UNEXPECTED_END)
-        how = f"exited with code {exit_code}" if end == "exited" else f"was killed (exit {exit_code})"
-        notes.append(f"expected the run to end {expect_end!r}, but it {how}")
-
-    ran = end in ("exited", "signalled")
-    if leftovers and end not in ("skipped",):
-        failures.append(Reason.LEFTOVER_PROCESSES)
-        notes.append(f"{len(leftovers)} process(es) of the job outlived its end: "
-                     f"{_quote_list(list(leftovers), limit=4)}")
-    if ran and expect_end in (None, "exited") and not test.expect_exit.accepts(exit_code):  # type: ignore[arg-type]
-        failures.append(Reason.EXIT_CODE)
-        notes.append(f"exit code {exit_code}, expected {test.expect_exit.describe()}")
-    if end != "skipped" and forbidden:
-        failures.append(Reason.FORBIDDEN_PATTERN)
-        notes.append(f"output contains forbidden {_quote_list(forbidden)}")
-    if end != "skipped" and len(cov.found) < required:
-        failures.append(Reason.MISSING_PATTERNS)
-        notes.append(
-            f"found {len(cov.found)} of {len(patterns)} patterns, needed "
-            f"{test.match.describe(len(patterns))}; missing {_quote_list(cov.missing)}"
-        )
-
-    passed = not failures
-    if passed:
-        if expect_end in ("stalled", "timeout"):
-            parts = [f"ended {end} as expected"]
-        else:
-            parts = [f"exit {exit_code} (expected {test.expect_exit.describe()})"]
-        if patterns:
-            parts.append(f"{len(cov.found)}/{len(patterns)} patterns found (needed {required})")
-        message = "passed: " + ", ".join(parts)
-    else:
-        message = "; ".join(notes)
-    return Verdict(
-        passed=passed,
-        reason=failures[0] if failures else Reason.PASSED,
-        message=message,
-        exit_code=exit_code,
-        end_reason=end,
-        patterns_found=cov.found,
-        patterns_missing=cov.missing,
-        patterns_required=required,
-        forbidden_seen=forbidden,
-        failures=tuple(failures),
+    return _Matched(
+        total=len(patterns),
+        coverage=coverage_in(patterns, hay),
+        required=test.match.required(len(patterns)),
+        forbidden=coverage_in(tuple(test.must_not_contain), hay).found,
     )
+
+
+def _end_failures(test: Judgeable, end: str, expect_end: str | None, exit_code: int | None,
+                  detail: str | None) -> list[tuple[Reason, str]]:
+    """Failures in how the attempt ended: never run, broken, ended by a limit the test did not
+    expect, or ended by itself when the test expected the service to end it."""
+    if end == "skipped":
+        return [(Reason.SKIPPED, f"skipped: {detail}" if detail else "skipped")]
+    if end in _ERROR_ENDS:
+        what = _ERROR_ENDS[end]
+        return [(Reason.ERROR, f"{what}: {detail}" if detail else what)]
+    if end in ("timeout", "stalled") and expect_end != end:
+        out = [_limit_failure(test, end)]
+        if expect_end is not None:
+            out.append((Reason.UNEXPECTED_END, f"expected the run to end {expect_end!r}"))
+        return out
+    if end in ("exited", "signalled") and expect_end not in (None, "exited"):
+        how = f"exited with code {exit_code}" if end == "exited" else f"was killed (exit {exit_code})"
+        return [(Reason.UNEXPECTED_END, f"expected the run to end {expect_end!r}, but it {how}")]
+    return []
+
+
+def _limit_failure(test: Judgeable, end: str) -> tuple[Reason, str]:
+    """A timeout or stall, with the test's limit when it has one (Judgeable does not require it)."""
+    limit = getattr(test, "timeout" if end == "timeout" else "stall_timeout", None)
+    if end == "timeout":
+        return Reason.TIMEOUT, f"timed out after {limit:g} s" if limit else "timed out"
+    return Reason.STALLED, f"stalled: no output for {limit:g} s" if limit else "stalled: no output"
+
+
+def _result_failures(test: Judgeable, end: str, expect_end: str | None, exit_code: int | None,
+                     leftovers: Sequence[str], matched: _Matched) -> list[tuple[Reason, str]]:
+    """Failures in what an attempt that was run left behind: processes, exit code, output.
+    A skipped attempt left nothing; the exit code counts only when the run ended by itself."""
+    if end == "skipped":
+        return []
+    out: list[tuple[Reason, str]] = []
+    if leftovers:
+        out.append((Reason.LEFTOVER_PROCESSES,
+                    (f"{len(leftovers)} process(es) of the job outlived its end: "
+                     f"{_quote_list(list(leftovers), limit=4)}")))
+    ran = end in ("exited", "signalled")
+    if ran and expect_end in (None, "exited") and not test.expect_exit.accepts(exit_code):  # type: ignore[arg-type]
+        out.append((Reason.EXIT_CODE, f"exit code {exit_code}, expected {test.expect_exit.describe()}"))
+    if matched.forbidden:
+        out.append((Reason.FORBIDDEN_PATTERN, f"output contains forbidden {_quote_list(matched.forbidden)}"))
+    if len(matched.coverage.found) < matched.required:
+        found, missing = matched.coverage.found, matched.coverage.missing
+        out.append((Reason.MISSING_PATTERNS,
+                    (f"found {len(found)} of {matched.total} patterns, needed "
+                     f"{test.match.describe(matched.total)}; missing {_quote_list(missing)}")))
+    return out
+
+
+def _passed_message(test: Judgeable, end: str, expect_end: str | None, exit_code: int | None,
+                    matched: _Matched) -> str:
+    """What a passing verdict says: how it ended as expected, and how many patterns it found."""
+    if expect_end in ("stalled", "timeout"):
+        parts = [f"ended {end} as expected"]
+    else:
+        parts = [f"exit {exit_code} (expected {test.expect_exit.describe()})"]
+    if matched.total:
+        parts.append(f"{len(matched.coverage.found)}/{matched.total} patterns found "
+                     f"(needed {matched.required})")
+    return "passed: " + ", ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
