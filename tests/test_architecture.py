@@ -23,6 +23,9 @@ SERVICE_INTERNALS = ("jobs", "server", "process", "tree", "registry")
 
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 80
+SIZE_EXEMPT = {HARNESS / "dispatch.py"}
+"""The home-made multi-server dispatcher, which the Dask distributed issue replaces and deletes:
+left as it is until then rather than polished (the architecture issue says so)."""
 
 
 def module_name(path: Path, base: Path) -> str:
@@ -123,6 +126,10 @@ def test_the_service_has_no_import_circles():
     assert cycles(import_graph(modules(SRC, SERVICE))) == []
 
 
+def test_the_harness_has_no_import_circles():
+    assert cycles(import_graph(modules(HARNESS.parent, HARNESS))) == []
+
+
 def test_the_cycle_finder_finds_a_circle_through_a_package_init():
     graph = {"p": {"p.a"}, "p.a": {"q"}, "q": {"q.b"}, "q.b": {"p"}, "r": set()}
     assert cycles(graph) == [["p", "p.a", "q", "q.b"]]
@@ -163,6 +170,8 @@ def test_no_wire_message_is_built_outside_the_protocol_package():
 def _sizes(package: Path) -> Iterator[tuple[str, int, int]]:
     """(place, lines, limit) for every module and function of `package`."""
     for path in sorted(package.rglob("*.py")):
+        if path in SIZE_EXEMPT:
+            continue
         text = path.read_text()
         where = str(path.relative_to(ROOT))
         yield where, len(text.splitlines()), MAX_MODULE_LINES
@@ -172,7 +181,7 @@ def _sizes(package: Path) -> Iterator[tuple[str, int, int]]:
                        MAX_FUNCTION_LINES)
 
 
-@pytest.mark.parametrize("package", [SERVICE], ids=["service"])
+@pytest.mark.parametrize("package", [SERVICE, HARNESS], ids=["service", "harness"])
 def test_modules_and_functions_stay_readable(package):
     too_big = [f"{where}: {n} lines (limit {limit})" for where, n, limit in _sizes(package)
                if n > limit]

@@ -5,7 +5,7 @@ the parsers of percentages, weights and `--server URL[@W[:C]]`, and `redact_argv
 line as reports and the history show it, tokens hidden).
 
 Why a module of its own: both `stress.cli` (`python -m stress.local|complex`) and
-`stress.history_cli` (`python -m stress.history`) need `int_at_least`; when it lived in
+`stress.history.cli` (`python -m stress.history`) need `int_at_least`; when it lived in
 `stress.cli`, reading the history imported the whole run machinery and closed an import circle
 (cli -> history -> history_cli -> cli). Must not import any other `stress` module: everything
 may import this one.

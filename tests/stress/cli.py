@@ -1,8 +1,8 @@
 """The command line shared by `python -m stress.local` and `python -m stress.complex`.
 
 Owns: the options (`build_parser`), the checks of options that can be wrong on their own
-(`check_options`), and `main`: parse, load every suite and make the plan (`stress.plan`), open
-the history (`stress.history_link`), then hand over to `stress.session.run_and_report`.
+(`check_options`), and `main`: parse, load every suite and make the plan (`stress.run.plan`), open
+the history (`stress.history.link`), then hand over to `stress.session.run_and_report`.
 
 Order of work, and why: parse and load every suite first (a typo must fail before anything
 starts, exit 2), plan and filter, then start the service, probe what it can run, run, stop the
@@ -18,7 +18,7 @@ database (`stress.history`) and compared with the previous run of the same suite
 
 Exit status (stress.exits): 0 every test that ran passed (or met its pass threshold) and at
 least one ran, and none was lost; 1 a test failed or was lost, nothing ran, or the service could
-not be started; 2 usage or suite errors; 3 a preflight failed (stress.preflight: no --server
+not be started; 2 usage or suite errors; 3 a preflight failed (stress.service.preflight: no --server
 accepted its token, or the Claude preflight; a --server that refuses while another accepts is
 left out); 130 / 143 interrupted by SIGINT / SIGTERM.
 
@@ -35,20 +35,21 @@ import sys
 
 from cc_executor.settings import parse_max_load
 
-from .argtypes import UsageError, int_at_least, parse_percent, parse_weight, redact_argv, split_server
-from .exits import EXIT_FAILED, EXIT_OK, EXIT_PREFLIGHT, EXIT_SIGNAL, EXIT_USAGE
-from .flaky import HaltRule, HaltRuleError
-from .fleet import (ServiceFleet, build_fleet, concurrencies, health_probe, local_weights,
-                    server_specs)
-from .history import History
-from .history_link import apply_history, history_line, open_history, record_history
-from .modelmode import MODES
-from .plan import (COMPLEX_DEFAULT_MATCH, apply_template, build_plan, effective_threshold,
-                   executables, list_plan, load_suites, matches_filter, parse_template,
-                   unmet_requirement, uses_claude)
-from .session import (PROBE_INTERVAL, Interrupted, PreflightFailed, ServiceFailed, Session,
-                      claude_path_env, environment_info, new_run_id, run_and_report, run_session,
-                      summary_line)
+from stress.argtypes import (UsageError, int_at_least, parse_percent, parse_weight, redact_argv,
+                             split_server)
+from stress.exits import EXIT_FAILED, EXIT_OK, EXIT_PREFLIGHT, EXIT_SIGNAL, EXIT_USAGE
+from stress.run.flaky import HaltRule, HaltRuleError
+from stress.service.fleet import (ServiceFleet, build_fleet, concurrencies, health_probe,
+                                  local_weights, server_specs)
+from stress.history import History
+from stress.history.link import apply_history, history_line, open_history, record_history
+from stress.service.modelmode import MODES
+from stress.run.plan import (COMPLEX_DEFAULT_MATCH, apply_template, build_plan,
+                             effective_threshold, executables, list_plan, load_suites,
+                             matches_filter, parse_template, unmet_requirement, uses_claude)
+from stress.session import (PROBE_INTERVAL, Interrupted, PreflightFailed, ServiceFailed, Session,
+                            claude_path_env, environment_info, new_run_id, run_and_report,
+                            run_session, summary_line)
 
 # Defined here: LEARNED_FLOOR, MAX_LOCAL_SERVERS, build_parser, check_options, main. Everything
 # else is kept importable from stress.cli for callers and tests; it lives in the modules above.

@@ -6,7 +6,7 @@ task-list suites use the 80% pattern rule, and tests in our format that set no `
 the test nor the suite's defaults) need 80% of their patterns (`{"min_ratio": 0.8}`).
 
 Owns only the entry point's name, default suite and description; the differences above live in
-`stress.plan` (the 80% default) and `stress.session` (the monitor), switched on by
+`stress.run.plan` (the 80% default) and `stress.session` (the monitor), switched on by
 `complex_mode`. Must import nothing but `stress.cli` (nothing may import this module).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from .cli import main as _main
+from stress.cli import main as _main
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,8 +64,8 @@ from cc_executor.client import (ConnectionLost, Event, ExecutorClient, ExecutorE
 from cc_executor.protocol import (COMMAND_NOT_ALLOWED, SPAWN_FAILED, TOO_MANY_JOBS,
                                   UNAUTHORIZED, ErrorReason)
 
-from .flaky import HaltRule, halt_reason
-from .preflight import AccessCheck, access_refusal
+from stress.run.flaky import HaltRule, halt_reason
+from stress.service.preflight import AccessCheck, access_refusal
 
 T = TypeVar("T")
 
@@ -824,7 +824,7 @@ def server_fault(error: ExecutorError) -> ServerFault | None:
 async def health_ok(spec: ServerSpec, timeout: float = HEALTH_TIMEOUT) -> bool:
     """Whether the server's /health answers 200 with status ok within `timeout`. A server that
     cannot be asked over plain HTTP (wss://) counts as answering: no evidence, no verdict."""
-    from .service import ServiceError, fetch_json, health_url
+    from stress.service.managed import ServiceError, fetch_json, health_url
 
     try:
         status, body = await fetch_json(health_url(spec.url), timeout=timeout)
@@ -889,7 +889,7 @@ class _Watch:
         service leaves its job trees running, and a retry must not run beside them)."""
         if not tag or not self.local:
             return
-        from .leftovers import end_leftovers
+        from stress.run.leftovers import end_leftovers
 
         self.ended += await asyncio.to_thread(end_leftovers, tag, 0.0)
 
@@ -956,7 +956,7 @@ class _WatchedClient(ExecutorClient):
         watch = self.watch
         if watch is None:
             return await super().start(command, **kwargs)
-        from .leftovers import JOB_TAG_VAR
+        from stress.run.leftovers import JOB_TAG_VAR
 
         env = kwargs.get("env")
         tag = env.get(JOB_TAG_VAR) if isinstance(env, Mapping) else None

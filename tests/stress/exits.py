@@ -1,6 +1,6 @@
 """The exit statuses of `python -m stress.local|complex`, and the one function that picks one.
 
-Owns: EXIT_OK / EXIT_FAILED / EXIT_USAGE / EXIT_SIGNAL (EXIT_PREFLIGHT is stress.preflight's,
+Owns: EXIT_OK / EXIT_FAILED / EXIT_USAGE / EXIT_SIGNAL (EXIT_PREFLIGHT is stress.service.preflight's,
 re-exported here), `EarlyStop` (why a run stopped before its tests ran) and `exit_status`.
 
 Why a marker, not the message: the run's `error` is text for people ("preflight: the service at
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import enum
 
-from .preflight import EXIT_PREFLIGHT
-from .results import Totals
+from stress.service.preflight import EXIT_PREFLIGHT
+from stress.report.results import Totals
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}

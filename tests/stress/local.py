@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from .cli import main as _main
+from stress.cli import main as _main
 
 
 def main(argv: list[str] | None = None) -> int:

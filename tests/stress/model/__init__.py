@@ -4,12 +4,12 @@ Replies derive only from the prompt; directives such as `[[error: 529 x2]]` or `
 script faults and reply shapes. See docs/model-server.md.
 """
 
-from .claude_cli import ClaudeRun, find_claude, run_claude
-from .cli_env import claude_env, claude_process_env
-from .directives import DirectiveError, Plan, parse_plan
-from .process import ModelServerProcess
-from .server import ModelServer, ModelServerThread, RecordedRequest
-from .sized import check_block
+from stress.model.claude_cli import ClaudeRun, find_claude, run_claude
+from stress.model.cli_env import claude_env, claude_process_env
+from stress.model.directives import DirectiveError, Plan, parse_plan
+from stress.model.process import ModelServerProcess
+from stress.model.server import ModelServer, ModelServerThread, RecordedRequest
+from stress.model.sized import check_block
 
 __all__ = [
     "ClaudeRun", "DirectiveError", "ModelServer", "ModelServerProcess", "ModelServerThread", "Plan",

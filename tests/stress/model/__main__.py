@@ -13,8 +13,8 @@ import json
 import signal
 import sys
 
-from .directives import DirectiveError
-from .server import ModelServer, RecordedRequest
+from stress.model.directives import DirectiveError
+from stress.model.server import ModelServer, RecordedRequest
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
-from .wire import REASONS
+from stress.model.wire import REASONS
 
 MAX_HEAD_BYTES = 1024 * 1024
 MAX_BODY_BYTES = 256 * 1024 * 1024

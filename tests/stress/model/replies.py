@@ -11,10 +11,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from .arithmetic import find_calculations
-from .conversation import Conversation
-from .directives import Plan, strip_directives
-from .sized import block
+from stress.model.arithmetic import find_calculations
+from stress.model.conversation import Conversation
+from stress.model.directives import Plan, strip_directives
+from stress.model.sized import block
 
 TOOL_RESULT_SHOWN_CHARS = 4000
 """How much of each tool result the final reply quotes; enough to assert on, bounded for big outputs."""

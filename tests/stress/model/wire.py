@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Iterator
 
-from .replies import Reply, TextBlock, ToolUseBlock, split_text
+from stress.model.replies import Reply, TextBlock, ToolUseBlock, split_text
 
 ERROR_TYPES = {
     400: "invalid_request_error",

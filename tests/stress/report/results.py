@@ -1,0 +1,322 @@
+"""What a run produced: one `Attempt` per attempt, one `Outcome` per test, one `RunResult`.
+
+Words: a *test* is an entry of a suite (a *case* is one expansion of a test); an *attempt* is one
+run of it (repeats, retries); an *instance* is one of K concurrent runs of an instances test, and
+an instances attempt keeps the best instance. The `Outcome` sums up a test's attempts: passed when
+its pass threshold was met.
+
+Why plain dataclasses with `to_json`: report.json is a documented, versioned contract
+(tests/stress/report.schema.json) read by other tools, so its shape is written out here once, by
+hand, instead of being whatever a serializer happens to emit. Bump SCHEMA_VERSION on any change
+that removes or renames a field; adding a field is compatible.
+
+Imports nothing of the harness: every other stress module may import this one (the runner fills
+these values, the reports and the history read them), so it must stay at the bottom.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 3
+"""2: test and attempt status "lost", reasons "lost" and "cancelled", end reason "lost"; new
+sections halted, servers, history, stability; per test stability and learned timeouts; per
+attempt server, tries and instance_selection. 3: the Claude summary (`attempts[].claude`,
+`environment.preflight.canary`) keeps a bounded `result_text_preview` with `result_text_chars`,
+`result_text_sha256` and `result_text_truncated` instead of the whole `result_text`."""
+GRADUATION_RATIO = 10.0
+MIN_GRADUATION_PASSES = 10
+"""Seed 004 "graduated" a runner at a 10:1 success ratio (passes per failure)."""
+
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+LOST = "lost"
+"""An attempt whose server was lost (after any retries): not a verdict on the test."""
+
+
+@dataclass
+class Attempt:
+    """One attempt of one test (one repeat; with instances, the best instance)."""
+
+    attempt: int
+    status: str
+    """passed | failed | skipped | lost"""
+    reason: str
+    """verdict reason: passed, exit_code, missing_patterns, forbidden_pattern, timeout, stalled,
+    error, skipped; also lost (server lost) and cancelled (cut short by --halt now)"""
+    message: str
+    end_reason: str
+    """how the run ended: exited, signalled, timeout, stalled, cancelled, shutdown, error,
+    skipped, lost"""
+    exit_code: int | None = None
+    signal: int | None = None
+    started_at: float | None = None
+    """Unix time."""
+    duration: float = 0.0
+    """Seconds the job ran as the harness saw it (start to completion; queue wait excluded)."""
+    service_duration: float | None = None
+    """Seconds the service measured for the process."""
+    load1: float | None = None
+    factor: float = 1.0
+    timeout: float | None = None
+    """Stretched total limit sent to the service (configured x factor)."""
+    stall_timeout: float | None = None
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    stdout_batches: int = 0
+    stderr_batches: int = 0
+    stdout_path: str | None = None
+    stderr_path: str | None = None
+    """Relative to the report folder."""
+    preview: str = ""
+    job_id: str | None = None
+    pid: int | None = None
+    queued: bool = False
+    queue_wait: float | None = None
+    """Seconds the job waited in the service's queue (host overloaded) before it started."""
+    wall: float = 0.0
+    """Seconds from the execute request to the completion, queue wait included."""
+    guard: str | None = None
+    """Set when the harness's own guard ended the run: "stall" or "deadline"."""
+    interrupted: bool = False
+    patterns_found: list[str] = field(default_factory=list)
+    patterns_missing: list[str] = field(default_factory=list)
+    patterns_required: int = 0
+    forbidden_seen: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    claude: dict[str, Any] | None = None
+    cli_failure: dict[str, str] | None = None
+    resources: dict[str, Any] | None = None
+    instances: list[dict[str, Any]] | None = None
+    instance_selection: dict[str, Any] | None = None
+    """criterion, winner (1-based or None), ranking, why: see stress.run.instances."""
+    server: str | None = None
+    """The server the attempt ran on (its last try)."""
+    tries: list[str] | None = None
+    """Every server it started on, in order, when several servers ran the run."""
+
+    @property
+    def ran(self) -> bool:
+        return self.status not in (SKIPPED, LOST)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt, "status": self.status, "reason": self.reason,
+            "message": self.message, "end_reason": self.end_reason, "exit_code": self.exit_code,
+            "signal": self.signal, "started_at": self.started_at,
+            "duration": round(self.duration, 4),
+            "service_duration": self.service_duration, "load1": self.load1,
+            "factor": self.factor, "timeout": self.timeout,
+            "stall_timeout": self.stall_timeout, "stdout_bytes": self.stdout_bytes,
+            "stderr_bytes": self.stderr_bytes, "stdout_batches": self.stdout_batches,
+            "stderr_batches": self.stderr_batches, "stdout_path": self.stdout_path,
+            "stderr_path": self.stderr_path, "preview": self.preview, "job_id": self.job_id,
+            "pid": self.pid, "queued": self.queued,
+            "queue_wait": None if self.queue_wait is None else round(self.queue_wait, 4),
+            "wall": round(self.wall, 4), "guard": self.guard,
+            "interrupted": self.interrupted, "patterns_found": self.patterns_found,
+            "patterns_missing": self.patterns_missing,
+            "patterns_required": self.patterns_required, "forbidden_seen": self.forbidden_seen,
+            "failures": self.failures, "claude": self.claude, "cli_failure": self.cli_failure,
+            "resources": self.resources, "instances": self.instances,
+            "instance_selection": self.instance_selection, "server": self.server,
+            "tries": self.tries,
+        }
+
+
+@dataclass
+class Outcome:
+    """A test over all its attempts: passed when `pass_threshold` was met."""
+
+    suite: str
+    id: str
+    name: str
+    tags: list[str]
+    source: str
+    kind: str
+    invocation: str
+    requires: list[str]
+    timeout: float
+    stall_timeout: float | None
+    repeat: int
+    status: str = SKIPPED
+    reason: str = "skipped"
+    message: str = "not run"
+    passes: int = 0
+    runs: int = 0
+    required: int = 0
+    attempts: list[Attempt] = field(default_factory=list)
+    output_stem: str = ""
+    stability: dict[str, Any] | None = None
+    """stress.run.flaky.Flakiness.to_json(): stable_pass / stable_fail / flaky / not_run, pass rate."""
+    learned_timeout: dict[str, Any] | None = None
+    """When --learned-timeouts set this test's limit: percent, median, learned, configured."""
+
+    @property
+    def duration(self) -> float:
+        return sum(a.duration for a in self.attempts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite, "id": self.id, "name": self.name, "tags": self.tags,
+            "source": self.source, "kind": self.kind, "invocation": self.invocation,
+            "requires": self.requires, "timeout": self.timeout,
+            "stall_timeout": self.stall_timeout, "repeat": self.repeat, "status": self.status,
+            "reason": self.reason, "message": self.message, "passes": self.passes,
+            "runs": self.runs, "required": self.required,
+            "duration": round(self.duration, 4), "stability": self.stability,
+            "learned_timeout": self.learned_timeout,
+            "attempts": [a.to_json() for a in self.attempts],
+        }
+
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """passes:failures, as seed 004 reported it, and whether it reaches 10:1."""
+
+    passes: int
+    failures: int
+
+    @property
+    def value(self) -> float:
+        if self.failures == 0:
+            return math.inf if self.passes else 0.0
+        return self.passes / self.failures
+
+    @property
+    def graduates(self) -> bool:
+        # The same rule as the history's suite ratio: 10:1 and at least 10 passes of evidence.
+        return self.passes >= MIN_GRADUATION_PASSES and self.value >= GRADUATION_RATIO
+
+    def text(self) -> str:
+        if self.failures == 0:
+            return f"{self.passes}:0"
+        v = self.value
+        return f"{v:.1f}:1" if v != int(v) else f"{int(v)}:1"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passes": self.passes, "failures": self.failures,
+                "value": None if math.isinf(self.value) else round(self.value, 4),
+                "text": self.text(), "graduates": self.graduates,
+                "graduation_ratio": GRADUATION_RATIO}
+
+
+@dataclass
+class Totals:
+    """Counts of cases (`tests`, `passed`, ...) and of their attempts (`attempts_*`) in one run."""
+
+    tests: int = 0
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    lost: int = 0
+    attempts: int = 0
+    attempts_passed: int = 0
+    attempts_failed: int = 0
+    attempts_skipped: int = 0
+    attempts_lost: int = 0
+
+    @classmethod
+    def of(cls, outcomes: list[Outcome]) -> "Totals":
+        t = cls()
+        for o in outcomes:
+            t.tests += 1
+            setattr(t, o.status, getattr(t, o.status) + 1)
+            for a in o.attempts:
+                t.attempts += 1
+                if a.status == PASSED:
+                    t.attempts_passed += 1
+                elif a.status == FAILED:
+                    t.attempts_failed += 1
+                elif a.status == LOST:
+                    t.attempts_lost += 1
+                else:
+                    t.attempts_skipped += 1
+        return t
+
+    @property
+    def success_rate(self) -> float | None:
+        ran = self.passed + self.failed
+        return self.passed / ran if ran else None
+
+    @property
+    def ratio(self) -> Ratio:
+        """Over runs (attempts), as seed 004 counted: skipped runs are not counted."""
+        return Ratio(self.attempts_passed, self.attempts_failed)
+
+    def to_json(self) -> dict[str, Any]:
+        rate = self.success_rate
+        return {"tests": self.tests, "passed": self.passed, "failed": self.failed,
+                "skipped": self.skipped, "lost": self.lost, "attempts": self.attempts,
+                "attempts_passed": self.attempts_passed, "attempts_failed": self.attempts_failed,
+                "attempts_skipped": self.attempts_skipped, "attempts_lost": self.attempts_lost,
+                "success_rate": None if rate is None else round(rate, 4),
+                "ratio": self.ratio.to_json()}
+
+
+@dataclass
+class RunResult:
+    """Everything report.md, report.json and junit.xml are written from."""
+
+    run_id: str
+    tool: str
+    argv: list[str]
+    started_at: float
+    finished_at: float | None = None
+    interrupted: bool = False
+    interrupt_signal: str | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    service: dict[str, Any] = field(default_factory=dict)
+    suites: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    claude_totals: dict[str, Any] | None = None
+    resources: dict[str, Any] | None = None
+    halted: str | None = None
+    """Why --halt stopped the run early (None when it did not)."""
+    servers: dict[str, Any] | None = None
+    """Per-server statistics: mode, makespan, fairness_cv, retries_used, servers[]."""
+    history: dict[str, Any] | None = None
+    """Where the run was recorded, comparisons with earlier runs, suite ratios, learned timeouts."""
+
+    @property
+    def totals(self) -> Totals:
+        return Totals.of(self.outcomes)
+
+    def stability_counts(self) -> dict[str, int]:
+        counts = {"stable_pass": 0, "stable_fail": 0, "flaky": 0, "not_run": 0}
+        for o in self.outcomes:
+            if o.stability:
+                counts[o.stability["stability"]] = counts.get(o.stability["stability"], 0) + 1
+        return counts
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "tool": self.tool,
+            "argv": self.argv,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration": None if self.finished_at is None else round(self.finished_at - self.started_at, 3),
+            "interrupted": self.interrupted,
+            "interrupt_signal": self.interrupt_signal,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "environment": self.environment,
+            "options": self.options,
+            "service": self.service,
+            "suites": self.suites,
+            "totals": self.totals.to_json(),
+            "claude_totals": self.claude_totals,
+            "resources": self.resources,
+            "halted": self.halted,
+            "servers": self.servers,
+            "history": self.history,
+            "stability": self.stability_counts(),
+            "tests": [o.to_json() for o in self.outcomes],
+        }
