@@ -21,6 +21,8 @@ from typing import Any
 
 from . import defaults, protocol
 from .claude_cli import adapt_claude_argv
+from .policy import AllowList, check_env
+from .process import OutputBatch, ProcessRunner, Run, RunEnd, RunSpec, SpawnError
 from .protocol import (
     INVALID_PARAMS,
     JOB_NOT_RUNNING,
@@ -30,8 +32,6 @@ from .protocol import (
     ErrorReason,
     RpcError,
 )
-from .policy import AllowList, check_env
-from .process import OutputBatch, ProcessRunner, Run, RunEnd, RunSpec, SpawnError
 from .settings import Settings
 from .timing import stretch_timeouts
 

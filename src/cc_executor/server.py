@@ -15,9 +15,9 @@ import logging.handlers
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI

@@ -34,22 +34,58 @@ import os
 import sys
 
 from cc_executor.settings import parse_max_load
-
-from stress.argtypes import (UsageError, int_at_least, parse_percent, parse_weight, redact_argv,
-                             split_server)
+from stress.argtypes import (
+    UsageError,
+    int_at_least,
+    parse_percent,
+    parse_weight,
+    redact_argv,
+    split_server,
+)
 from stress.exits import EXIT_FAILED, EXIT_OK, EXIT_PREFLIGHT, EXIT_SIGNAL, EXIT_USAGE
-from stress.run.flaky import HaltRule, HaltRuleError
-from stress.service.fleet import (ServiceFleet, build_fleet, concurrencies, health_probe,
-                                  local_weights, server_specs)
 from stress.history import History
-from stress.history.link import apply_history, history_line, open_history, record_history
+from stress.history.link import (
+    apply_history,
+    history_line,
+    open_history,
+    record_history,
+)
+from stress.run.flaky import HaltRule, HaltRuleError
+from stress.run.plan import (
+    COMPLEX_DEFAULT_MATCH,
+    apply_template,
+    build_plan,
+    effective_threshold,
+    executables,
+    list_plan,
+    load_suites,
+    matches_filter,
+    parse_template,
+    unmet_requirement,
+    uses_claude,
+)
+from stress.service.fleet import (
+    ServiceFleet,
+    build_fleet,
+    concurrencies,
+    health_probe,
+    local_weights,
+    server_specs,
+)
 from stress.service.modelmode import MODES
-from stress.run.plan import (COMPLEX_DEFAULT_MATCH, apply_template, build_plan,
-                             effective_threshold, executables, list_plan, load_suites,
-                             matches_filter, parse_template, unmet_requirement, uses_claude)
-from stress.session import (PROBE_INTERVAL, Interrupted, PreflightFailed, ServiceFailed, Session,
-                            claude_path_env, environment_info, new_run_id, run_and_report,
-                            run_session, summary_line)
+from stress.session import (
+    PROBE_INTERVAL,
+    Interrupted,
+    PreflightFailed,
+    ServiceFailed,
+    Session,
+    claude_path_env,
+    environment_info,
+    new_run_id,
+    run_and_report,
+    run_session,
+    summary_line,
+)
 
 # Defined here: LEARNED_FLOOR, MAX_LOCAL_SERVERS, build_parser, check_options, main. Everything
 # else is kept importable from stress.cli for callers and tests; it lives in the modules above.

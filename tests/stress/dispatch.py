@@ -51,7 +51,14 @@ import collections
 import math
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -59,11 +66,21 @@ from typing import Any, Generic, TypeVar
 import websockets
 
 from cc_executor import aio
-from cc_executor.client import (ConnectionLost, Event, ExecutorClient, ExecutorError, JobHandle,
-                                JobObserver)
-from cc_executor.protocol import (COMMAND_NOT_ALLOWED, SPAWN_FAILED, TOO_MANY_JOBS,
-                                  UNAUTHORIZED, ErrorReason)
-
+from cc_executor.client import (
+    ConnectionLost,
+    Event,
+    ExecutorClient,
+    ExecutorError,
+    JobHandle,
+    JobObserver,
+)
+from cc_executor.protocol import (
+    COMMAND_NOT_ALLOWED,
+    SPAWN_FAILED,
+    TOO_MANY_JOBS,
+    UNAUTHORIZED,
+    ErrorReason,
+)
 from stress.run.flaky import HaltRule, halt_reason
 from stress.service.preflight import AccessCheck, access_refusal
 

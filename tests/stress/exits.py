@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import enum
 
-from stress.service.preflight import EXIT_PREFLIGHT
 from stress.report.results import Totals
+from stress.service.preflight import EXIT_PREFLIGHT
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}

@@ -40,25 +40,34 @@ from typing import Any, NoReturn
 
 import cc_executor
 from cc_executor.load import read_load
-
-from stress.suite import claude_stream as claude_mod
 from stress.argtypes import redact_argv, split_server
 from stress.exits import EXIT_SIGNAL, EarlyStop, exit_status
-from stress.run.flaky import HaltRule
-from stress.service.fleet import (ServiceFleet, build_fleet, describe_services, health_probe,
-                                  stop_json)
 from stress.history import History
 from stress.history.link import history_line, record_history
-from stress.service.modelmode import ModelEnvironment, model_environment, plan_needs
-from stress.run.plan import count_runs, executables, unmet_requirement
-from stress.service.preflight import (access_failure, access_message, local_cli_version, probe_cli,
-                                      run_preflight)
-from stress.report.progress import Progress
 from stress.report import write_reports
+from stress.report.progress import Progress
 from stress.report.results import RunResult, Totals
+from stress.run.flaky import HaltRule
+from stress.run.plan import count_runs, executables, unmet_requirement
 from stress.run.runner import CLAUDE_CAPABILITY, Planned, Runner, RunOptions
+from stress.service.fleet import (
+    ServiceFleet,
+    build_fleet,
+    describe_services,
+    health_probe,
+    stop_json,
+)
 from stress.service.managed import ServiceError
+from stress.service.modelmode import ModelEnvironment, model_environment, plan_needs
+from stress.service.preflight import (
+    access_failure,
+    access_message,
+    local_cli_version,
+    probe_cli,
+    run_preflight,
+)
 from stress.suite import Suite
+from stress.suite import claude_stream as claude_mod
 
 PROBE_INTERVAL = 5.0
 """Seconds between health probes of a lost server (it rejoins when /health answers ok)."""

@@ -15,7 +15,9 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable, Mapping
-from json.encoder import encode_basestring as _json_string  # C escaper, non-ASCII kept as is
+from json.encoder import (
+    encode_basestring as _json_string,  # C escaper, non-ASCII kept as is
+)
 from typing import Any
 
 from pydantic import BaseModel

@@ -18,12 +18,27 @@ line imports it, and runs record themselves through `link`.
 from __future__ import annotations
 
 from stress.history.compare import BASELINE_WINDOW, Comparison, DurationChange
-from stress.history.graduation import (GRADUATION_RATIO, MIN_GRADUATION_PASSES, SuiteRatio,
-                                       make_ratio)
-from stress.history.records import HistoryError, HistoryKey, ResultRow, RunInfo, suite_key
+from stress.history.graduation import (
+                                       GRADUATION_RATIO,
+                                       MIN_GRADUATION_PASSES,
+                                       SuiteRatio,
+                                       make_ratio,
+)
+from stress.history.records import (
+                                       HistoryError,
+                                       HistoryKey,
+                                       ResultRow,
+                                       RunInfo,
+                                       suite_key,
+)
 from stress.history.schema import MIGRATIONS
-from stress.history.store import (BUSY_TIMEOUT_MS, DEFAULT_PATH, DEFAULT_TREND_LIMIT,
-                                  MEDIAN_WINDOW, History)
+from stress.history.store import (
+                                       BUSY_TIMEOUT_MS,
+                                       DEFAULT_PATH,
+                                       DEFAULT_TREND_LIMIT,
+                                       MEDIAN_WINDOW,
+                                       History,
+)
 
 __all__ = ["BASELINE_WINDOW", "BUSY_TIMEOUT_MS", "Comparison", "DEFAULT_PATH",
            "DEFAULT_TREND_LIMIT", "DurationChange", "GRADUATION_RATIO", "History", "HistoryError",

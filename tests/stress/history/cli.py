@@ -27,9 +27,15 @@ from rich.console import Console
 from rich.table import Table
 
 from stress.argtypes import int_at_least
-from stress.run.flaky import classify, pass_rate_text
-from stress.history import DEFAULT_PATH, MIN_GRADUATION_PASSES, History, HistoryError, SuiteRatio
+from stress.history import (
+    DEFAULT_PATH,
+    MIN_GRADUATION_PASSES,
+    History,
+    HistoryError,
+    SuiteRatio,
+)
 from stress.report.results import GRADUATION_RATIO
+from stress.run.flaky import classify, pass_rate_text
 
 EXIT_OK, EXIT_REGRESSED, EXIT_USAGE = 0, 1, 2
 

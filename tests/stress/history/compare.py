@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stress.run.flaky import Flakiness, Stability, classify
 from stress.history.records import HistoryKey, ResultRow, RunInfo
+from stress.run.flaky import Flakiness, Stability, classify
 from stress.suite.verdict import ALL_REPEATS, PassThreshold
 
 BASELINE_WINDOW = 20

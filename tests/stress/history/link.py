@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from cc_executor.timing import learned_timeout
-
 from stress.argtypes import UsageError, parse_percent
 from stress.history import History, HistoryError
 from stress.report.results import RunResult

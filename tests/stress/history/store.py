@@ -25,10 +25,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from stress.history.compare import (BASELINE_WINDOW, Comparison, check_thresholds, compare_results,
-                                    pick_baseline)
+from stress.history.compare import (
+    BASELINE_WINDOW,
+    Comparison,
+    check_thresholds,
+    compare_results,
+    pick_baseline,
+)
 from stress.history.graduation import SuiteRatio, make_ratio
-from stress.history.records import HistoryError, HistoryKey, ResultRow, RunInfo, suite_key
+from stress.history.records import (
+    HistoryError,
+    HistoryKey,
+    ResultRow,
+    RunInfo,
+    suite_key,
+)
 from stress.history.schema import MIGRATIONS, RESULT_COLUMNS
 from stress.run.instances import total_cost
 

@@ -16,10 +16,25 @@ from typing import Callable
 
 from stress.model.conversation import read_conversation
 from stress.model.directives import FOREVER, DirectiveError, Plan, parse_plan
-from stress.model.http11 import (LAST_CHUNK, STREAM_LIMIT, HttpError, HttpRequest, chunk,
-                                 json_response, read_request, reset_connection, response_head)
+from stress.model.http11 import (
+    LAST_CHUNK,
+    STREAM_LIMIT,
+    HttpError,
+    HttpRequest,
+    chunk,
+    json_response,
+    read_request,
+    reset_connection,
+    response_head,
+)
 from stress.model.replies import main_reply, title_reply
-from stress.model.wire import error_body, message_id, message_json, stream_events, tokens
+from stress.model.wire import (
+    error_body,
+    message_id,
+    message_json,
+    stream_events,
+    tokens,
+)
 
 FLUSH_BYTES = 64 * 1024
 MODELS = ("claude-opus-4-8", "claude-sonnet-4-6", "claude-haiku-4-5")

@@ -21,9 +21,18 @@ from stress.report.json_file import render_json
 from stress.report.junit import JUNIT_OUT_CHARS, render_junit
 from stress.report.markdown import render_markdown
 from stress.report.markdown_usage import TIMELINE_MIN_SECONDS, TIMELINE_ROWS
-from stress.report.text import (DURATION_BUCKETS, SIZE_BUCKETS, cell, clean, fence, fmt_bytes,
-                                fmt_seconds, histogram, limit_used)
 from stress.report.results import RunResult
+from stress.report.text import (
+    DURATION_BUCKETS,
+    SIZE_BUCKETS,
+    cell,
+    clean,
+    fence,
+    fmt_bytes,
+    fmt_seconds,
+    histogram,
+    limit_used,
+)
 
 __all__ = ["DURATION_BUCKETS", "JUNIT_OUT_CHARS", "SIZE_BUCKETS", "TIMELINE_MIN_SECONDS",
            "TIMELINE_ROWS", "cell", "clean", "fence", "fmt_bytes", "fmt_seconds", "histogram",

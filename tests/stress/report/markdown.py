@@ -16,11 +16,35 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stress.report.markdown_history import history_section
-from stress.report.markdown_usage import claude_totals_section, resources_section, servers_section
-from stress.report.text import (DURATION_BUCKETS, SIZE_BUCKETS, attempt_tag, attempts_that_ran,
-                                cell, clean, fence, fmt_bytes, fmt_seconds, histogram, limit_used,
-                                representative_attempt, utc)
-from stress.report.results import FAILED, LOST, PASSED, SKIPPED, Attempt, Outcome, RunResult
+from stress.report.markdown_usage import (
+    claude_totals_section,
+    resources_section,
+    servers_section,
+)
+from stress.report.results import (
+    FAILED,
+    LOST,
+    PASSED,
+    SKIPPED,
+    Attempt,
+    Outcome,
+    RunResult,
+)
+from stress.report.text import (
+    DURATION_BUCKETS,
+    SIZE_BUCKETS,
+    attempt_tag,
+    attempts_that_ran,
+    cell,
+    clean,
+    fence,
+    fmt_bytes,
+    fmt_seconds,
+    histogram,
+    limit_used,
+    representative_attempt,
+    utc,
+)
 
 RESULT_MARK = {"passed": "PASS", "failed": "**FAIL**", "skipped": "SKIP", "lost": "**LOST**"}
 """The Tests table's result column per outcome status; failures and losses in bold."""

@@ -12,8 +12,8 @@ without the SQLite file.
 
 from __future__ import annotations
 
-from stress.report.text import cell, utc
 from stress.report.results import RunResult
+from stress.report.text import cell, utc
 
 
 def history_section(run: RunResult) -> list[str]:

@@ -10,8 +10,8 @@ Imports `stress.report.results` and `stress.report.text` only; never another rep
 
 from __future__ import annotations
 
-from stress.report.text import attempt_tag, cell, fmt_bytes, fmt_seconds
 from stress.report.results import Attempt, Outcome, RunResult
+from stress.report.text import attempt_tag, cell, fmt_bytes, fmt_seconds
 
 TIMELINE_MIN_SECONDS = 60.0
 """report.md draws a job's resource timeline for runs at least this long (the long-form tests)."""

@@ -20,11 +20,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stress.suite import claude_stream as claude_mod
+from stress.report.results import FAILED, LOST, PASSED, SKIPPED, Attempt
 from stress.run.observed import CaseRun, Observed
 from stress.run.planned import PREVIEW_CHARS, Planned, RunOptions
-from stress.report.results import FAILED, LOST, PASSED, SKIPPED, Attempt
 from stress.suite import SuiteTest
+from stress.suite import claude_stream as claude_mod
 from stress.suite.verdict import Reason, Verdict, judge, pattern_coverage
 
 SERVICE_ENDS = ("exited", "signalled", "timeout", "stalled", "cancelled", "shutdown")

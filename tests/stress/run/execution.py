@@ -33,15 +33,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cc_executor import aio
+from cc_executor.claude_cli import NESTING_VAR
 from cc_executor.client import ConnectionLost, ExecutorClient, ExecutorError, JobHandle
 from cc_executor.load import read_load
 from cc_executor.timing import Timeouts, load_factor, stretch_timeouts
-
-from stress.suite import claude_stream as claude_mod
 from stress.run.attempt_record import Execution, judge_run, read_output
 from stress.run.leftovers import JOB_TAG_VAR, LEFTOVER_WAIT, end_leftovers
 from stress.run.observed import CaseRun, LiveJob, Observed
 from stress.run.planned import REQUEST_TIMEOUT, Planned, ProgressSink, RunOptions
+from stress.suite import claude_stream as claude_mod
 
 
 class RunState(Protocol):
@@ -175,8 +175,8 @@ class CaseExecutor:
         env[JOB_TAG_VAR] = f"{self.tag_prefix}/{run.stem}"
         if run.instance is not None:
             env["STRESS_INSTANCE"] = str(run.instance + 1)
-        if planned.uses_claude and "CLAUDECODE" not in inv.env:
-            env["CLAUDECODE"] = None  # the CLI refuses to run "inside" another Claude Code session
+        if planned.uses_claude and NESTING_VAR not in inv.env:
+            env[NESTING_VAR] = None  # the CLI refuses to run "inside" another Claude Code session
         return job_argv(inv.command, inv.args), env
 
     async def _talk(self, client: ExecutorClient, run: CaseRun, argv: list[str],

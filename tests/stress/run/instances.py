@@ -26,9 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stress.suite.model import CRITERIA
 from stress.suite.verdict import Reason, Verdict
-
-CRITERIA = ("fastest", "longest", "cheapest", "most_patterns")
 
 DISQUALIFYING: dict[Reason, str] = {
     Reason.SKIPPED: "did not run",

@@ -24,7 +24,6 @@ from typing import IO
 
 from cc_executor.client import Event, JobHandle
 from cc_executor.timing import Timeouts
-
 from stress.run.planned import Planned
 
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from stress.report.results import FAILED, LOST, PASSED, SKIPPED, Outcome
 from stress.run import attempt_record
 from stress.run.attempt_record import Execution
 from stress.run.flaky import classify
 from stress.run.planned import Planned, invocation_summary
-from stress.report.results import FAILED, LOST, PASSED, SKIPPED, Outcome
 from stress.suite.verdict import judge_repeats
 
 

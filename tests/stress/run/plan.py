@@ -25,14 +25,22 @@ import sys
 from dataclasses import replace
 from typing import TextIO
 
-from stress.suite import claude_stream as claude_mod
 from stress.argtypes import UsageError
-from stress.service.modelmode import REAL_MODEL
 from stress.run.runner import CLAUDE_CAPABILITY, Planned, invocation_summary
-from stress.suite import FORMAT_OURS, Suite, SuiteError, SuiteTest, load_suite, read_json
+from stress.service.modelmode import REAL_MODEL
+from stress.suite import (
+    COMPLEX_MIN_RATIO,
+    FORMAT_OURS,
+    Suite,
+    SuiteError,
+    SuiteTest,
+    load_suite,
+    read_json,
+)
+from stress.suite import claude_stream as claude_mod
 from stress.suite.verdict import MatchRule, PassThreshold
 
-COMPLEX_DEFAULT_MATCH = MatchRule("min_ratio", 0.8)
+COMPLEX_DEFAULT_MATCH = MatchRule("min_ratio", COMPLEX_MIN_RATIO)
 
 
 def load_suites(names: list[str], *, complex_mode: bool) -> list[Suite]:

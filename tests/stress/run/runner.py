@@ -39,22 +39,47 @@ from typing import Any
 
 from cc_executor import aio
 from cc_executor.client import ExecutorClient
-
+from stress.dispatch import (
+    CANCELLED,
+    COMPLETED,
+    ERROR,
+    ClientPool,
+    Dispatcher,
+    DispatchEvent,
+    DispatchReport,
+    ServerLost,
+    ServerSpec,
+    TestItem,
+    coefficient_of_variation,
+)
+from stress.dispatch import LOST as D_LOST
+from stress.report.results import FAILED, LOST, PASSED, Outcome
 from stress.run import attempt_record
-from stress.suite import claude_stream as claude_mod
 from stress.run.attempt_record import Execution, make_preview, printable
-from stress.dispatch import (CANCELLED, COMPLETED, ERROR, LOST as D_LOST, ClientPool,
-                             DispatchEvent, Dispatcher, DispatchReport, ServerLost, ServerSpec,
-                             TestItem, coefficient_of_variation)
 from stress.run.execution import CaseExecutor, job_argv
 from stress.run.flaky import halt_reason
 from stress.run.instance_runs import run_instances
-from stress.run.leftovers import JOB_TAG_VAR, LEFTOVER_WAIT, end_leftovers, tagged_processes
+from stress.run.leftovers import (
+    JOB_TAG_VAR,
+    LEFTOVER_WAIT,
+    end_leftovers,
+    tagged_processes,
+)
 from stress.run.outcomes import fold
-from stress.run.planned import (CANCEL_WAIT, CLAUDE_CAPABILITY, GUARD_GRACE, PREVIEW_CHARS,
-                                QUEUE_LIMIT, REQUEST_TIMEOUT, NoProgress, Planned, ProgressSink,
-                                RunOptions, invocation_summary)
-from stress.report.results import FAILED, LOST, PASSED, Outcome
+from stress.run.planned import (
+    CANCEL_WAIT,
+    CLAUDE_CAPABILITY,
+    GUARD_GRACE,
+    PREVIEW_CHARS,
+    QUEUE_LIMIT,
+    REQUEST_TIMEOUT,
+    NoProgress,
+    Planned,
+    ProgressSink,
+    RunOptions,
+    invocation_summary,
+)
+from stress.suite import claude_stream as claude_mod
 
 
 class Runner:

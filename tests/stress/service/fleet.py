@@ -22,12 +22,17 @@ from typing import Any
 
 from stress.argtypes import UsageError, parse_weight, split_server
 from stress.dispatch import ServerSpec, server_allows, unfit_servers
-from stress.service.modelmode import plan_needs
 from stress.run.plan import executables
-from stress.service.preflight import AccessCheck, access_refusal, check_access
 from stress.run.runner import Planned
-from stress.service.managed import (ManagedService, RemoteService, ServiceError, fetch_json,
-                                    health_url)
+from stress.service.managed import (
+    ManagedService,
+    RemoteService,
+    ServiceError,
+    fetch_json,
+    health_url,
+)
+from stress.service.modelmode import plan_needs
+from stress.service.preflight import AccessCheck, access_refusal, check_access
 
 
 def concurrencies(weights: list[float], given: list[int | None], base: int) -> list[int]:

@@ -32,13 +32,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cc_executor import aio
-from cc_executor.claude_cli import NESTING_VAR, child_env, find_claude, where_claude_is_looked_for
+from cc_executor.claude_cli import (
+    NESTING_VAR,
+    child_env,
+    find_claude,
+    where_claude_is_looked_for,
+)
 from cc_executor.client import ExecutorClient, ExecutorError
 from cc_executor.protocol import COMMAND_NOT_ALLOWED
-
-from stress.suite import claude_stream as claude_mod
-from stress.service.modelmode import ModelEnvironment, find_credentials, no_credentials_text
 from stress.service.managed import fetch_json
+from stress.service.modelmode import (
+    ModelEnvironment,
+    find_credentials,
+    no_credentials_text,
+)
+from stress.suite import claude_stream as claude_mod
 
 EXIT_PREFLIGHT = 3
 CANARY_PROMPT = "What is 2+2?"

@@ -31,17 +31,43 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stress.suite.patterns import describe_json
 from stress.suite.json_file import read_json
-from stress.suite.model import (CRITERIA, DEFAULT_TIMEOUT, FORMAT_OURS, FORMAT_TASK_LIST,
-                                FORMAT_UNIFIED, FORMATS, ID_RE, Instances, Invocation, Source,
-                                Suite, SuiteTest, Variant, suite_to_json)
-from stress.suite.ours import (DEFAULT_CLAUDE_COMMAND, ENV_NAME_RE, SPEC_MODELS, WORD_RE,
-                               DefaultsSpec, InstancesSpec, SuiteSpec, SuiteTestSpec, VariantSpec,
-                               load_ours)
+from stress.suite.model import (
+    CRITERIA,
+    DEFAULT_TIMEOUT,
+    FORMAT_OURS,
+    FORMAT_TASK_LIST,
+    FORMAT_UNIFIED,
+    FORMATS,
+    ID_RE,
+    Instances,
+    Invocation,
+    Source,
+    Suite,
+    SuiteTest,
+    Variant,
+    suite_to_json,
+)
+from stress.suite.ours import (
+    DEFAULT_CLAUDE_COMMAND,
+    ENV_NAME_RE,
+    SPEC_MODELS,
+    WORD_RE,
+    DefaultsSpec,
+    InstancesSpec,
+    SuiteSpec,
+    SuiteTestSpec,
+    VariantSpec,
+    load_ours,
+)
+from stress.suite.patterns import describe_json
 from stress.suite.placeholders import PLACEHOLDERS, new_timestamp
 from stress.suite.problems import Problem, SuiteError, json_path
-from stress.suite.task_list import COMPLEX_MIN_RATIO, is_complex_task_list, load_task_list
+from stress.suite.task_list import (
+    COMPLEX_MIN_RATIO,
+    is_complex_task_list,
+    load_task_list,
+)
 from stress.suite.unified import SEED004_DEFAULT_COMMAND, load_unified
 
 __all__ = [

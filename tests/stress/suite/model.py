@@ -20,9 +20,15 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from stress.suite.verdict import ALL_REPEATS, ExitExpectation, MatchRule, PassThreshold, Pattern
+from stress.suite.verdict import (
+    ALL_REPEATS,
+    ExitExpectation,
+    MatchRule,
+    PassThreshold,
+    Pattern,
+)
 
 FORMAT_OURS = "cc_executor"
 FORMAT_UNIFIED = "unified-tasks"
@@ -37,8 +43,9 @@ DEFAULT_TIMEOUT = 120.0
 ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 ID_RULE = "1-128 letters, digits, '_', '.', '-', starting with a letter or digit"
 """`ID_RE` in words, for the message that refuses an id (ids name tests on the command line)."""
-CRITERIA = ("fastest", "longest", "cheapest", "most_patterns")
-"""How the best of a test's concurrent instances is picked."""
+Criterion = Literal["fastest", "longest", "cheapest", "most_patterns"]
+"""How the best of a test's concurrent instances is picked (the one list of these names)."""
+CRITERIA: tuple[str, ...] = get_args(Criterion)
 
 
 @dataclass(frozen=True, slots=True)

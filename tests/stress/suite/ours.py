@@ -24,13 +24,41 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 
-from stress.suite.model import (DEFAULT_TIMEOUT, FORMAT_OURS, ID_RE, Instances, Source, Suite,
-                                SuiteTest, Variant)
-from stress.suite.placeholders import PLACEHOLDER_RE, SHELL_SPECIAL_IN_DQUOTES, substitute
-from stress.suite.problems import (Located, Problem, SuiteError, invalid_id, json_path,
-                                   ordered_problems)
-from stress.suite.verdict import (ALL_REPEATS, EXIT_ZERO, MATCH_ALL, ExitExpectation, MatchRule,
-                                  PassThreshold, Pattern, describe_json, parse_pattern)
+from stress.suite.model import (
+    DEFAULT_TIMEOUT,
+    FORMAT_OURS,
+    ID_RE,
+    Criterion,
+    Instances,
+    Source,
+    Suite,
+    SuiteTest,
+    Variant,
+)
+from stress.suite.placeholders import (
+    PLACEHOLDER_RE,
+    SHELL_SPECIAL_IN_DQUOTES,
+    substitute,
+)
+from stress.suite.problems import (
+    Located,
+    Problem,
+    SuiteError,
+    invalid_id,
+    json_path,
+    ordered_problems,
+)
+from stress.suite.verdict import (
+    ALL_REPEATS,
+    EXIT_ZERO,
+    MATCH_ALL,
+    ExitExpectation,
+    MatchRule,
+    PassThreshold,
+    Pattern,
+    describe_json,
+    parse_pattern,
+)
 
 DEFAULT_CLAUDE_COMMAND: tuple[str, ...] = (
     "claude", "-p", "${PROMPT}", "--output-format", "stream-json", "--verbose",
@@ -95,7 +123,7 @@ class VariantSpec(_Spec):
 
 class InstancesSpec(_Spec):
     count: Annotated[int, Field(ge=1, le=64)]
-    criterion: Literal["fastest", "longest", "cheapest", "most_patterns"]
+    criterion: Criterion
     variants: list[VariantSpec] = []
 
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stress.suite.patterns import describe_json
 from stress.suite.model import ID_RE, ID_RULE
+from stress.suite.patterns import describe_json
 
 Located = tuple[tuple, "Problem"]
 """A problem with the JSON location it was found at (a tuple of keys and indexes), for sorting."""

@@ -19,12 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from cc_executor.claude_cli import mentions_claude
-
-from stress.suite.model import DEFAULT_TIMEOUT, FORMAT_TASK_LIST, Source, Suite, SuiteTest
+from stress.suite.model import (
+    DEFAULT_TIMEOUT,
+    FORMAT_TASK_LIST,
+    Source,
+    Suite,
+    SuiteTest,
+)
 from stress.suite.placeholders import substitute
 from stress.suite.problems import ProblemCollector, json_path
-from stress.suite.verdict import (ALL_REPEATS, EXIT_ZERO, MATCH_ALL, MatchRule, TextPattern,
-                                  describe_json)
+from stress.suite.verdict import (
+    ALL_REPEATS,
+    EXIT_ZERO,
+    MATCH_ALL,
+    MatchRule,
+    TextPattern,
+    describe_json,
+)
 
 COMPLEX_MIN_RATIO = 0.8
 """Seed 002's complex runner passed a test at >= 80% of its patterns."""

@@ -23,13 +23,27 @@ from pathlib import Path
 from typing import Any
 
 from cc_executor.claude_cli import mentions_claude
-
-from stress.suite.model import (CRITERIA, DEFAULT_TIMEOUT, FORMAT_UNIFIED, Instances, Source,
-                                Suite, SuiteTest, Variant)
+from stress.suite.model import (
+    CRITERIA,
+    DEFAULT_TIMEOUT,
+    FORMAT_UNIFIED,
+    Instances,
+    Source,
+    Suite,
+    SuiteTest,
+    Variant,
+)
 from stress.suite.placeholders import substitute
 from stress.suite.problems import ProblemCollector, json_path
-from stress.suite.verdict import (ALL_REPEATS, EXIT_NONZERO, EXIT_ZERO, MATCH_ANY,
-                                  MATCH_NONE_REQUIRED, TextPattern, describe_json)
+from stress.suite.verdict import (
+    ALL_REPEATS,
+    EXIT_NONZERO,
+    EXIT_ZERO,
+    MATCH_ANY,
+    MATCH_NONE_REQUIRED,
+    TextPattern,
+    describe_json,
+)
 
 SEED004_DEFAULT_COMMAND = (
     'claude -p "[marker:${MARKER}] ${METATAGS} ${REQUEST}" '

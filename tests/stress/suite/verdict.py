@@ -22,9 +22,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from stress.suite.patterns import (REGEX_FLAGS, Coverage, Haystack, Pattern, RegexPattern,
-                                   TextPattern, compile_regex, coverage_in, describe_json,
-                                   parse_pattern, pattern_coverage)
+from stress.suite.patterns import (
+    REGEX_FLAGS,
+    Coverage,
+    Haystack,
+    Pattern,
+    RegexPattern,
+    TextPattern,
+    compile_regex,
+    coverage_in,
+    describe_json,
+    parse_pattern,
+    pattern_coverage,
+)
 
 __all__ = [  # the patterns' names too: callers import them from here with the rules
     "ALL_REPEATS", "END_REASONS", "EXIT_NONZERO", "EXIT_ZERO", "EXPECTABLE_ENDS", "MATCH_ALL",
