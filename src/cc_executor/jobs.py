@@ -95,6 +95,7 @@ class JobManager:
         self.running = 0
         self.event_log = logging.getLogger("cc_executor.events")
         self._queue_timer: asyncio.Task | None = None
+        self._completing: set[asyncio.Task] = set()  # completions being sent by `_end_unstarted`
         self._closing = False
 
     # ---- building a job ------------------------------------------------------------------
@@ -211,7 +212,7 @@ class JobManager:
                 await self._announce(job)
             finally:
                 job.gate.set()
-        elif job.state == "queued":
+        elif job.state == "queued" and job in self.queue:
             await self._send(job, protocol.notify(protocol.QueuedParams(
                 job_id=job.job_id, position=self.position(job), reason=job.queue_reason)))
             self._start_keepalive(job)
@@ -245,8 +246,7 @@ class JobManager:
             try:
                 self._spawn(job)  # its pump announces it
             except RpcError as e:
-                asyncio.get_running_loop().create_task(self._complete_unstarted(
-                    job, "spawn_failed", e.message))
+                self._end_unstarted(job, "spawn_failed", e.message)
                 continue
 
     def _ensure_queue_timer(self) -> None:
@@ -386,10 +386,9 @@ class JobManager:
         job.completed = True
         await self._stop_keepalive(job)
         reason = end.reason.value
-        params = protocol.CompletedParams(
-            job_id=job.job_id, reason=reason, exit_code=end.exit_code, signal=end.signal,
-            duration=round(end.duration, 6), stdout_bytes=end.stdout_bytes,
-            stderr_bytes=end.stderr_bytes)
+        params = _completion(job_id=job.job_id, reason=reason, exit_code=end.exit_code,
+                             signal=end.signal, duration=round(end.duration, 6),
+                             stdout_bytes=end.stdout_bytes, stderr_bytes=end.stderr_bytes)
         self._log("completed", job, reason=reason, exit_code=end.exit_code,
                   duration=round(end.duration, 4), stdout_bytes=end.stdout_bytes,
                   stderr_bytes=end.stderr_bytes, killed=end.killed,
@@ -399,12 +398,26 @@ class JobManager:
 
     async def _complete_unstarted(self, job: Job, reason: str, message: str) -> None:
         job.state = "ended"
+        if job.completed:
+            return
         job.completed = True
         await self._stop_keepalive(job)
         self._log("completed", job, reason=reason, message=message)
-        await self._send(job, protocol.notify(protocol.CompletedParams(
+        await self._send(job, protocol.notify(_completion(
             job_id=job.job_id, reason=reason, exit_code=-1, duration=0.0, error=message)))
         self.jobs.pop(job.job_id, None)
+
+    def _end_unstarted(self, job: Job, reason: str, message: str) -> None:
+        """End a job that never ran, now, and send its completion from a task of its own.
+
+        Why not await the send: a control request (or a batch holding one) must not wait for
+        the client to read, and nothing of a batch may reach the socket before the batch's
+        reply (a task's send queues behind it)."""
+        job.state = "ended"
+        task = asyncio.get_running_loop().create_task(
+            self._complete_unstarted(job, reason, message))
+        self._completing.add(task)
+        task.add_done_callback(self._completing.discard)
 
     # ---- control ----------------------------------------------------------------------------
 
@@ -430,7 +443,7 @@ class JobManager:
         if job.state == "queued":
             if kind == "CANCEL":
                 self.queue.remove(job)
-                await self._complete_unstarted(job, "cancelled", "cancelled while queued")
+                self._end_unstarted(job, "cancelled", "cancelled while queued")
                 return protocol.ControlResult.for_type(kind, job.job_id)
             raise RpcError.because(JOB_NOT_RUNNING, ErrorReason.WRONG_STATE,
                                    f"job {job.job_id} is queued, not running",
@@ -481,6 +494,8 @@ class JobManager:
                     waits.append(job.pump)
         if waits:
             await asyncio.wait(waits, timeout=self._end_wait())
+        if self._completing:  # completions of jobs cancelled while queued, still being sent
+            await asyncio.wait(set(self._completing), timeout=self._end_wait())
         await self.runner.shutdown(timeout=self._end_wait())
         await asyncio.sleep(0)  # let the last queued job events be recorded (`_log`)
 
@@ -502,3 +517,17 @@ class JobManager:
 
     def _record(self, event: str, fields: dict) -> None:
         self.event_log.info(event, extra={"job_event": fields})
+
+
+def _completion(**fields: Any) -> protocol.CompletedParams:
+    """The `process.completed` params, validated; if they fail validation (a bug: the runner
+    and the protocol disagree), logged and sent unvalidated, since a job must never go without
+    its completion."""
+    try:
+        return protocol.CompletedParams(**fields)
+    except ValueError:
+        log.exception("invalid completion %r; sent as is", fields)
+        fields.setdefault("status", protocol.completion_status(fields["reason"],
+                                                               fields["exit_code"]))
+        return protocol.CompletedParams.model_construct(**fields)
+

@@ -431,9 +431,13 @@ async def _send_then(conn: Connection, text: str | None,
             await conn.send(text)
     finally:
         # Also when the reply could not be written (the client left): each `after` releases a
-        # spawned job's pump, which ends the job and gives its slot back.
+        # spawned job's pump, which ends the job and gives its slot back; one that fails must
+        # not keep the next from running.
         for after in afters:
-            await after()
+            try:
+                await after()
+            except Exception:  # a bug of ours: the connection and the other jobs go on
+                log.exception("after a reply")
 
 
 async def answer(service: Service, conn: Connection,

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import websockets
+from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
 
@@ -24,6 +26,8 @@ from .job import JobHandle, JobObserver
 
 DEFAULT_URL = "ws://127.0.0.1:8004/ws"
 
+log = logging.getLogger("cc_executor.client")
+
 
 class ExecutorClient:
     def __init__(self, ws: ClientConnection):
@@ -32,6 +36,7 @@ class ExecutorClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._jobs: dict[str, asyncio.Queue] = {}
+        self._abandoned: set[str] = set()
         self._connected = asyncio.Event()
         self._closed: BaseException | None = None
         self._reader = asyncio.get_running_loop().create_task(self._read())
@@ -93,16 +98,40 @@ class ExecutorClient:
         """Stop routing `job_id`'s notifications (its completion came)."""
         self._jobs.pop(job_id, None)
 
+    def abandon_job(self, job_id: str) -> None:
+        """Drop `job_id`'s notifications from now on, up to its completion: its handle gave up
+        on it (an observer ended its iteration), and nobody will read them."""
+        self._jobs.pop(job_id, None)
+        self._abandoned.add(job_id)
+
+    def _route(self, method: str, params: dict) -> None:
+        """One job notification into its job's queue, parsed into a typed `Event`. A frame our
+        models refuse (a newer server's new value, say) still reaches the job, untyped
+        (`message` None), and is logged: one odd frame must not end the connection."""
+        job_id = params["job_id"]
+        if job_id in self._abandoned:
+            if method == protocol.PROCESS_COMPLETED:
+                self._abandoned.discard(job_id)
+            return
+        try:
+            event = Event.parse(method, params)
+        except ValidationError as e:
+            log.warning("%s for job %s does not match the protocol: %s", method, job_id,
+                        str(e).splitlines()[0])
+            event = Event(KINDS[method], params)
+        self._jobs.setdefault(job_id, asyncio.Queue()).put_nowait(event)
+
     # ---- requests --------------------------------------------------------------------------
 
     async def request(self, method: str, params: dict | None = None) -> Any:
         if self._closed is not None:
             raise ConnectionLost(str(self._closed))
         rid = next(self._ids)
+        frame = protocol.request_json(rid, method, params)  # may raise: nothing registered yet
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         try:
-            await self.ws.send(protocol.request_json(rid, method, params))
+            await self.ws.send(frame)
         except websockets.ConnectionClosed as e:
             self._pending.pop(rid, None)
             raise ConnectionLost(str(e)) from None
@@ -167,8 +196,7 @@ class ExecutorClient:
                     self.session = params
                     self._connected.set()
                 elif method in KINDS and "job_id" in params:
-                    self._jobs.setdefault(params["job_id"], asyncio.Queue()).put_nowait(
-                        Event.parse(method, params))
+                    self._route(method, params)
         except websockets.ConnectionClosed as e:
             self._closed = e
         except Exception as e:  # noqa: BLE001 - surface anything to waiters
@@ -184,5 +212,3 @@ class ExecutorClient:
             for q in self._jobs.values():
                 q.put_nowait(lost)
 
-
-# ---- the small CLI ---------------------------------------------------------------------------

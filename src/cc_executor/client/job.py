@@ -73,7 +73,9 @@ class JobHandle:
                     await self.observer.on_event(self, ev)
                 yield ev
         except ConnectionLost as e:
-            self.done = True
+            if not self.done:  # given up before its completion: nobody reads the rest
+                self.done = True
+                self.client.abandon_job(self.job_id)
             if self.observer is not None:
                 await self.observer.on_lost(self, e)
             raise

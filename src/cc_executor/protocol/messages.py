@@ -38,7 +38,16 @@ class _Wire(BaseModel):
     _omit_if_none: ClassVar[frozenset[str]] = frozenset()
 
     def wire(self) -> dict[str, Any]:
+        """The JSON object sent: fields in declaration order, each nested message through its
+        own `wire()` (so a `jobs` row leaves out its `position` as a lone row does), and the
+        `_omit_if_none` fields left out when they are None."""
         d = self.model_dump(mode="json")
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, _Wire):
+                d[name] = value.wire()
+            elif isinstance(value, list) and value and isinstance(value[0], _Wire):
+                d[name] = [item.wire() for item in value]
         for key in self._omit_if_none:
             if d.get(key) is None:
                 d.pop(key, None)
