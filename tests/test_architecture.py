@@ -153,17 +153,22 @@ def _builds_wire_dict(node: ast.AST) -> bool:
 
 
 def test_no_wire_message_is_built_outside_the_protocol_package():
-    encoders = {"notification_json", "result_json", "error_json", "request_json"}
+    """No JSON-RPC envelope written out, and none of the encoders that take a free-form payload
+    (`notification_json`, `result_json`, `error_json`) called: outside the protocol package,
+    messages go out through its models (`notify`, `Request.reply`, `ErrorReply`), in the
+    service and in the harness alike."""
+    free_form = {"notification_json", "result_json", "error_json"}
     found = []
-    for path in sorted(SERVICE.rglob("*.py")):
-        if "protocol" in path.relative_to(SERVICE).parts:
-            continue
+    paths = [p for p in sorted(SERVICE.rglob("*.py"))
+             if "protocol" not in p.relative_to(SERVICE).parts]
+    for path in paths + sorted(HARNESS.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if _builds_wire_dict(node):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: a JSON-RPC envelope")
-            elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) in encoders:
-                if any(isinstance(a, ast.Dict) for a in node.args):
-                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: a hand-written payload")
+            elif isinstance(node, (ast.Attribute, ast.Name)) and (
+                    getattr(node, "attr", None) in free_form
+                    or getattr(node, "id", None) in free_form):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: a free-form encoder")
     assert not found, "build it through cc_executor.protocol's models:\n" + "\n".join(found)
 
 

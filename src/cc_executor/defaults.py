@@ -28,3 +28,6 @@ PING_INTERVAL = 20.0
 
 PING_TIMEOUT = 120.0
 """Seconds a WebSocket peer may take to answer a ping before the connection is dropped."""
+
+MAX_BATCH = 100
+"""Most requests one JSON-RPC batch array may hold; a longer one gets a single -32600."""

@@ -102,7 +102,7 @@ class JobManager:
 
     def prepare(self, params: protocol.ExecuteParams) -> tuple[list[str], RunSpec, bool]:
         s = self.settings
-        check_env(params.env)  # first: a refused variable is a bad param, whatever the program
+        check_env(params.env)  # before the program's checks: a bad param, whatever the program
         shell = None
         if params.command is not None and s.shell:
             argv = ["/bin/sh", "-c", params.command]

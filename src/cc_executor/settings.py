@@ -84,7 +84,7 @@ class Settings(BaseModel):
     kill_grace: float = Field(defaults.KILL_GRACE, gt=0,
                               description="Seconds between SIGTERM and SIGKILL")
     max_frame: int = Field(16 * 1024**2, gt=0, description="Largest accepted client frame, bytes")
-    max_batch: int = Field(100, gt=0, description="Most requests in one JSON-RPC batch array; "
+    max_batch: int = Field(defaults.MAX_BATCH, gt=0, description="Most requests in one JSON-RPC batch array; "
                            "a longer batch gets one -32600 error naming this limit")
     max_jobs_per_connection: int = Field(64, gt=0, description="Running+queued jobs per connection")
     max_jobs: int = Field(128, gt=0, description="Jobs running at once across all connections")

@@ -383,6 +383,13 @@ async def test_env_cannot_inject_code_into_an_allowed_program(svc, tmp_path, nam
         assert msg["id"] == "e" and msg["error"]["code"] == protocol.INVALID_PARAMS, msg
         assert msg["error"]["data"]["field"] == "env"
         assert msg["error"]["message"].startswith(f"params.env.{name}: may not be set")
+        # A bad param whatever the program: refused as such before the allow-list is asked.
+        msg = await raw.call("execute", {"args": ["rm", "-rf", str(made)], "env": {name: "x"}},
+                             id="n")
+        assert msg["error"]["code"] == protocol.INVALID_PARAMS, msg
+        msg = await raw.call("execute", {"command": "no-such-program-cc x", "env": {name: "x"}},
+                             id="c")
+        assert msg["error"]["code"] == protocol.INVALID_PARAMS, msg
         # Removing one is harmless, and allowed.
         msg = await raw.call("execute", {"args": ["echo", "ok"], "env": {name: None}}, id="r")
         assert stdout_of(await raw.until_completed(msg["result"]["job_id"])) == "ok\n"

@@ -264,6 +264,10 @@ async def test_shell_mode_runs_through_sh(executor_service, tmp_path):
         with pytest.raises(ExecutorError) as e:
             await c.execute(args=["sh", "-c", "echo no"])
         assert e.value.code == protocol.COMMAND_NOT_ALLOWED
+        # The env deny-list holds in shell mode too (BASH_ENV would run a file in every sh).
+        with pytest.raises(ExecutorError) as e:
+            await c.execute("echo no", env={"BASH_ENV": str(tmp_path / "rc")})
+        assert (e.value.code, e.value.data) == (protocol.INVALID_PARAMS, {"field": "env"})
     assert not (tmp_path / "y").exists()
 
 

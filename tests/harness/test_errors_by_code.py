@@ -43,6 +43,18 @@ def test_a_missing_executable_is_known_by_its_reason_whatever_its_words():
     assert server_fault(old_words) is None  # this test's own program: not the server's fault
 
 
+def test_a_claude_run_refused_for_a_missing_cli_is_not_found_whatever_its_words():
+    from stress.run.attempt_record import _refusal_failure
+
+    reworded = ExecutorError(protocol.SPAWN_FAILED, REWORDED,
+                             {"reason": "executable_not_found", "executable": "claude"})
+    assert _refusal_failure(reworded).kind == "not_found"
+    old_words = ExecutorError(protocol.SPAWN_FAILED, "executable not found: claude",
+                              {"reason": "cannot_start"})
+    assert _refusal_failure(old_words) is None  # its words decide nothing
+    assert _refusal_failure(None) is None
+
+
 def test_not_allowed_is_known_by_its_code_whatever_its_words():
     assert server_fault(ExecutorError(protocol.COMMAND_NOT_ALLOWED, REWORDED)).kind == "refused"
 

@@ -121,7 +121,6 @@ def test_plain_text_is_not_stream_json():
                       "for security reasons", []),
     ("nesting_guard", 1, "Error: Claude Code cannot be launched inside another Claude Code session.", []),
     ("not_found", 127, "sh: 1: claude: not found", []),
-    ("not_found", None, "executable not found: claude", []),
     ("oversized_line", 1, "Error: line too long", []),
     ("no_result", 0, "", [INIT, assistant({"type": "text", "text": "partial"})]),
 ])

@@ -127,7 +127,7 @@ def test_a_refused_token_exits_3_when_the_message_is_reworded(tmp_path, monkeypa
 def test_no_harness_module_decides_on_the_text_of_an_error():
     """`<something>.error.startswith(...)` / `"..." in <something>.error` nowhere in the harness."""
     found = []
-    for path in sorted(HARNESS.glob("*.py")):
+    for path in sorted(HARNESS.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                     and node.func.attr in ("startswith", "endswith")

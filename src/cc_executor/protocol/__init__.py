@@ -14,8 +14,9 @@ encoders) and lets us test every malformed frame without starting a server.
     decoding   frames -> `Request` / `Batch` / `ErrorReply`; client-side parsing
     command    `execute.command` -> words, like a POSIX shell, in linear time
 
-Imports: only pydantic and the standard library. Never the server, jobs, process runner,
-client, or `policy` (which says which well-formed requests are refused, and imports this).
+Imports: only pydantic, the standard library and `cc_executor.defaults`. Never the server,
+jobs, process runner, client, or `policy` (which says which well-formed requests are refused,
+and imports this).
 """
 
 from .command import split_command

@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .. import defaults
 from .encoding import RequestId, _dumps, error_json, result_json
 from .errors import (
     BINARY_FRAME,
@@ -49,7 +50,7 @@ from .params import (
     NoParams,
 )
 
-DEFAULT_MAX_BATCH = 100
+DEFAULT_MAX_BATCH = defaults.MAX_BATCH
 """The longest batch decoded when the caller names no limit (the service's `max_batch`)."""
 
 

@@ -20,6 +20,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cc_executor.client import ExecutorError
+from cc_executor.protocol import SPAWN_FAILED, ErrorReason
 from stress.report.results import FAILED, LOST, PASSED, SKIPPED, Attempt
 from stress.run.observed import CaseRun, Observed
 from stress.run.planned import PREVIEW_CHARS, Planned, RunOptions
@@ -150,6 +152,15 @@ def _limit_notes(test: SuiteTest, seen: Observed, end: str, out: Output, guard_g
     return notes
 
 
+def _refusal_failure(refused: ExecutorError | None) -> claude_mod.CliFailure | None:
+    """A claude run the service refused because it cannot find the CLI: known by the refusal's
+    code and `data.reason`, never by its words."""
+    if (refused is not None and refused.code == SPAWN_FAILED
+            and refused.reason == ErrorReason.EXECUTABLE_NOT_FOUND):
+        return claude_mod.CliFailure("not_found", f"claude CLI not found: {refused.message}")
+    return None
+
+
 def _claude_failure(exit_code: int | None, end: str, detail: str | None,
                     out: Output) -> claude_mod.CliFailure | None:
     """Why a failed Claude run failed, from its stderr, stream and the non-JSON end of stdout."""
@@ -184,7 +195,7 @@ def judge_run(run: CaseRun, seen: Observed, out: Output, options: RunOptions, *,
     notes = [verdict.message, *_limit_notes(test, seen, end, out, options.guard_grace)]
     cli_failure = None
     if run.planned.uses_claude and not verdict.passed and not seen.interrupted:
-        cf = _claude_failure(exit_code, end, detail, out)
+        cf = _refusal_failure(seen.refused) or _claude_failure(exit_code, end, detail, out)
         if cf is not None:
             cli_failure = cf.to_json()
             notes.append(f"claude: {cf.message}")

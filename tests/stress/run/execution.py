@@ -194,6 +194,7 @@ class CaseExecutor:
             except ConnectionLost:
                 raise
             except ExecutorError as e:
+                seen.refused = e
                 seen.detail = refusal_text(e)
             except asyncio.TimeoutError:
                 seen.detail = seen.lost = ("the service did not answer the execute request "

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from cc_executor.client import Event, JobHandle
+from cc_executor.client import Event, ExecutorError, JobHandle
 from cc_executor.timing import Timeouts
 from stress.run.planned import Planned
 
@@ -104,6 +104,8 @@ class Observed:
     text a dispatched run hands to the dispatcher, which retries the attempt elsewhere. Set only
     where the code caught that failure by type (`ConnectionLost`, the request's timeout), never
     derived from `detail`'s wording."""
+    refused: ExecutorError | None = None
+    """The service's refusal of the execute request, by type (its code and `data.reason`)."""
     interrupted: bool = False
     """Cut short by the user or by --halt now: not a verdict on the test."""
     wall: float = 0.0

@@ -314,7 +314,7 @@ class FailureRule:
 
 FAILURE_RULES: tuple[FailureRule, ...] = (
     FailureRule("not_found", "claude CLI not found", exit_codes=(127,),
-                text=r"ENOENT|claude: (?:command )?not found|executable not found: \S*claude"),
+                text=r"ENOENT|claude: (?:command )?not found"),
     FailureRule("nesting_guard", "refused to run inside another Claude Code session (unset CLAUDECODE)",
                 text=r"cannot be launched inside another Claude Code session|nested session"),
     FailureRule("root_guard", "--dangerously-skip-permissions refused as root (set IS_SANDBOX=1)",
