@@ -210,7 +210,7 @@ OLD_SPELLINGS = [
      "--allow-origin", "http://y"],
     ["--log-dir", "L", "--run-dir", "R", "--max-load", "2/core", "--min-free-mem", "512M"],
     ["--no-throttle", "--kill-grace", "0.5", "--progress-interval", "0"],
-    # tests/stress/service.py ManagedService.argv
+    # tests/stress/service/managed.py ManagedService.argv
     ["--host", "127.0.0.1", "--port", "0", "--token", "tok", "--run-dir", "/tmp/r",
      "--log-dir", "/tmp/l", "--allow", "echo", "--allow", "python3", "--max-load", "1000"],
     # tests/service_fixture.py launch

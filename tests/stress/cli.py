@@ -43,6 +43,14 @@ from stress.argtypes import (
     split_server,
 )
 from stress.exits import EXIT_FAILED, EXIT_OK, EXIT_PREFLIGHT, EXIT_SIGNAL, EXIT_USAGE
+from stress.fleet import (
+    ServiceFleet,
+    build_fleet,
+    concurrencies,
+    health_probe,
+    local_weights,
+    server_specs,
+)
 from stress.history import History
 from stress.history.link import (
     apply_history,
@@ -63,14 +71,6 @@ from stress.run.plan import (
     parse_template,
     unmet_requirement,
     uses_claude,
-)
-from stress.service.fleet import (
-    ServiceFleet,
-    build_fleet,
-    concurrencies,
-    health_probe,
-    local_weights,
-    server_specs,
 )
 from stress.service.modelmode import MODES
 from stress.session import (

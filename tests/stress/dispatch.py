@@ -1004,7 +1004,7 @@ class ClientPool:
     what the Dispatcher retries elsewhere. Close the pool when the run ends.
 
     The client also tells server faults from test results, whatever run_one makes of them:
-    - a job ended by the service's shutdown, or refused with "server is shutting down": the
+    - a job ended by the service's shutdown, or refused with -32003 reason `shutting_down`: the
       server is going away (ServerLost), not the test failing;
     - "command not allowed", "executable not found", a 401/403 handshake: the server cannot run
       it (ServerRefused: the test goes elsewhere, the server is benched);

@@ -1,7 +1,7 @@
 """The exit statuses of `python -m stress.local|complex`, and the one function that picks one.
 
-Owns: EXIT_OK / EXIT_FAILED / EXIT_USAGE / EXIT_SIGNAL (EXIT_PREFLIGHT is stress.service.preflight's,
-re-exported here), `EarlyStop` (why a run stopped before its tests ran) and `exit_status`.
+Owns: EXIT_OK / EXIT_FAILED / EXIT_USAGE / EXIT_PREFLIGHT / EXIT_SIGNAL,
+`EarlyStop` (why a run stopped before its tests ran) and `exit_status`.
 
 Why a marker, not the message: the run's `error` is text for people ("preflight: the service at
 ... refused the token"); deciding the exit status from it (`startswith("preflight:")`) meant a
@@ -16,9 +16,10 @@ from __future__ import annotations
 import enum
 
 from stress.report.results import Totals
-from stress.service.preflight import EXIT_PREFLIGHT
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_PREFLIGHT = 3
+"""A preflight check failed (stress.service.preflight): no test was run."""
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_PREFLIGHT", "EXIT_SIGNAL", "EXIT_USAGE", "EarlyStop",

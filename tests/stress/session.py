@@ -42,6 +42,13 @@ import cc_executor
 from cc_executor.load import read_load
 from stress.argtypes import redact_argv, split_server
 from stress.exits import EXIT_SIGNAL, EarlyStop, exit_status
+from stress.fleet import (
+    ServiceFleet,
+    build_fleet,
+    describe_services,
+    health_probe,
+    stop_json,
+)
 from stress.history import History
 from stress.history.link import history_line, record_history
 from stress.report import write_reports
@@ -50,13 +57,6 @@ from stress.report.results import RunResult, Totals
 from stress.run.flaky import HaltRule
 from stress.run.plan import count_runs, executables, unmet_requirement
 from stress.run.runner import CLAUDE_CAPABILITY, Planned, Runner, RunOptions
-from stress.service.fleet import (
-    ServiceFleet,
-    build_fleet,
-    describe_services,
-    health_probe,
-    stop_json,
-)
 from stress.service.managed import ServiceError
 from stress.service.modelmode import ModelEnvironment, model_environment, plan_needs
 from stress.service.preflight import (

@@ -27,7 +27,6 @@ from typing import TextIO
 
 from stress.argtypes import UsageError
 from stress.run.runner import CLAUDE_CAPABILITY, Planned, invocation_summary
-from stress.service.modelmode import REAL_MODEL
 from stress.suite import (
     COMPLEX_MIN_RATIO,
     FORMAT_OURS,
@@ -38,6 +37,7 @@ from stress.suite import (
     read_json,
 )
 from stress.suite import claude_stream as claude_mod
+from stress.suite.model import REAL_MODEL
 from stress.suite.verdict import MatchRule, PassThreshold
 
 COMPLEX_DEFAULT_MATCH = MatchRule("min_ratio", COMPLEX_MIN_RATIO)

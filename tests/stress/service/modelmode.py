@@ -42,8 +42,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from stress.suite.model import REAL_MODEL
+
 MODES = ("auto", "local", "real")
-REAL_MODEL = "real-model"
 
 LOCAL_MAX_RETRIES = 3
 """CLAUDE_CODE_MAX_RETRIES in local mode. The CLI's default (10) backs off for about 190 s before

@@ -40,6 +40,7 @@ from cc_executor.claude_cli import (
 )
 from cc_executor.client import ExecutorClient, ExecutorError
 from cc_executor.protocol import COMMAND_NOT_ALLOWED
+from stress.exits import EXIT_PREFLIGHT
 from stress.service.managed import fetch_json
 from stress.service.modelmode import (
     ModelEnvironment,
@@ -48,7 +49,6 @@ from stress.service.modelmode import (
 )
 from stress.suite import claude_stream as claude_mod
 
-EXIT_PREFLIGHT = 3
 CANARY_PROMPT = "What is 2+2?"
 CANARY_ANSWER = re.compile(r"(?<![\d.])4(?!\d|\.\d)")
 """The canary's result must contain the number 4 on its own (not 14, 4.5, 2024)."""

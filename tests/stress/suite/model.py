@@ -37,6 +37,9 @@ FORMAT_TASK_LIST = "task-list"
 """Seed 002's simple/medium/complex files: a top-level tests[] with a suite-level timeout."""
 FORMATS = (FORMAT_OURS, FORMAT_UNIFIED, FORMAT_TASK_LIST)
 
+REAL_MODEL = "real-model"
+"""The requirement of a test that needs the real model API (skipped offline: --model real)."""
+
 DEFAULT_TIMEOUT = 120.0
 """Seconds. Seed 004 measured 30-60 s of CLI start-up against the real API and set 120 s as floor."""
 
