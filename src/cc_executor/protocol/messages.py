@@ -57,8 +57,9 @@ class _Wire(BaseModel):
 NonNegInt = Annotated[int, Field(ge=0)]
 
 
-class ExecuteStarted(_Wire):
-    status: Literal["started"] = "started"
+class _StartedJob(_Wire):
+    """A job that started: the same fields in the `execute` result and in `process.started`."""
+
     job_id: str
     pid: int
     pgid: int
@@ -66,6 +67,10 @@ class ExecuteStarted(_Wire):
     timeout: float | None = Field(None, description="total limit in force, after the stretch")
     stall_timeout: float | None = Field(None, description="stall limit in force, after it")
     timeout_factor: float = Field(1.0, ge=1.0, description="load stretch applied at the start")
+
+
+class ExecuteStarted(_StartedJob):
+    status: Literal["started"] = "started"
 
 
 class ExecuteQueued(_Wire):
@@ -131,16 +136,8 @@ class QueuedParams(_Wire):
     reason: str
 
 
-class StartedParams(_Wire):
+class StartedParams(_StartedJob):
     METHOD: ClassVar[str] = PROCESS_STARTED
-
-    job_id: str
-    pid: int
-    pgid: int
-    argv: list[str]
-    timeout: float | None = None
-    stall_timeout: float | None = None
-    timeout_factor: float = Field(1.0, ge=1.0)
 
 
 class OutputParams(_Wire):

@@ -9,7 +9,7 @@ checked beside them, tolerant of wrong types, so one load reports every problem 
 Resolving applies the suite's defaults to each test, substitutes our placeholders and renders a
 prompt through `defaults.claude_command`, giving the `SuiteTest` every format ends in.
 
-Imports the suite helpers (`suite_model`, `suite_problems`, `suite_placeholders`) and
+Imports the suite helpers (`stress.suite.model`, `stress.suite.problems`, `stress.suite.placeholders`) and
 `stress.suite.verdict`: never `stress.suite` (which imports this), never the service's internals
 (`cc_executor.jobs/server/process/tree/registry`).
 """

@@ -7,7 +7,7 @@ simple and medium runners failed a test unless every pattern was found; the comp
 passed one at 80% of its patterns, so a complex list (known by its id or file name, or forced
 with `complex_suite`) gets `min_ratio` 0.8.
 
-Imports the suite helpers (`suite_model`, `suite_problems`, `suite_placeholders`),
+Imports the suite helpers (`stress.suite.model`, `stress.suite.problems`, `stress.suite.placeholders`),
 `stress.suite.verdict`, and the shared `cc_executor.claude_cli` (is this a claude command?): never
 `stress.suite`, never the service's internals (`cc_executor.jobs/server/process/tree/registry`).
 """

@@ -11,7 +11,7 @@ when at least one expected pattern is seen; a `failure_` task (or one expecting 
 is judged by its exit code alone. Keys we don't use are kept in each test's `extra`, so nothing
 of the file is lost in a report.
 
-Imports the suite helpers (`suite_model`, `suite_problems`, `suite_placeholders`),
+Imports the suite helpers (`stress.suite.model`, `stress.suite.problems`, `stress.suite.placeholders`),
 `stress.suite.verdict`, and the shared `cc_executor.claude_cli` (is this a claude command?): never
 `stress.suite`, never the service's internals (`cc_executor.jobs/server/process/tree/registry`).
 """
