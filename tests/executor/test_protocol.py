@@ -1039,3 +1039,14 @@ def test_parse_notification_gives_the_typed_model_and_ignores_fields_it_does_not
 def test_every_notification_model_names_its_method():
     for method, model in p.NOTIFICATION_PARAMS.items():
         assert model.METHOD == method
+
+
+def test_every_message_field_holding_messages_is_declared_nested():
+    """`wire()` reads the values as they are, so a field holding messages must be listed in
+    `_nested` to be sent through their own `wire()`."""
+    for model in [*p.NOTIFICATION_PARAMS.values(), p.ExecuteStarted, p.ExecuteQueued,
+                  p.ControlResult, p.JobsResult, p.PingResult]:
+        for name, field in model.model_fields.items():
+            text = str(field.annotation)
+            holds = any(cls.__name__ in text for cls in (p.JobInfo, p.Capabilities))
+            assert holds == (name in model._nested), (model.__name__, name)

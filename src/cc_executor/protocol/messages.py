@@ -36,18 +36,23 @@ class _Wire(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     _omit_if_none: ClassVar[frozenset[str]] = frozenset()
+    _nested: ClassVar[tuple[str, ...]] = ()
+    """Fields holding messages (or lists of them), each sent through its own `wire()`."""
 
     def wire(self) -> dict[str, Any]:
         """The JSON object sent: fields in declaration order, each nested message through its
         own `wire()` (so a `jobs` row leaves out its `position` as a lone row does), and the
-        `_omit_if_none` fields left out when they are None."""
-        d = self.model_dump(mode="json")
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, _Wire):
-                d[name] = value.wire()
-            elif isinstance(value, list) and value and isinstance(value[0], _Wire):
-                d[name] = [item.wire() for item in value]
+        `_omit_if_none` fields left out when they are None.
+
+        Read from the validated values as they are (every field type here is JSON-native), not
+        through `model_dump`: this runs for every message of every job."""
+        d = dict(self.__dict__)
+        if self.__pydantic_extra__:
+            d.update(self.__pydantic_extra__)
+        for key in self._nested:
+            value = d[key]
+            d[key] = ([item.wire() for item in value] if isinstance(value, list)
+                      else value.wire())
         for key in self._omit_if_none:
             if d.get(key) is None:
                 d.pop(key, None)
@@ -104,6 +109,7 @@ class JobInfo(_Wire):
 
 
 class JobsResult(_Wire):
+    _nested: ClassVar[tuple[str, ...]] = ("jobs",)
     jobs: list[JobInfo]
 
 
@@ -122,6 +128,7 @@ class Capabilities(_Wire):
 
 class ConnectedParams(_Wire):
     METHOD: ClassVar[str] = CONNECTED
+    _nested: ClassVar[tuple[str, ...]] = ("capabilities",)
 
     session_id: str
     version: str
