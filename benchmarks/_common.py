@@ -81,12 +81,11 @@ class Server:
 
 @contextlib.contextmanager
 def service(allow: list[str], workdir: Path, *extra: str) -> Iterator[Server]:
-    """`python -m cc_executor --port 0`, as a user starts it; yields once it printed its URL.
-
-    `--no-throttle`: the benchmarks load the host on purpose, and queueing for host load would
-    measure the admission rule instead of the transport.
+    """`python -m cc_executor --port 0`, as a user starts it, with its default settings
+    (admission included: a benchmark that switched it off would hide what users get); yields
+    once it printed its URL.
     """
-    argv = [PYTHON, "-m", "cc_executor", "--port", "0", "--no-throttle",
+    argv = [PYTHON, "-m", "cc_executor", "--port", "0",
             "--log-dir", str(workdir / "logs"), "--run-dir", str(workdir / "run"),
             "--env-file", str(workdir / "no.env"), *extra]
     for name in allow:

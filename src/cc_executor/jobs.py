@@ -21,6 +21,7 @@ from typing import Any
 
 from . import defaults, protocol
 from .claude_cli import adapt_claude_argv
+from .load import Decision
 from .policy import AllowList, check_env
 from .process import OutputBatch, ProcessRunner, Run, RunEnd, RunSpec, SpawnError
 from .protocol import (
@@ -36,7 +37,7 @@ from .settings import Settings
 from .timing import stretch_timeouts
 
 Sink = Callable[[str], Awaitable[None]]
-AdmissionCheck = Callable[[], tuple[bool, str]]
+AdmissionCheck = Callable[[], Decision]
 
 log = logging.getLogger("cc_executor.jobs")
 
@@ -53,6 +54,7 @@ class Job:
     run: Run | None = None
     queued_at: float = field(default_factory=time.monotonic)
     queue_reason: str = ""
+    queue_decision: Decision | None = None  # why it waits, with the signal that holds it
     started_at: float | None = None
     completed: bool = False
     sink_broken: bool = False
@@ -84,10 +86,12 @@ class Job:
 class JobManager:
     def __init__(self, settings: Settings, runner: ProcessRunner,
                  admission: AdmissionCheck | None = None,
-                 timeout_factor: Callable[[], float] | None = None):
+                 timeout_factor: Callable[[], float] | None = None,
+                 on_start: Callable[[], None] | None = None):
         self.settings = settings
         self.runner = runner
         self.admission = admission
+        self.on_start = on_start  # told of every start (admission's slow-start count)
         self.timeout_factor = timeout_factor
         self.allow = AllowList(settings.allow, settings.claude_path)
         self.jobs: dict[str, Job] = {}
@@ -158,7 +162,8 @@ class JobManager:
                                    f"{self.settings.max_jobs_per_connection})",
                                    limit=self.settings.max_jobs_per_connection)
         job = Job(uuid.uuid4().hex[:12], owner, sink, argv, spec, is_claude)
-        ok, reason = self._may_start()
+        decision = self._may_start()
+        ok, reason = decision.may_start, decision.reason
         if not ok and len(self.queue) >= self.settings.max_queue:
             raise RpcError.because(TOO_MANY_JOBS, ErrorReason.QUEUE_FULL,
                                    f"queue is full ({len(self.queue)} waiting); {reason}",
@@ -168,6 +173,7 @@ class JobManager:
             self._spawn(job, gated=True)  # may raise RpcError: spawn failed
         else:
             job.queue_reason = reason or "waiting behind earlier jobs"
+            job.queue_decision = None if ok else decision
             self.queue.append(job)
             self._log("queued", job, position=len(self.queue), reason=job.queue_reason)
             self._ensure_queue_timer()
@@ -177,7 +183,7 @@ class JobManager:
         """The `execute` result: queued (with its place and why), or started."""
         if job.state == "queued":
             return protocol.ExecuteQueued(job_id=job.job_id, position=self.position(job),
-                                          reason=job.queue_reason)
+                                          reason=job.queue_reason, **_held_by(job))
         return protocol.ExecuteStarted(job_id=job.job_id, pid=job.run.pid, pgid=job.run.pgid,
                                        argv=job.argv, **self._limits(job))
 
@@ -214,7 +220,8 @@ class JobManager:
                 job.gate.set()
         elif job.state == "queued" and job in self.queue:
             await self._send(job, protocol.notify(protocol.QueuedParams(
-                job_id=job.job_id, position=self.position(job), reason=job.queue_reason)))
+                job_id=job.job_id, position=self.position(job), reason=job.queue_reason,
+                **_held_by(job))))
             self._start_keepalive(job)
         # Otherwise the job was admitted from the queue while its reply waited to be written
         # (its pump announces it, after the reply), or it already ended.
@@ -227,20 +234,21 @@ class JobManager:
 
     # ---- admission -------------------------------------------------------------------------
 
-    def _may_start(self) -> tuple[bool, str]:
+    def _may_start(self) -> Decision:
         if self.running >= self.settings.max_jobs:
-            return False, f"{self.running} jobs running (limit {self.settings.max_jobs})"
+            return Decision(False, f"{self.running} jobs running (limit {self.settings.max_jobs})",
+                            "max_jobs", float(self.running), float(self.settings.max_jobs))
         if self.admission is not None:
             return self.admission()
-        return True, ""
+        return Decision(True, "")
 
     def pump_queue(self) -> None:
         """Start queued jobs in FIFO order while capacity and load allow. No job overtakes."""
         while self.queue and not self._closing:
-            ok, reason = self._may_start()
-            if not ok:
+            decision = self._may_start()
+            if not decision.may_start:
                 for j in self.queue:
-                    j.queue_reason = reason
+                    j.queue_reason, j.queue_decision = decision.reason, decision
                 return
             job = self.queue.popleft()
             try:
@@ -283,6 +291,8 @@ class JobManager:
         job.state = "running"
         job.started_at = time.monotonic()
         self.running += 1
+        if self.on_start is not None:
+            self.on_start()
         if gated:
             job.gate = asyncio.Event()
         job.pump = asyncio.get_running_loop().create_task(self._pump(job))
@@ -517,6 +527,14 @@ class JobManager:
 
     def _record(self, event: str, fields: dict) -> None:
         self.event_log.info(event, extra={"job_event": fields})
+
+
+def _held_by(job: Job) -> dict[str, Any]:
+    """The structured part of why a queued job waits: the signal, its value and its limit."""
+    d = job.queue_decision
+    if d is None or d.signal is None:
+        return {}
+    return {"signal": d.signal, "value": d.value, "limit": d.limit}
 
 
 def _completion(**fields: Any) -> protocol.CompletedParams:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 import psutil
 
 from . import aio
+from .pressure import Pressure, Totals, read_totals, window
 
 MIB = 1024**2
 
@@ -56,6 +57,11 @@ class LoadReading:
     running_jobs: int | None = None
     queued_jobs: int | None = None
     live_processes: int | None = None
+    cpu_pressure: float | None = None
+    memory_pressure: float | None = None
+    io_pressure: float | None = None
+    """PSI: the share of the last window some task stalled on CPU, memory, IO (`pressure`);
+    None without PSI, or before a second sample gives a window."""
 
     @property
     def load_per_core(self) -> float:
@@ -80,6 +86,13 @@ class LoadReading:
         }
         return replace(self, **changes)
 
+    def with_pressure(self, p: Pressure | None) -> "LoadReading":
+        """A copy carrying one window's PSI shares (None: unchanged)."""
+        if p is None:
+            return self
+        return replace(self, cpu_pressure=round(p.cpu, 4), memory_pressure=round(p.memory, 4),
+                       io_pressure=round(p.io, 4))
+
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
         d["load_per_core"] = round(self.load_per_core, 4)
@@ -93,6 +106,9 @@ class LoadReading:
         )
         if self.runnable is not None:
             text += f", {self.runnable} runnable"
+        if self.cpu_pressure is not None:
+            text += (f", pressure cpu {self.cpu_pressure:.2f} memory {self.memory_pressure:.2f} "
+                     f"io {self.io_pressure:.2f}")
         text += (
             f"), free memory {self.mem_available // MIB} MiB of {self.mem_total // MIB} MiB, "
             f"swap used {self.swap_used // MIB} MiB of {self.swap_total // MIB} MiB"
@@ -113,13 +129,18 @@ class LoadReading:
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether a new job may start now, and a reason a person can act on."""
+    """Whether a new job may start now, and a reason a person can act on; when it may not, the
+    signal that held it (`load`, `free_memory`, `cpu_pressure`, `slow_start`...), its value and
+    the limit it crossed, for programs (`process.queued`, /health)."""
 
     may_start: bool
     reason: str
+    signal: str | None = None
+    value: float | None = None
+    limit: float | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def _read_loadavg() -> tuple[float, float, float, int | None]:
@@ -194,12 +215,17 @@ def decide(
     if starting > 0.005:
         load += f" + {starting:.2f} from jobs just started"
     problems = []
+    first: tuple[str, float, float] | None = None
+    if reading.mem_available < min_free_mem:
+        first = ("free_memory", float(reading.mem_available), float(min_free_mem))
     if reading.load1 + starting > max_load:
         problems.append(f"{load} > max {max_load:.2f}")
+        first = ("load", round(reading.load1 + starting, 4), max_load)
     if reading.mem_available < min_free_mem:
         problems.append(f"free memory {free_mib} MiB < floor {floor_mib} MiB")
     if problems:
-        return Decision(False, "; ".join(problems))
+        assert first is not None
+        return Decision(False, "; ".join(problems), *first)
     return Decision(
         True,
         f"{load} <= max {max_load:.2f}, "
@@ -229,6 +255,7 @@ class LoadMonitor:
         read_timeout: float = 0.5,
         counters: Counters | None = None,
         read: Callable[[], LoadReading] = read_load,
+        psi_dir: str | None = None,
     ) -> None:
         if not interval > 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval}")
@@ -238,6 +265,10 @@ class LoadMonitor:
         self.read_timeout = read_timeout
         self._counters = counters
         self._read = read
+        self._psi_dir = psi_dir
+        self._totals: Totals | None = None
+        self.pressure: Pressure | None = None
+        """PSI over the last sample window; None without PSI (or `psi_dir`) or before two."""
         self._latest: LoadReading | None = None
         self._seq = 0
         self._changed = asyncio.Event()
@@ -256,6 +287,11 @@ class LoadMonitor:
     def seq(self) -> int:
         """Count of samples taken; pass it to `wait_for_change` to wait for the next one."""
         return self._seq
+
+    @property
+    def psi_available(self) -> bool:
+        """Whether the host gives PSI (read at the last sample)."""
+        return self._totals is not None
 
     @property
     def running(self) -> bool:
@@ -301,15 +337,19 @@ class LoadMonitor:
                 next_at = time.monotonic()  # fell behind (suspended host): do not burst
             await self.sample()
 
+    def _read_with_psi(self) -> tuple[LoadReading, Totals | None]:
+        totals = read_totals(self._psi_dir, time.monotonic()) if self._psi_dir else None
+        return self._read(), totals
+
     async def sample(self) -> LoadReading | None:
         """Take one reading now (bounded by `read_timeout`); returns it, or None if it failed."""
         if self._pool is None:
-            reading = self._read()
+            reading, totals = self._read_with_psi()
         else:
             if self._pending is None or self._pending.done():
-                self._pending = self._pool.submit(self._read)
+                self._pending = self._pool.submit(self._read_with_psi)
             try:
-                reading = await aio.wait_for(
+                reading, totals = await aio.wait_for(
                     asyncio.shield(asyncio.wrap_future(self._pending)), self.read_timeout
                 )
             except asyncio.TimeoutError:
@@ -320,6 +360,11 @@ class LoadMonitor:
                 self._fail(f"load read failed: {exc!r}")
                 return None
             self._pending = None
+        self.pressure = (window(self._totals, totals)
+                         if self._totals is not None and totals is not None else None)
+        if totals is None or self.pressure is not None or self._totals is None:
+            self._totals = totals
+        reading = reading.with_pressure(self.pressure)
         if self._counters is not None:
             c = self._counters()
             reading = reading.with_counters(
@@ -418,7 +463,14 @@ def _main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
     except ValueError as exc:
         parser.exit(2, f"{parser.prog}: error: bad CC_EXECUTOR_* setting: {exc}\n")
+    before = read_totals(settings.psi_dir, time.monotonic()) if settings.psi_dir else None
     reading = read_load()
+    if before is not None:  # one short window, for a PSI figure that is exact, not avg10's
+        time.sleep(0.2)
+        after = read_totals(settings.psi_dir, time.monotonic())
+        reading = reading.with_pressure(window(before, after) if after else None)
+    rule = ("pressure (PSI, slow start)" if before is not None
+            else f"load-pacing: PSI unavailable at {settings.psi_dir or '(psi_dir unset)'}")
     max_load, floor = limits_from_args(parser, settings, args, reading.cores)
     decision = decide(reading, max_load, floor, throttle=settings.throttle)
     if args.json:
@@ -427,11 +479,13 @@ def _main(argv: list[str] | None = None) -> int:
             "max_load": max_load,
             "min_free_mem": floor,
             "throttle": settings.throttle,
+            "admission_rule": rule,
             "decision": decision.to_dict(),
         }))
     else:
         print(reading.summary())
         print(f"{'run' if decision.may_start else 'wait'}: {decision.reason}")
+        print(f"admission rule of the service: {rule}")
     return 0 if decision.may_start else 1
 
 

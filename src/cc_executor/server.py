@@ -26,16 +26,20 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__, aio, protocol, tree
+from .admission import Admission, Limits, RunningJob
 from .jobs import JobManager
-from .load import LoadMonitor, decide, unshown_load
+from .load import Decision, LoadMonitor
 from .process import ProcessRunner
 from .settings import Settings
 from .timing import load_factor
+from .usage import UsageRates, group_usage
 
 log = logging.getLogger("cc_executor.server")
 
 SUBPROTOCOL = "cc-executor"
-THROTTLE_FIELDS = ("throttle", "max_load", "min_free_mem", "queue_timeout", "job_load")
+THROTTLE_FIELDS = ("throttle", "max_load", "min_free_mem", "queue_timeout", "job_load",
+                   "cpu_pressure_limit", "memory_pressure_limit", "io_pressure_limit",
+                   "slow_start")
 BEARER_PREFIX = "bearer."
 
 
@@ -160,6 +164,8 @@ class Service:
         self._event_log: logging.Handler | None = None
         self._stopped = False
         self._live_processes: int | None = 0
+        self.admission = Admission(settings.slow_start)
+        self.usage = UsageRates()  # each running job's CPU rate and RSS, by process group
         self._counting: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -169,26 +175,35 @@ class Service:
         self.runner = ProcessRunner(self.settings.run_dir)
         for rec in self.runner.reaped:
             log.warning("ended a run left by a previous server: %s", rec)
-        self.monitor = LoadMonitor(counters=self._counters)
+        self.monitor = LoadMonitor(self.settings.sample_interval, counters=self._counters,
+                                   psi_dir=self.settings.psi_dir or None)
         await self.monitor.start()
+        self.admission.on_sample(self.monitor.pressure, self.monitor.psi_available, self._limits())
         # Always installed, and reading the settings at each call: a SIGHUP reload
         # (`apply_throttle`) can then switch throttling on or off and move the limits live.
-        self.jobs = JobManager(self.settings, self.runner, self._admission, self._timeout_factor)
+        self.jobs = JobManager(self.settings, self.runner, self._admission, self._timeout_factor,
+                               on_start=self.admission.started)
         self._requeue = asyncio.get_running_loop().create_task(self._recheck_queue())
         self._counting = asyncio.get_running_loop().create_task(self._count_processes())
 
-    def _admission(self) -> tuple[bool, str]:
+    def _limits(self) -> Limits:
         s = self.settings
-        if not s.throttle:
-            return True, ""
+        return Limits(max_load=s.max_load_value(), min_free_mem=s.min_free_mem,
+                      cpu_pressure=s.cpu_pressure_limit, memory_pressure=s.memory_pressure_limit,
+                      io_pressure=s.io_pressure_limit, slow_start=s.slow_start,
+                      job_load=s.job_load)
+
+    def _admission(self) -> Decision:
+        """May a job start now? The rule is `admission.Admission`'s; this gathers its inputs."""
+        if not self.settings.throttle:
+            return Decision(True, "")
         reading = self.monitor.latest if self.monitor is not None else None
         if reading is None:  # no sample yet (or reads failing): do not block on the unknown
-            return True, "host load unknown"
+            return Decision(True, "host load unknown")
         now = time.monotonic()
-        ages = [now - j.started_at for j in self.jobs.jobs.values() if j.state == "running"]
-        d = decide(reading, s.max_load_value(), s.min_free_mem,
-                   starting=s.job_load * unshown_load(ages))
-        return d.may_start, d.reason
+        running = [RunningJob(now - j.started_at, self.usage.rate(j.run.pgid))
+                   for j in self.jobs.jobs.values() if j.state == "running" and j.run]
+        return self.admission.decide(reading, running, self._limits())
 
     def _timeout_factor(self) -> float:
         """The load stretch for a job starting now, from the latest sample (1.0 before any)."""
@@ -228,9 +243,12 @@ class Service:
         pass fails or takes over 2 s, the count is unknown (None) until the next one."""
         while True:
             ids = frozenset(self.runner.runs)
+            groups = frozenset(run.pgid for run in self.runner.runs.values())
             try:
-                pids = await aio.wait_for(asyncio.to_thread(tree.marked_any, ids), 2.0)
+                pids, usage = await aio.wait_for(
+                    asyncio.to_thread(lambda: (tree.marked_any(ids), group_usage(groups))), 2.0)
                 self._live_processes = len(pids)
+                self.usage.update(usage)
             except (asyncio.TimeoutError, OSError):
                 self._live_processes = None
             await asyncio.sleep(1.0)
@@ -246,6 +264,8 @@ class Service:
         """Each new load sample may admit queued jobs: re-check exactly then, not on a timer."""
         while True:
             await self.monitor.wait_for_change()
+            self.admission.on_sample(self.monitor.pressure, self.monitor.psi_available,
+                                     self._limits())
             if self.jobs.queue:
                 self.jobs.pump_queue()
 
@@ -271,6 +291,9 @@ class Service:
             "uptime": round(time.time() - self.started, 3),
             "jobs": {"running": jobs.running if jobs else 0,
                      "queued": len(jobs.queue) if jobs else 0},
+            # What the running jobs cost, measured: CPU in cores (1.0 = one busy), RSS bytes.
+            "job_usage": {"cpu": round(sum(self.usage.rates.values()), 3),
+                          "rss": self.usage.total_rss()},
             "connections": len(self.connections),
         }
         if self.monitor is not None and self.monitor.latest is not None:
@@ -278,6 +301,7 @@ class Service:
             body["throttle"] = {"enabled": self.settings.throttle,
                                 "max_load": self.settings.max_load_value(),
                                 "min_free_mem": self.settings.min_free_mem}
+            body["admission"] = self.admission.describe()
         return body
 
     # ---- the upgrade checks --------------------------------------------------------------------

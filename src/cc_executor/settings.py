@@ -113,8 +113,20 @@ class Settings(BaseModel):
                                    "by the host's load factor when it starts (cc_executor.timing)")
     max_load: str = Field("8", description="Max 1-min load: absolute (8) or per core (2/core)")
     min_free_mem: int = Field(256 * 1024**2, ge=0, description="Free-memory floor, bytes")
-    job_load: float = Field(1.0, ge=0, le=64, description="Load a new job is assumed to bring "
-                            "until the 1-min average shows it (paces starts); 0 turns pacing off")
+    cpu_pressure_limit: float = Field(0.25, ge=0, le=1, description="Queue new jobs while "
+                                      "tasks stalled on CPU more than this share of the last "
+                                      "sample window (PSI)")
+    memory_pressure_limit: float = Field(0.10, ge=0, le=1, description="Same, for memory")
+    io_pressure_limit: float = Field(0.50, ge=0, le=1, description="Same, for IO")
+    slow_start: int = Field(8, gt=0, le=1024, description="Jobs that may start in one sample "
+                            "window; doubles while the host stays calm, back to this when not")
+    sample_interval: float = Field(0.5, gt=0, le=60, description="Seconds between host "
+                                   "samples (load, memory, PSI) that admission reads")
+    psi_dir: str = Field("/proc/pressure", description="Where PSI is read; empty or missing: "
+                         "fall back to the load-average rule")
+    job_load: float = Field(1.0, ge=0, le=64, description="Without PSI: load a new job is "
+                            "assumed to bring until the 1-min average shows it (paces starts); "
+                            "0 turns pacing off")
 
     @field_validator("allow", "allow_origin", mode="before")
     @classmethod

@@ -1,5 +1,5 @@
-"""The service's load-awareness through the real service: admission paced by the load its own young
-jobs will bring, and the process count on /health.
+"""The service's load-awareness through the real service, where the host has no PSI: admission
+paced by the load its own young jobs will bring, and the process count on /health.
 
 The 1-minute load average shows a job's load only a minute after it starts, so a rule that reads
 the average alone lets a burst through (a reopened queue, many executes at once). The service
@@ -33,6 +33,9 @@ pytestmark = pytest.mark.anyio
 BURN = ("import os,time\nprint(os.getpid(), flush=True)\nend = time.monotonic() + {secs}\n"
         "while time.monotonic() < end:\n    pass\n")
 PY = "python3"
+PACING = {"CC_EXECUTOR_THROTTLE": None, "CC_EXECUTOR_PSI_DIR": ""}
+"""The rule these tests check is the one in force without PSI (older kernels, some containers):
+the service is started with PSI switched off. The rule with PSI: tests/executor/test_admission.py."""
 
 
 def test_unshown_load_follows_the_kernel_average():
@@ -59,7 +62,7 @@ async def test_young_burners_hold_the_next_job_until_they_stop(executor_service,
     env_file = tmp_path / "service.env"
     env_file.write_text("CC_EXECUTOR_THROTTLE=1\nCC_EXECUTOR_MAX_LOAD=1000\n")
     svc = executor_service(allow=[PY, "echo"], env_file=env_file,
-                           env={"CC_EXECUTOR_THROTTLE": None})
+                           env=PACING)
     limit_from_service(svc, env_file, 0.8)
     async with await ExecutorClient.connect(svc.url) as c:
         burners = [await c.start(args=[PY, "-c", BURN.format(secs=30)]) for _ in range(2)]
@@ -102,7 +105,7 @@ async def _first_line(job) -> bytes:
 async def test_a_reopened_queue_is_released_a_few_at_a_time(executor_service, tmp_path):
     env_file = tmp_path / "service.env"
     env_file.write_text("CC_EXECUTOR_THROTTLE=1\nCC_EXECUTOR_MAX_LOAD=0.01\n")
-    svc = executor_service(allow=["sleep"], env_file=env_file, env={"CC_EXECUTOR_THROTTLE": None})
+    svc = executor_service(allow=["sleep"], env_file=env_file, env=PACING)
     n = 8
     async with await ExecutorClient.connect(svc.url) as c:
         jobs = [await c.start(args=["sleep", "30"]) for _ in range(n)]
@@ -127,7 +130,7 @@ async def test_a_reopened_queue_is_released_a_few_at_a_time(executor_service, tm
 async def test_job_load_zero_turns_pacing_off(executor_service, tmp_path):
     env_file = tmp_path / "service.env"
     env_file.write_text("CC_EXECUTOR_THROTTLE=1\nCC_EXECUTOR_MAX_LOAD=1000\nCC_EXECUTOR_JOB_LOAD=0\n")
-    svc = executor_service(allow=["sleep"], env_file=env_file, env={"CC_EXECUTOR_THROTTLE": None})
+    svc = executor_service(allow=["sleep"], env_file=env_file, env=PACING)
     limit_from_service(svc, env_file, 0.5, extra="CC_EXECUTOR_JOB_LOAD=0\n")
     async with await ExecutorClient.connect(svc.url) as c:
         jobs = [await c.start(args=["sleep", "30"]) for _ in range(4)]

@@ -78,7 +78,18 @@ class ExecuteStarted(_StartedJob):
     status: Literal["started"] = "started"
 
 
-class ExecuteQueued(_Wire):
+class _Held(_Wire):
+    """Why a queued job waits, for programs: the signal that holds it (`load`, `free_memory`,
+    `cpu_pressure`, `memory_pressure`, `io_pressure`, `slow_start`, `max_jobs`), its value and
+    the limit it is over; left out when the wait has no such signal (behind earlier jobs)."""
+
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"signal", "value", "limit"})
+    signal: str | None = None
+    value: float | None = None
+    limit: float | None = None
+
+
+class ExecuteQueued(_Held):
     status: Literal["queued"] = "queued"
     job_id: str
     position: int = Field(ge=1, description="1 = next to start")
@@ -135,7 +146,7 @@ class ConnectedParams(_Wire):
     capabilities: Capabilities
 
 
-class QueuedParams(_Wire):
+class QueuedParams(_Held):
     METHOD: ClassVar[str] = PROCESS_QUEUED
 
     job_id: str

@@ -1,0 +1,157 @@
+"""Admission by measured pressure: the pure rule (PSI windows, measured job CPU, slow start) and the
+real service under its default settings (sleepers run together, CPU burners are held back, no PSI
+falls back to the pacing rule and says so)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+from service_fixture import PY, ServiceFactory, clean_env
+
+from cc_executor.admission import (
+    RULE_FALLBACK,
+    RULE_PRESSURE,
+    Admission,
+    Limits,
+    RunningJob,
+)
+from cc_executor.client import ExecutorClient
+from cc_executor.load import LoadReading
+from cc_executor.pressure import Pressure, Totals, parse, read_totals, window
+
+pytestmark = pytest.mark.anyio
+
+LIMITS = Limits(max_load=8.0, min_free_mem=0, cpu_pressure=0.25, memory_pressure=0.1,
+                io_pressure=0.5, slow_start=4, job_load=1.0)
+CALM = Pressure(0.01, 0.0, 0.0, 0.5)
+BUSY = Pressure(0.60, 0.0, 0.0, 0.5)
+BURN = ("import time\nend = time.process_time() + {s}\n"
+        "while time.process_time() < end:\n    pass\n")
+
+
+def reading(load1: float = 0.0) -> LoadReading:
+    return LoadReading(load1, load1, load1, 2, 1, 8 << 30, 16 << 30, 0, 0, 0.0)
+
+
+# ---- the pure parts ------------------------------------------------------------------------------
+
+def test_psi_totals_give_the_exact_share_of_a_window():
+    text = "some avg10=1.62 avg60=2.32 avg300=4.83 total=277237536\nfull avg10=0 total=0\n"
+    assert parse(text) == 277237536
+    with pytest.raises(ValueError):
+        parse("full avg10=0.00 total=5\n")
+    before, after = Totals(1_000_000, 0, 0, 10.0), Totals(1_250_000, 50_000, 0, 10.5)
+    p = window(before, after)
+    assert (p.cpu, p.memory, p.io, p.seconds) == (0.5, 0.1, 0.0, 0.5)
+    assert window(after, before) is None  # time going backwards is no window
+    assert read_totals("/nonexistent-psi", 0.0) is None
+
+
+def test_a_contended_cpu_holds_jobs_and_says_which_signal():
+    a = Admission(LIMITS.slow_start)
+    a.on_sample(BUSY, True, LIMITS)
+    d = a.decide(reading(), [], LIMITS)
+    assert (d.may_start, d.signal, d.value, d.limit) == (False, "cpu_pressure", 0.6, 0.25)
+    assert "cpu pressure 0.60 > limit 0.25" in d.reason
+
+
+def test_slow_start_doubles_while_calm_and_starts_small_after_pressure_or_idle():
+    a = Admission(LIMITS.slow_start)
+    a.on_sample(CALM, True, LIMITS)
+    for _ in range(4):
+        assert a.decide(reading(), [], LIMITS).may_start
+        a.started()
+    held = a.decide(reading(), [], LIMITS)
+    assert (held.may_start, held.signal, held.value, held.limit) == (False, "slow_start", 4, 4)
+    a.on_sample(CALM, True, LIMITS)
+    assert a.window == 8  # a full window on a calm host: doubled
+    a.on_sample(CALM, True, LIMITS)
+    assert a.window == 4  # idle (nothing started): back to the start
+    for _ in range(4):
+        a.started()
+    a.on_sample(BUSY, True, LIMITS)
+    assert a.window == 4  # contended: back to the start
+
+
+def test_measured_cpu_counts_a_waiting_job_as_nothing_and_a_burner_as_a_core():
+    a = Admission(LIMITS.slow_start)
+    a.on_sample(CALM, True, LIMITS)
+    sleepers = [RunningJob(age=1.0, cpu_rate=0.0) for _ in range(60)]
+    assert a.decide(reading(1.0), sleepers, LIMITS).may_start
+    burners = [RunningJob(age=1.0, cpu_rate=1.0) for _ in range(8)]
+    d = a.decide(reading(1.0), burners, LIMITS)
+    assert (d.may_start, d.signal) == (False, "load")
+
+
+def test_without_psi_the_pacing_rule_holds_and_the_rule_is_named():
+    a = Admission(LIMITS.slow_start)
+    a.on_sample(None, False, LIMITS)
+    assert a.rule == RULE_FALLBACK and a.describe()["rule"] == RULE_FALLBACK
+    young = [RunningJob(age=0.0, cpu_rate=None) for _ in range(8)]
+    d = a.decide(reading(0.5), young, LIMITS)
+    assert (d.may_start, d.signal) == (False, "load")  # each young job a unit of load
+
+
+# ---- the real service, default settings -----------------------------------------------------------
+
+async def peak_of(url: str, argv: list[str], n: int, limit: float) -> tuple[int, dict[str, int]]:
+    """Send `n` executes at once; the most running together, and the signals that held some."""
+    running = peak = 0
+    held: dict[str, int] = {}
+
+    def seen(ev) -> None:
+        nonlocal running, peak
+        if ev.kind == "started":
+            running += 1
+            peak = max(peak, running)
+        elif ev.kind == "completed":
+            running -= 1
+        elif ev.kind == "queued":
+            held[ev.params.get("signal", "-")] = held.get(ev.params.get("signal", "-"), 0) + 1
+
+    async with await ExecutorClient.connect(url) as client:
+        results = await asyncio.wait_for(asyncio.gather(
+            *(client.execute(args=argv, on_event=seen) for _ in range(n))), limit)
+    assert all(r.ok for r in results), [r.reason for r in results if not r.ok]
+    return peak, held
+
+
+@pytest.fixture
+def admitting(tmp_path):
+    """A service with admission on (the fixture's default turns it off) and nothing else set."""
+    factory = ServiceFactory(tmp_path)
+
+    def start(**env: str):
+        return factory(allow=["sleep", PY], env={"CC_EXECUTOR_THROTTLE": "1", **env})
+
+    yield start
+    problems = factory.close()
+    assert not problems, problems
+
+
+async def test_sleepers_run_together_under_the_default_rule(admitting):
+    svc = admitting()
+    health = svc.health()
+    assert health["admission"]["rule"] == RULE_PRESSURE
+    peak, _ = await peak_of(svc.url, ["sleep", "3"], 24, 60)
+    assert peak >= 16, peak  # the rule before PSI started 8 and paced the rest
+    assert set(svc.health()["job_usage"]) == {"cpu", "rss"}
+
+
+async def test_a_burst_of_cpu_burners_is_held_back(admitting):
+    svc = admitting(CC_EXECUTOR_SLOW_START="3")
+    peak, held = await peak_of(svc.url, [PY, "-c", BURN.format(s=1.0)], 6, 90)
+    assert peak <= 4, peak  # 3 burners contend for 2 cores: the window stops growing
+    assert held and set(held) <= {"cpu_pressure", "slow_start", "load"}, held
+
+
+async def test_without_psi_the_service_falls_back_and_says_so(admitting, tmp_path):
+    svc = admitting(CC_EXECUTOR_PSI_DIR=str(tmp_path / "no-psi"))
+    assert svc.health()["admission"]["rule"] == RULE_FALLBACK
+    out = subprocess.run([sys.executable, "-m", "cc_executor.load"], capture_output=True,
+                         text=True, timeout=30, cwd=tmp_path,
+                         env=clean_env({"CC_EXECUTOR_PSI_DIR": str(tmp_path / "no-psi")}))
+    assert "PSI unavailable" in out.stdout, out
