@@ -91,6 +91,9 @@ class Attempt:
     instances: list[dict[str, Any]] | None = None
     instance_selection: dict[str, Any] | None = None
     """criterion, winner (1-based or None), ranking, why: see stress.run.instances."""
+    first_output: float | None = None
+    """Seconds from the execute request to the first output (stdout or stderr), queue wait
+    included; None when the job printed nothing."""
     server: str | None = None
     """The server the attempt ran on (its last try)."""
     tries: list[str] | None = None
@@ -115,6 +118,7 @@ class Attempt:
             "pid": self.pid, "queued": self.queued,
             "queue_wait": None if self.queue_wait is None else round(self.queue_wait, 4),
             "wall": round(self.wall, 4), "guard": self.guard,
+            "first_output": None if self.first_output is None else round(self.first_output, 4),
             "interrupted": self.interrupted, "patterns_found": self.patterns_found,
             "patterns_missing": self.patterns_missing,
             "patterns_required": self.patterns_required, "forbidden_seen": self.forbidden_seen,
@@ -170,6 +174,69 @@ class Outcome:
             "attempts": [a.to_json() for a in self.attempts],
         }
 
+
+
+@dataclass
+class ThresholdResult:
+    """One --threshold (or one capacity criterion) as evaluated: what was observed, and whether
+    the comparison held. Decides exit status 99 by its `passed`, never by its text."""
+
+    expr: str
+    """As given, e.g. `p95_duration<30s:abort`."""
+    metric: str
+    op: str
+    unit: str
+    """How `limit` and `observed` read: seconds, ratio (0..1), count, load or bytes."""
+    limit: float | None
+    """The limit in `unit` (a relative `2x` or a `/core` limit resolved); None when it could not
+    be resolved (no baseline)."""
+    observed: float | None
+    """None: no data (nothing measured it)."""
+    passed: bool
+    abort: bool = False
+    aborted: bool = False
+    """This crossing stopped the run (`:abort`)."""
+    at: float | None = None
+    """Seconds into the run when an `:abort` threshold was crossed."""
+    note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        def num(v: float | None) -> float | None:
+            return None if v is None or not math.isfinite(v) else round(v, 6)
+        return {"expr": self.expr, "metric": self.metric, "op": self.op, "unit": self.unit,
+                "limit": num(self.limit), "observed": num(self.observed), "passed": self.passed,
+                "abort": self.abort, "aborted": self.aborted,
+                "at": None if self.at is None else round(self.at, 3), "note": self.note}
+
+
+@dataclass
+class Capacity:
+    """What --find-capacity found: the highest concurrency whose step held its criteria, what
+    stopped the search, and every step's figures (`steps`, plain dicts for the reports)."""
+
+    max_sustainable_concurrency: int | None
+    """None when not even the first step held."""
+    limited_by: str
+    """latency | errors | cpu | memory | io | admission | max_steps (every step held) |
+    stopped (--fail-fast, --halt, the start cap) | interrupted"""
+    reason: str
+    criteria: list[str]
+    step: int
+    step_duration: float
+    max_steps: int
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def crossed(self) -> bool:
+        """No step held, and the search ended on its criteria (exit 99)."""
+        return self.max_sustainable_concurrency is None and self.limited_by not in (
+            "interrupted", "stopped", "max_steps")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"max_sustainable_concurrency": self.max_sustainable_concurrency,
+                "limited_by": self.limited_by, "reason": self.reason, "criteria": self.criteria,
+                "step": self.step, "step_duration": self.step_duration,
+                "max_steps": self.max_steps, "steps": self.steps}
 
 
 @dataclass(frozen=True)
@@ -282,6 +349,16 @@ class RunResult:
     """Per-server statistics: mode, makespan, fairness_cv, retries_used, servers[]."""
     history: dict[str, Any] | None = None
     """Where the run was recorded, comparisons with earlier runs, suite ratios, learned timeouts."""
+    profile: dict[str, Any] | None = None
+    """The load profile as it ran (--stages, --arrival-rate, --find-capacity): its shape, starts,
+    dropped starts, in-flight timeline; None for a fixed --concurrency run."""
+    thresholds: list[ThresholdResult] = field(default_factory=list)
+    """Every --threshold with its observed value, crossed ones first."""
+    capacity: Capacity | None = None
+
+    @property
+    def thresholds_crossed(self) -> list[ThresholdResult]:
+        return [t for t in self.thresholds if not t.passed]
 
     @property
     def totals(self) -> Totals:
@@ -318,5 +395,8 @@ class RunResult:
             "servers": self.servers,
             "history": self.history,
             "stability": self.stability_counts(),
+            "profile": self.profile,
+            "thresholds": [t.to_json() for t in self.thresholds],
+            "capacity": None if self.capacity is None else self.capacity.to_json(),
             "tests": [o.to_json() for o in self.outcomes],
         }

@@ -48,6 +48,20 @@ def fmt_seconds(s: float | None) -> str:
     return f"{int(s // 60)} min {s % 60:.0f} s"
 
 
+def fmt_metric(unit: str, value: float | None) -> str:
+    """A load metric for people by its unit (stress.run.thresholds): seconds `301 ms` / `1.25 s`,
+    ratio `1.5%`, bytes `1.2 GiB`, load and count as numbers; `-` when there is no value."""
+    if value is None:
+        return "-"
+    if unit == "seconds":
+        return f"{value * 1000:.3g} ms" if value < 1 else fmt_seconds(value)
+    if unit == "ratio":
+        return f"{value * 100:.3g}%"
+    if unit == "bytes":
+        return fmt_bytes(int(value))
+    return f"{value:.4g}"
+
+
 def utc(ts: float | None) -> str:
     """A Unix time as `2025-01-31 12:00:00 UTC` (the report is read on other hosts)."""
     if ts is None:
