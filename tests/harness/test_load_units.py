@@ -1,7 +1,8 @@
 """The pure parts of load runs, without a service: profiles (stress.run.profile), thresholds
 (stress.run.thresholds), what a window measures (stress.run.metrics), the capacity policy
 (stress.run.capacity), the exit status (stress.exits), the /health reading
-(stress.service.sampling.read_health).
+(stress.service.sampling.read_health) and the load options' refusals (stress.load_cli, through
+`stress.cli.main`, which refuses before anything starts).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stress.cli import main
 from stress.exits import EarlyStop, exit_status
 from stress.report.results import Attempt, Capacity, ThresholdResult, Totals
 from stress.run import capacity as cap
@@ -334,3 +336,46 @@ def test_health_is_read_defensively(body, expected):
     got = read_health(body)
     for k, v in expected.items():
         assert got[k] == v, k
+
+
+# --- the options, refused before anything starts ------------------------------------------------
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--stages", "30x:8"], "'30x'"),
+    (["--stages", "30s:8,,1s:2"], "bad stage ''"),
+    (["--arrival-rate", "2", "--duration", "10s"], "bad rate '2'"),
+    (["--arrival-rate", "2/s"], "needs --duration"),
+    (["--arrival-rate", "2/s", "--duration", "60"], "'60' has no unit"),
+    (["--threshold", "p95_latency<1s"], "unknown metric 'p95_latency'"),
+    (["--threshold", "p95_duration<30"], "bad value '30'"),
+    (["--threshold", "p95_duration<2x"], "relative limit"),
+    (["--stages", "1s:2", "--repeat", "3"], "--repeat contradicts --stages"),
+    (["--stages", "1s:2", "--concurrency", "3"], "--concurrency 3 contradicts --stages"),
+    (["--arrival-rate", "1/s", "--duration", "1s", "--concurrency", "2"],
+     "--concurrency does not apply to --arrival-rate"),
+    (["--find-capacity", "--concurrency", "2"], "--concurrency contradicts --find-capacity"),
+    (["--find-capacity", "--repeat", "2"], "--repeat contradicts --find-capacity"),
+    (["--find-capacity", "--fail-fast"], "--fail-fast contradicts --find-capacity"),
+    (["--stages", "1s:1", "--find-capacity"], "two load profiles"),
+    (["--stages", "1s:1", "--servers", "2"], "drives one service"),
+    (["--step", "2"], "--step is only used with --find-capacity"),
+    (["--max-in-flight", "2"], "--max-in-flight is only used with --arrival-rate"),
+    (["--find-capacity", "--step-duration", "0s"], "--step-duration: '0s'"),
+    (["--find-capacity", "--max-steps", "101"], "--max-steps: 101"),
+    (["--max-starts", "5"], "--max-starts is only used with"),
+])
+def test_bad_load_options_exit_2_with_one_line(capsys, args, needle):
+    assert main([SUITE, "--no-history", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("stress.local: error: ")
+    assert needle in err, err
+
+
+def test_a_profile_that_cannot_fit_an_instances_test_is_refused(capsys, tmp_path):
+    suite = tmp_path / "inst.json"
+    suite.write_text('{"name": "i", "tests": [{"id": "four", "command": "true", '
+                     '"instances": {"count": 4, "criterion": "fastest"}}]}')
+    assert main([str(suite), "--no-history", "--stages", "1s:3"]) == 2
+    assert "runs 4 instances at once" in capsys.readouterr().err
+    assert main([str(suite), "--no-history", "--stages", "1s:4", "--list"]) == 0

@@ -16,11 +16,15 @@ With several services (`--server` given more than once, or `--servers N`), the p
 database (`stress.history`) and compared with the previous run of the same suites, unless
 `--no-history`.
 
-Exit status (stress.exits): 0 every test that ran passed (or met its pass threshold) and at
-least one ran, and none was lost; 1 a test failed or was lost, nothing ran, or the service could
-not be started; 2 usage or suite errors; 3 a preflight failed (stress.service.preflight: no --server
+Exit status (stress.exits), in this order of precedence: 130 / 143 interrupted by SIGINT /
+SIGTERM; 2 usage or suite errors; 3 a preflight failed (stress.service.preflight: no --server
 accepted its token, or the Claude preflight; a --server that refuses while another accepts is
-left out); 130 / 143 interrupted by SIGINT / SIGTERM.
+left out); 1 the service could not be started; 99 a --threshold was crossed (--find-capacity: not
+even its first step held); 1 a test failed or was lost, or nothing ran; 0 every test that ran
+passed (or met its pass threshold) and at least one ran, and none was lost.
+
+Load runs (--stages, --arrival-rate, --find-capacity, --threshold) are checked and turned into a
+`LoadPlan` by `stress.load_cli`, and driven by `stress.run.driver`.
 
 Nothing imports this module but the entry points (`stress.local`, `stress.complex`) and tests:
 it may import every harness module, and none of them may import it. The names it re-exports
@@ -58,6 +62,7 @@ from stress.history.link import (
     open_history,
     record_history,
 )
+from stress.load_cli import add_load_options, check_load_options, check_plan_fits
 from stress.run.flaky import HaltRule, HaltRuleError
 from stress.run.plan import (
     COMPLEX_DEFAULT_MATCH,
@@ -115,13 +120,14 @@ def build_parser(prog: str, default_suite: str, what: str) -> argparse.ArgumentP
                     "--server), runs the suites through the WebSocket client, and writes "
                     "report.md, report.json and junit.xml under --out/<run-id>/.",
         epilog="Exit status: 0 all passed; 1 a test failed or nothing ran; 2 usage or suite "
-               "error; 3 preflight failed (no --server accepted its token, or Claude); "
+               "error; 3 preflight failed (no --server accepted its token, or Claude); 99 a "
+               "--threshold was crossed (--find-capacity: not even the first step held); "
                "130/143 interrupted (SIGINT/SIGTERM). See docs/harness.md.",
     )
     p.add_argument("suites", nargs="*", metavar="SUITE",
                    help=f"suite names (configs/<name>.json) or paths; default: {default_suite}")
     p.add_argument("--list", action="store_true", help="print the tests that would run, then exit 0")
-    p.add_argument("--concurrency", type=int_at_least(1), default=1, metavar="N",
+    p.add_argument("--concurrency", type=int_at_least(1), default=None, metavar="N",
                    help="run N tests at once (one client connection each; default 1)")
     p.add_argument("--repeat", type=int_at_least(1), metavar="N",
                    help="run every test N times (overrides the suite's repeat)")
@@ -178,6 +184,7 @@ def build_parser(prog: str, default_suite: str, what: str) -> argparse.ArgumentP
                         "its configured timeout (e.g. 300%%)")
     p.add_argument("--learned-floor", type=float, default=LEARNED_FLOOR, metavar="SECONDS",
                    help=f"a learned timeout is at least this long (default {LEARNED_FLOOR:g})")
+    add_load_options(p)
     return p
 
 
@@ -245,6 +252,7 @@ def _main(ns: argparse.Namespace, argv: list[str] | None, *, prog: str, tool: st
     the run. The history is closed however the run ends."""
     history: History | None = None
     try:
+        load = check_load_options(ns)
         halt = check_options(ns)
         suites = load_suites(ns.suites or [default_suite], complex_mode=complex_mode)
         if ns.claude_template:
@@ -254,6 +262,7 @@ def _main(ns: argparse.Namespace, argv: list[str] | None, *, prog: str, tool: st
         if not plan:
             raise UsageError("no test matches --filter " + " ".join(map(repr, ns.filter))
                              if ns.filter else "the selected suites contain no tests")
+        check_plan_fits(load, plan)
         if ns.list:
             list_plan(suites, plan)
             return EXIT_OK
@@ -267,7 +276,7 @@ def _main(ns: argparse.Namespace, argv: list[str] | None, *, prog: str, tool: st
     try:
         return run_and_report(ns, argv, prog=prog, tool=tool, default_suite=default_suite,
                               complex_mode=complex_mode, suites=suites, plan=plan, halt=halt,
-                              history=history)
+                              history=history, load=load)
     finally:
         if history is not None:
             history.close()

@@ -58,7 +58,7 @@ def server_specs(ns: argparse.Namespace) -> list[ServerSpec]:
                              f"({', '.join(urls) or 'none given'}); expected URL=TOKEN")
         tokens[url] = item[len(url) + 1:]
     weights = [w if w is not None else 1.0 for _, w, _ in parsed]
-    conc = concurrencies(weights, [c for _, _, c in parsed], ns.concurrency)
+    conc = concurrencies(weights, [c for _, _, c in parsed], ns.concurrency or 1)
     return [ServerSpec(u, tokens.get(u, ns.token), w, c, name=u)
             for (u, _, _), w, c in zip(parsed, weights, conc)]
 
@@ -67,13 +67,13 @@ def local_weights(ns: argparse.Namespace) -> list[tuple[float, int]]:
     """--servers N [--weights W[:C],...] -> (weight, concurrency) per local service."""
     n = ns.servers or 1
     if ns.weights is None:
-        return [(1.0, ns.concurrency)] * n
+        return [(1.0, ns.concurrency or 1)] * n
     parts = [p for p in ns.weights.split(",")]
     if len(parts) != n:
         raise UsageError(f"--weights: {len(parts)} weights for --servers {n}; give one per server")
     pairs = [parse_weight(p, "--weights") for p in parts]
     weights = [w for w, _ in pairs]
-    return list(zip(weights, concurrencies(weights, [c for _, c in pairs], ns.concurrency)))
+    return list(zip(weights, concurrencies(weights, [c for _, c in pairs], ns.concurrency or 1)))
 
 
 class ServiceFleet:

@@ -54,8 +54,11 @@ from stress.history.link import history_line, record_history
 from stress.report import write_reports
 from stress.report.progress import Progress
 from stress.report.results import RunResult, Totals
+from stress.report.text import fmt_metric
+from stress.run.driver import LoadDriver
 from stress.run.flaky import HaltRule
 from stress.run.plan import count_runs, executables, unmet_requirement
+from stress.run.profile import ArrivalRate, LoadPlan
 from stress.run.runner import CLAUDE_CAPABILITY, Planned, Runner, RunOptions
 from stress.service.managed import ServiceError
 from stress.service.modelmode import ModelEnvironment, model_environment, plan_needs
@@ -66,6 +69,7 @@ from stress.service.preflight import (
     probe_cli,
     run_preflight,
 )
+from stress.service.sampling import HostSampler
 from stress.suite import Suite
 from stress.suite import claude_stream as claude_mod
 
@@ -111,6 +115,8 @@ class Session:
     """Why the run stopped before its tests ran (decides the exit status; `run.error` says it)."""
     progress: Progress | None = None
     monitor: Any = None
+    load: LoadPlan | None = None
+    """--stages / --arrival-rate / --find-capacity / --threshold (stress.load_cli); None: a plain run."""
 
     def on_signal(self, signame: str) -> None:
         if self.interrupted is not None:
@@ -279,7 +285,7 @@ async def run_tests(s: Session, fleet: ServiceFleet, model: ModelEnvironment,
 
         s.monitor = ResourceMonitor(svc.pid)
         s.monitor.start()
-    s.progress = Progress(count_runs(s.plan), quiet=ns.quiet)
+    s.progress = Progress(progress_total(s), quiet=ns.quiet)
     for p in s.plan:
         if p.skip is not None:
             s.progress.note(f"SKIP {p.test.id}: {p.skip}")
@@ -291,11 +297,41 @@ async def run_tests(s: Session, fleet: ServiceFleet, model: ModelEnvironment,
         progress=s.progress, monitor=s.monitor, service=fleet)
     if s.interrupted:
         s.runner.interrupt(f"interrupted by {s.interrupted}")
-    if len(fleet.services) > 1:
+    if s.load is not None:
+        await run_load(s, fleet)
+    elif len(fleet.services) > 1:
         s.run.outcomes = await s.runner.run_dispatched(
             [sp for sp, _ in fleet.live()], probe=health_probe, probe_interval=PROBE_INTERVAL)
     else:
         s.run.outcomes = await s.runner.run()
+
+
+def progress_total(s: Session) -> int | None:
+    """How many runs the progress display counts towards (unknown for most load profiles)."""
+    profile = s.load.profile if s.load is not None else None
+    if profile is None:
+        return count_runs(s.plan)
+    return profile.total_starts if isinstance(profile, ArrivalRate) else None
+
+
+async def run_load(s: Session, fleet: ServiceFleet) -> None:
+    """A load run (stress.run.driver): the profile or the plain run under the thresholds'
+    monitor, sampling the services' host; its profile, thresholds and capacity go to the report."""
+    assert s.runner is not None and s.load is not None
+    live = fleet.live()
+    sampler = HostSampler([sp.url for sp, _ in live],
+                          [sv.pid if sv.managed else None for _, sv in live], local=fleet.managed)
+    driver = LoadDriver(s.runner, s.load, sampler.sample, fixed_concurrency=s.ns.concurrency)
+    runner = s.runner
+    fixed = None
+    if s.load.profile is None:
+        fixed = runner.run if len(fleet.services) == 1 else (
+            lambda: runner.run_dispatched([sp for sp, _ in live], probe=health_probe,
+                                          probe_interval=PROBE_INTERVAL))
+    result = await driver.run(fixed)
+    s.run.outcomes = result.outcomes
+    s.run.profile, s.run.thresholds, s.run.capacity = (result.profile, result.thresholds,
+                                                       result.capacity)
 
 
 async def shut_down(s: Session) -> None:
@@ -335,14 +371,16 @@ def settle(s: Session) -> int:
         dummy.interrupted = bool(s.interrupted)
         run.outcomes = dummy.outcomes()
     if s.runner is not None:
-        run.halted = s.runner.halted
+        # An :abort is reported by its threshold, not as --halt (the runner shares the mechanism).
+        run.halted = s.runner.halted if s.runner.halted != s.runner.aborted else None
         run.servers = s.runner.server_stats()
         if s.runner.claude_streams:
             totals = claude_mod.ClaudeTotals()
             for st in s.runner.claude_streams:
                 totals.add(st)
             run.claude_totals = totals.to_json()
-    return exit_status(s.interrupted, s.early_stop, Totals.of(run.outcomes))
+    return exit_status(s.interrupted, s.early_stop, Totals.of(run.outcomes),
+                       thresholds=run.thresholds, capacity=run.capacity)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,12 +412,34 @@ def summary_line(tool: str, run: RunResult) -> str:
     """The one line every run prints: counts, the success ratio, the duration."""
     t = run.totals
     ratio = t.ratio
-    state = " INTERRUPTED" if run.interrupted else " HALTED" if run.halted else ""
+    state = (" INTERRUPTED" if run.interrupted else " THRESHOLD CROSSED" if run.thresholds_crossed
+             else " HALTED" if run.halted else "")
     dur = (run.finished_at or time.time()) - run.started_at
     lost = f", {t.lost} lost" if t.lost else ""
     return (f"{tool}{state}: {t.tests} tests: {t.passed} passed, {t.failed} failed, {t.skipped} skipped"
             f"{lost}; success ratio {ratio.text()} ({'graduates' if ratio.graduates else 'does not graduate'}"
             f" at 10:1); {dur:.1f} s")
+
+
+def load_lines(tool: str, run: RunResult) -> list[str]:
+    """The terminal's lines about a load run, crossed thresholds first, before the summary."""
+    lines = [f"{tool}: THRESHOLD CROSSED: {t.expr}: observed {fmt_metric(t.unit, t.observed)}"
+             + (f" (limit {fmt_metric(t.unit, t.limit)})" if t.limit is not None else "")
+             + (f"; {t.note}" if t.note else "") + ("; the run was aborted" if t.aborted else "")
+             for t in run.thresholds_crossed]
+    passed = [t for t in run.thresholds if t.passed]
+    if passed:
+        lines.append(f"{tool}: thresholds held: " + ", ".join(
+            f"{t.expr} ({fmt_metric(t.unit, t.observed)})" for t in passed))
+    c = run.capacity
+    if c is not None:
+        found = ("no step held" if c.max_sustainable_concurrency is None
+                 else f"sustains {c.max_sustainable_concurrency} tests in flight")
+        lines.append(f"{tool}: capacity: {found}; limited by {c.limited_by}: {c.reason}")
+    p = run.profile
+    if p is not None and p.get("dropped_starts"):
+        lines.append(f"{tool}: {p['dropped_starts']} start(s) dropped (max in flight reached)")
+    return lines
 
 
 def run_options(ns: argparse.Namespace, *, default_suite: str, complex_mode: bool, halt: HaltRule,
@@ -396,12 +456,17 @@ def run_options(ns: argparse.Namespace, *, default_suite: str, complex_mode: boo
         "baseline": ns.baseline, "duration_threshold": ns.duration_threshold,
         "duration_min": ns.duration_min, "learned_timeouts": ns.learned_timeouts,
         "learned_floor": ns.learned_floor, "resources": complex_mode,
+        "stages": ns.stages, "arrival_rate": ns.arrival_rate, "duration": ns.duration,
+        "max_in_flight": ns.max_in_flight, "threshold": ns.threshold,
+        "find_capacity": ns.find_capacity, "step": ns.step, "step_duration": ns.step_duration,
+        "max_steps": ns.max_steps, "max_starts": ns.max_starts,
     }
 
 
 def run_and_report(ns: argparse.Namespace, argv: list[str] | None, *, prog: str, tool: str,
                    default_suite: str, complex_mode: bool, suites: list[Suite],
-                   plan: list[Planned], halt: HaltRule, history: History | None) -> int:
+                   plan: list[Planned], halt: HaltRule, history: History | None,
+                   load: LoadPlan | None = None) -> int:
     """Run the plan in a new report folder, then record it and write the reports even when a
     signal or an early stop ended it; the exit status."""
     run_id = new_run_id()
@@ -415,7 +480,7 @@ def run_and_report(ns: argparse.Namespace, argv: list[str] | None, *, prog: str,
                               halt=halt, history=history)
     run.suites = [{"name": s.name, "path": str(s.path), "format": s.format, "tests": len(s.tests),
                    "selected": sum(1 for p in plan if p.suite == s.name)} for s in suites]
-    session = Session(ns, tool, complex_mode, suites, plan, run, report_dir, halt=halt)
+    session = Session(ns, tool, complex_mode, suites, plan, run, report_dir, halt=halt, load=load)
     try:
         code = asyncio.run(run_session(session))
     except KeyboardInterrupt:  # a Ctrl-C in the instant before the handlers were installed
@@ -440,6 +505,8 @@ def write_run(s: Session, history: History | None, code: int) -> None:
         if history is not None:
             run.history = record_history(history, run, s.suites, ns)
         paths = write_reports(run, s.report_dir)
+        for line in load_lines(s.tool, run):
+            print(line)
         print(summary_line(s.tool, run))
         if run.history is not None and not ns.quiet:
             print(history_line(run.history))

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stress.report.markdown_history import history_section
+from stress.report.markdown_load import banner_lines, load_section
 from stress.report.markdown_usage import (
     claude_totals_section,
     resources_section,
@@ -46,6 +47,10 @@ from stress.report.text import (
     utc,
 )
 
+MAX_LISTED = 20
+"""Per test, report.md details at most this many attempts in a section (a load run may have
+thousands); report.json keeps every one."""
+
 RESULT_MARK = {"passed": "PASS", "failed": "**FAIL**", "skipped": "SKIP", "lost": "**LOST**"}
 """The Tests table's result column per outcome status; failures and losses in bold."""
 
@@ -59,9 +64,11 @@ def title_section(run: RunResult) -> list[str]:
     title = f"# Stress run {run.run_id}"
     if run.interrupted:
         title += f" (INTERRUPTED by {run.interrupt_signal or 'a signal'}: partial report)"
+    elif any(t.aborted for t in run.thresholds):
+        title += " (ABORTED: a threshold was crossed)"
     elif run.halted:
         title += " (HALTED early by --halt)"
-    lines = [title, ""]
+    lines = [title, "", *banner_lines(run)]
     if run.error:
         lines += [f"**Run error:** {run.error}", ""]
     return lines
@@ -72,6 +79,8 @@ def run_verdict(run: RunResult) -> str:
     t = run.totals
     if run.interrupted:
         return "INTERRUPTED"
+    if run.thresholds_crossed or (run.capacity is not None and run.capacity.crossed):
+        return "THRESHOLD CROSSED"
     if t.failed or t.lost or run.error:
         return "FAILED"
     if t.passed:
@@ -286,7 +295,9 @@ def stability_section(run: RunResult) -> list[str]:
         for o in group:
             st = o.stability
             marks = " ".join({"passed": "P", "failed": "F", "lost": "L"}.get(a.status, "-")
-                             for a in o.attempts)
+                             for a in o.attempts[:3 * MAX_LISTED])
+            if len(o.attempts) > 3 * MAX_LISTED:
+                marks += f" ... ({len(o.attempts) - 3 * MAX_LISTED} more)"
             lines.append(f"| {cell(o.id)} | {cell(o.suite)} | {_pct(st['pass_rate'])} | "
                          f"{st['passes']}/{st['runs']} | {st['required']} | "
                          f"{'PASS' if o.status == PASSED else o.status.upper()} | `{marks}` |")
@@ -296,10 +307,13 @@ def stability_section(run: RunResult) -> list[str]:
 
 def instances_section(run: RunResult) -> list[str]:
     """Every instance of every attempt that had instances: what each did, which won and why."""
-    rows = [(o, a) for o in run.outcomes for a in o.attempts if a.instances]
+    rows = [(o, a) for o in run.outcomes for a in [x for x in o.attempts if x.instances][:MAX_LISTED]]
     if not rows:
         return []
     lines = ["## Instances", ""]
+    cut = sum(max(0, sum(1 for a in o.attempts if a.instances) - MAX_LISTED) for o in run.outcomes)
+    if cut:
+        lines += [f"The first {MAX_LISTED} attempts of each test; {cut} more are in report.json.", ""]
     for o, a in rows:
         sel = a.instance_selection or {}
         lines += [f"### {cell(o.id)}{attempt_tag(o, a, ' attempt {}')}: {len(a.instances)} instances, "
@@ -339,9 +353,11 @@ def failures_section(run: RunResult) -> list[str]:
         lines += [f"### {o.id}: {o.reason}", "", f"- **Why:** {o.message}",
                   f"- **Defined at:** `{o.source}`",
                   f"- **Runs:** `{o.invocation}`"]
-        for a in o.attempts:
-            if a.status == FAILED:
-                lines += _failed_attempt_lines(o, a)
+        bad = [a for a in o.attempts if a.status == FAILED]
+        for a in bad[:MAX_LISTED]:
+            lines += _failed_attempt_lines(o, a)
+        if len(bad) > MAX_LISTED:
+            lines.append(f"- ... and {len(bad) - MAX_LISTED} more failed attempts (report.json)")
         lines.append("")
     return lines
 
@@ -444,7 +460,8 @@ def footer_section(run: RunResult) -> list[str]:
 
 
 SECTIONS: tuple[Callable[[RunResult], list[str]], ...] = (
-    title_section, summary_section, environment_section, tests_section, stability_section,
+    title_section, summary_section, load_section, environment_section, tests_section,
+    stability_section,
     instances_section, failures_section, lost_section, skipped_section, previews_section,
     claude_totals_section, servers_section, history_section, resources_section,
     distributions_section, footer_section)

@@ -32,7 +32,7 @@ class Progress:
     """Call `started`/`finished` per job (an attempt, or one instance of an instances attempt);
     `note` for other lines; `close` at the end."""
 
-    def __init__(self, total: int, *, quiet: bool = False, stream: TextIO | None = None,
+    def __init__(self, total: int | None, *, quiet: bool = False, stream: TextIO | None = None,
                  live: bool | None = None) -> None:
         self.total = total
         self.quiet = quiet
@@ -107,7 +107,7 @@ class Progress:
             running = list(self.running.values())
         done = sum(counts.values())
         parts: list = [
-            (f"{done}/{self.total} runs  ", "bold"),
+            (f"{done}/{self.total} runs  " if self.total is not None else f"{done} runs  ", "bold"),
             (f"passed {counts.get('passed', 0)}", "green"), "  ",
             (f"failed {counts.get('failed', 0)}", "red"), "  ",
             (f"skipped {counts.get('skipped', 0)}", "yellow"), "  ",

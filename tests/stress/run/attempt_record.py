@@ -220,6 +220,8 @@ def judge_run(run: CaseRun, seen: Observed, out: Output, options: RunOptions, *,
         failures=[f.value for f in verdict.failures],
         claude=out.stream.to_json() if out.stream is not None else None,
         cli_failure=cli_failure, resources=seen.resources,
+        first_output=(None if live.first_output is None
+                      else max(0.0, live.first_output - live.queued_at)),
     )
     cov = pattern_coverage(test.expected_patterns, out.hay).ratio if test.expected_patterns else 1.0
     return Execution(attempt, verdict, out.stream.total_cost_usd if out.stream else None, cov)

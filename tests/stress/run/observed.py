@@ -59,6 +59,8 @@ class LiveJob:
         """Which client-side guard gave up on the job: "queue", "stall" or "deadline"."""
         self.queue_reason: str | None = None
         self.ended: float | None = None
+        self.first_output: float | None = None
+        """When the first output batch arrived (monotonic), None until one does."""
 
     def on_event(self, ev: Event) -> None:
         if ev.kind == "output":
@@ -72,6 +74,8 @@ class LiveJob:
                 self.stdout += data
                 self.out_batches += 1
             self.last = ev.received
+            if self.first_output is None:
+                self.first_output = ev.received
         elif ev.kind == "started":
             self.started = self.last = ev.received
             self.pid, self.pgid = ev.params.get("pid"), ev.params.get("pgid")

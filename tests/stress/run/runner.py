@@ -110,6 +110,8 @@ class Runner:
         self.interrupted = False
         self.halted: str | None = None
         """Why --halt stopped the run (None when it did not)."""
+        self.aborted: str | None = None
+        """Why a threshold marked :abort stopped the run (None when none did)."""
         self.server_name = url
         self.dispatch_report: DispatchReport | None = None
         self._dispatcher: Dispatcher | None = None
@@ -139,6 +141,22 @@ class Runner:
         self.interrupted = True
         if self.stop_reason is None:
             self.stop_reason = why
+        if self._dispatcher is not None:
+            self._dispatcher.stop(why, now=True)
+        for task in list(self._running.values()):
+            task.cancel()
+
+    def abort(self, why: str) -> None:
+        """A threshold marked `:abort` was crossed: start nothing new and cancel the running
+        attempts, which are reported cancelled (as with --halt now), not failed."""
+        self.aborted = why
+        if self.halted is None:
+            self.halted = why  # what a cancelled attempt says it was cancelled by
+        if self.stop_reason is None:
+            self.stop_reason = why
+        note = getattr(self.progress, "note", None)
+        if note is not None:
+            note(f"ABORT {why}")
         if self._dispatcher is not None:
             self._dispatcher.stop(why, now=True)
         for task in list(self._running.values()):
@@ -199,29 +217,60 @@ class Runner:
         try:
             while queue and self.stop_reason is None:
                 idx, n = queue.popleft()
-                planned = self.plan[idx]
-                key = f"{planned.attempt_stem(n)}"
-                task = asyncio.ensure_future(self._attempt(client, planned, n))
-                self._running[key] = task
-                t0 = time.monotonic()
-                try:
-                    ex, client = await task
-                except asyncio.CancelledError:
-                    if not task.cancelled():
-                        raise  # this worker itself is being cancelled
-                    # Cancelled (interrupt or --halt now) before the attempt began.
-                    ex = attempt_record.not_run(planned, n, f"not run: {self.stop_reason}",
-                                                interrupted=self.interrupted)
-                finally:
-                    self._running.pop(key, None)
-                    self._busy += time.monotonic() - t0
-                    self._last_end = time.monotonic() - self._t0
-                ex.attempt.server = self.server_name
-                self._results[(idx, n)] = ex
-                self._count(idx, planned, ex, halt_rule=True)
+                client = await self.run_item(client, idx, n)
         finally:
             if client is not None:
                 await _close_quietly(client)
+
+    async def run_item(self, client: ExecutorClient | None, idx: int, n: int
+                       ) -> ExecutorClient | None:
+        """Attempt `n` of planned test `idx` on `client` (None: connect first), recorded and
+        counted (--fail-fast, --halt); the connection to reuse next. What a worker does per item,
+        and what the load driver (stress.run.driver) starts whenever its profile allows."""
+        planned = self.plan[idx]
+        key = f"{planned.attempt_stem(n)}"
+        task = asyncio.ensure_future(self._attempt(client, planned, n))
+        self._running[key] = task
+        t0 = time.monotonic()
+        try:
+            ex, client = await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # the caller itself is being cancelled
+            # Cancelled (interrupt, --halt now, :abort) before the attempt began.
+            ex = attempt_record.not_run(planned, n, f"not run: {self.stop_reason}",
+                                        interrupted=self.interrupted)
+        finally:
+            self._running.pop(key, None)
+            self._busy += time.monotonic() - t0
+            self._last_end = time.monotonic() - self._t0
+        ex.attempt.server = self.server_name
+        self._results[(idx, n)] = ex
+        self._count(idx, planned, ex, halt_rule=True)
+        return client
+
+    def begin(self, expected: int = 0) -> None:
+        """Before the load driver's first `run_item`: the outputs folder and the clock."""
+        self.outputs.mkdir(parents=True, exist_ok=True)
+        self._t0 = time.monotonic()
+        self._total = expected
+
+    def expect(self, total: int) -> None:
+        """The attempts a load profile has started so far: what --halt percentages count over."""
+        self._total = total
+
+    def record(self, idx: int, n: int, ex: Execution) -> None:
+        """Record attempt `n` of test `idx` that the load driver never started."""
+        self._results[(idx, n)] = ex
+
+    @property
+    def in_flight(self) -> int:
+        """Attempts running now (an instances attempt counts once)."""
+        return len(self._running)
+
+    def executions(self) -> list[Execution]:
+        """Every attempt recorded so far (the load driver measures them while the run goes)."""
+        return list(self._results.values())
 
     async def _connect(self) -> ExecutorClient:
         return await ExecutorClient.connect(self.url, self.token, open_timeout=10.0,
