@@ -248,9 +248,11 @@ def test_a_window_measures_attempts_and_samples():
 # --- the capacity policy -----------------------------------------------------------------------
 
 
-def _window(errors: int, duration: float, *, queued: int = 0, load: float = 1.0) -> Window:
-    obs = [Observation(i, i + duration, "failed" if i < errors else "passed", duration, duration,
-                       None, 0.0, i < queued) for i in range(20)]
+def _window(errors: int, duration: float, *, queued: int = 0, load: float = 1.0,
+            wait: float = 0.0) -> Window:
+    obs = [Observation(i, i + duration + wait, "failed" if i < errors else "passed", duration,
+                       duration + (wait if i < queued else 0), None, wait if i < queued else 0,
+                       i < queued) for i in range(20)]
     return Window(obs, [Sample(at=0, load1=load, cores=2, oom_kills=0)], started=20)
 
 
@@ -271,11 +273,14 @@ def test_capacity_stops_at_the_first_step_that_crosses_and_names_why():
     c = _search([_window(0, 1.0), _window(0, 1.5), _window(0, 2.5), _window(0, 1.0)])
     assert (c.max_sustainable_concurrency, c.limited_by) == (4, "latency")
     assert len(c.steps) == 3 and [s["held"] for s in c.steps] == [True, True, False]
-    assert c.steps[-1]["crossed"] == ["p95_duration<2x"]
+    assert c.steps[-1]["crossed"] == ["p95_duration<2x", "p95_wall<2x"]
     assert "at 6 in flight" in c.reason and not c.crossed
     assert _search([_window(0, 1), _window(1, 1)]).limited_by == "errors"
     assert _search([_window(0, 1), _window(0, 1, load=9)]).limited_by == "cpu"
-    assert _search([_window(0, 1), _window(0, 1, queued=1)]).limited_by == "admission"
+    # a queue that makes clients wait is the service's admission; a brief one holds
+    assert _search([_window(0, 1), _window(0, 1, queued=5, wait=3)]).limited_by == "admission"
+    assert _search([_window(0, 1), _window(0, 1, queued=1, wait=0.05)],
+                   max_steps=2).limited_by == "max_steps"
 
 
 def test_capacity_without_a_limit_found_and_when_no_step_holds():

@@ -59,9 +59,9 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
                         "the run as soon as it is crossed; repeatable; a crossed one exits 99")
     g.add_argument("--find-capacity", action="store_true",
                    help="step the tests in flight up (N, 2N, 3N...) until a step crosses its "
-                        "thresholds (default: errors < 1%%, p95 within 2x of the first step, "
-                        "load under --max-load, no OOM, nothing queued) and report the highest "
-                        "that held")
+                        "thresholds (default: errors < 1%%, p95 run time and p95 time to "
+                        "completion within 2x of the first step's, load under --max-load, no "
+                        "OOM) and report the highest that held")
     g.add_argument("--step", type=int_at_least(1), metavar="N",
                    help=f"--find-capacity: tests in flight added per step (default {DEFAULT_STEP})")
     g.add_argument("--step-duration", metavar="D",

@@ -10,14 +10,19 @@ Default criteria (when no --threshold is given; they are not `required`, so a se
 cannot report one is not failed by it):
 
     error_rate<1%          fewer than 1% of the step's attempts failed
-    p95_duration<2x        p95 run time within 2x of the first step's
+    p95_duration<2x        p95 run time (queue wait excluded) within 2x of the first step's
+    p95_wall<2x            p95 request-to-completion (queue wait included) within 2x
     host_load<MAX          peak 1-minute load under --max-load (else the service's own limit)
     oom_kills<1            no OOM kill on this host during the step
-    queued<1               the service queued none of the step's jobs (its admission held them)
+
+Why the service's queue is judged through `wall` and not by "nothing was queued": the service
+paces a burst (its slow start holds a few jobs for a moment when a step adds many at once), which
+is admission working, not the host at its limit; a queue that makes clients wait shows as `wall`
+growing while `duration` does not.
 
 What limited it is named by the kind of the first criterion crossed, in this order: memory,
-errors, admission (the service's queue), cpu, io, latency; a step that crossed only a latency
-criterion while the service queued jobs is limited by admission (the queue is the latency).
+errors, admission (the service's queue), cpu, io, latency; a step that crossed only latency
+criteria while the service queued jobs is limited by admission (the queue is the latency).
 
 Imports `stress.run.thresholds`, `stress.run.metrics`, `stress.run.profile` and the report's
 result types only.
@@ -48,9 +53,9 @@ ORDER = ("memory", "errors", "admission", "cpu", "io", "latency", "other")
 
 def default_criteria(max_load: float | None) -> tuple[Threshold, ...]:
     """The step criteria when no --threshold is given; `max_load` None leaves out the load one."""
-    texts = ["error_rate<1%", "p95_duration<2x", "oom_kills<1", "queued<1"]
+    texts = ["error_rate<1%", "p95_duration<2x", "p95_wall<2x", "oom_kills<1"]
     if max_load is not None:
-        texts.insert(2, f"host_load<{max_load:g}")
+        texts.insert(3, f"host_load<{max_load:g}")
     return tuple(parse_threshold(t, required=False) for t in texts)
 
 
