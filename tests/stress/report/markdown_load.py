@@ -110,16 +110,17 @@ def _steps_table(run: RunResult) -> list[str]:
              + ("no step held" if c.max_sustainable_concurrency is None
                 else f"**{c.max_sustainable_concurrency}** tests in flight")
              + f"; limited by **{c.limited_by}**: {cell(c.reason)}", "",
-             "| step | in flight | runs | p50 / p95 duration | p50 / p95 first output | errors | "
-             "peak load | PSI cpu / memory / io | peak RSS | min free memory | service queue | "
-             "queued | result |",
-             "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+             "| step | in flight | runs | p50 / p95 duration | p95 wall | p50 / p95 first output | "
+             "errors | peak load | PSI cpu / memory / io | peak RSS | min free memory | "
+             "service queue | queued | result |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
     for s in c.steps:
         result = "held" if s.get("held") else "**crossed** " + cell(", ".join(s.get("crossed", [])))
         lines.append(
             f"| {s.get('step')} | {s.get('concurrency')} | {s.get('attempts')} "
             f"| {fmt_metric('seconds', s.get('p50_duration'))} / "
-            f"{fmt_metric('seconds', s.get('p95_duration'))} | {_first_output(s)} "
+            f"{fmt_metric('seconds', s.get('p95_duration'))} "
+            f"| {fmt_metric('seconds', s.get('p95_wall'))} | {_first_output(s)} "
             f"| {fmt_metric('ratio', s.get('error_rate'))} | {fmt_metric('load', s.get('host_load'))} "
             f"| {_psi(s)} | {_bytes(s.get('peak_rss'))} | {_bytes(s.get('free_mem'))} "
             f"| {fmt_metric('count', s.get('service_queue'))} | {s.get('queued', 0)} | {result} |")
