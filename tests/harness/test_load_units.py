@@ -291,6 +291,12 @@ def test_capacity_without_a_limit_found_and_when_no_step_holds():
     assert "host_load<8" not in [t for t in _search([_window(0, 1)], max_load=None).criteria]
 
 
+def test_a_step_where_nothing_ran_does_not_hold():
+    c = _search([_window(0, 1.0), Window(samples=[Sample(at=0, load1=1.0)])])
+    assert (c.max_sustainable_concurrency, c.limited_by) == (2, "stopped")
+    assert c.reason == "step 2 ran no test" and not c.crossed
+
+
 def test_latency_with_a_queue_is_the_services_admission():
     criteria = (parse_threshold("p95_duration<2x"),)
     first, second = _window(0, 1.0), _window(0, 3.0, queued=2)

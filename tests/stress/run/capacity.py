@@ -82,7 +82,9 @@ class StepResult:
 
     @property
     def held(self) -> bool:
-        return all(r.passed for r in self.results)
+        """Every criterion held, over at least one attempt that ran (a step where nothing ran
+        says nothing about the host)."""
+        return bool(self.figures.get("attempts")) and all(r.passed for r in self.results)
 
     @property
     def crossed(self) -> list[ThresholdResult]:
@@ -132,6 +134,8 @@ def conclude(steps: Sequence[StepResult], search: StepSearch, criteria: Sequence
     base = dict(criteria=[t.text for t in criteria], step=search.step,
                 step_duration=search.step_duration, max_steps=search.max_steps,
                 steps=[s.to_json() for s in steps])
+    if steps and not steps[-1].held and not steps[-1].crossed:
+        return Capacity(best, "stopped", f"step {len(steps)} ran no test", **base)
     if steps and not steps[-1].held:
         last = steps[-1]
         limit = limit_of(last)
