@@ -90,6 +90,8 @@ def test_stages_keep_the_promised_number_in_flight_and_a_crossed_threshold_exits
     th = r.json["thresholds"]
     assert [t["expr"] for t in th] == ["p95_duration<10ms", "error_rate<1%"]
     assert [t["passed"] for t in th] == [False, True] and th[0]["observed"] > 0.01
+    suites = r.junit.findall("testsuite")  # junit.xml: the thresholds first, as k6 lists them
+    assert suites[0].get("name") == "thresholds" and suites[0].get("failures") == "1"
     head = r.md.split("## Summary")[0]
     assert "**Threshold crossed:** `p95_duration<10ms`" in head
     assert "| Result | **THRESHOLD CROSSED** |" in r.md and "## Load" in r.md

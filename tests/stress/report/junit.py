@@ -1,7 +1,8 @@
 """junit.xml: the run for CI, in the common JUnit XML shape CI systems read.
 
 Shape: testsuites > testsuite (one per suite) > testcase (one per attempt) with failure, error or
-skipped, and system-out for the output preview. Why one testcase per attempt, not per test: CI
+skipped, and system-out for the output preview; a run with --threshold has a first testsuite
+"thresholds", one testcase per threshold, failed when crossed. Why one testcase per attempt, not per test: CI
 dashboards count and time test cases, and a repeated test's attempts are separate runs with
 separate outcomes. A lost attempt is an `error` (the harness could not judge it), a failed one a
 `failure` (an `error` when the verdict reason is "error").
@@ -49,8 +50,10 @@ def render_junit(run: RunResult) -> bytes:
     by_suite: dict[str, list[Outcome]] = {}
     for o in run.outcomes:
         by_suite.setdefault(o.suite, []).append(o)
+    counted = [_add_thresholds(root, run)] if run.thresholds else []
     for suite_name, outcomes in by_suite.items():
-        n = _add_testsuite(root, run, suite_name, outcomes)
+        counted.append(_add_testsuite(root, run, suite_name, outcomes))
+    for n in counted:
         for k in COUNTS:
             totals[k] += n[k]
         totals["time"] += n["time"]
@@ -59,6 +62,29 @@ def render_junit(run: RunResult) -> bytes:
     root.set("time", f"{totals['time']:.3f}")
     ET.indent(root)
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8") + b"\n"
+
+
+def _add_thresholds(root: ET.Element, run: RunResult) -> dict[str, float]:
+    """The run's --thresholds as a testsuite of their own, first (as k6's JUnit summary has
+    them): a crossed one is a failure with what was observed."""
+    ts = ET.SubElement(root, "testsuite", name="thresholds",
+                       hostname=str(run.environment.get("hostname", "")),
+                       timestamp=datetime.fromtimestamp(run.started_at, timezone.utc)
+                       .strftime("%Y-%m-%dT%H:%M:%S"))
+    n: dict[str, float] = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "time": 0.0}
+    for t in run.thresholds:
+        case = ET.SubElement(ts, "testcase", classname="thresholds", name=_xml_text(t.expr, 500),
+                             time="0.000")
+        n["tests"] += 1
+        if not t.passed:
+            n["failures"] += 1
+            text = (f"{t.expr}: observed {t.observed} ({t.unit}), limit {t.limit}"
+                    + (f"; {t.note}" if t.note else "") + ("; aborted the run" if t.aborted else ""))
+            ET.SubElement(case, "failure", message=_xml_text(text, 1000), type="threshold")
+    for k in COUNTS:
+        ts.set(k, str(n[k]))
+    ts.set("time", "0.000")
+    return n
 
 
 def _add_testsuite(root: ET.Element, run: RunResult, suite_name: str,
