@@ -421,14 +421,15 @@ def summary_line(tool: str, run: RunResult) -> str:
             f" at 10:1); {dur:.1f} s")
 
 
-def load_lines(tool: str, run: RunResult) -> list[str]:
-    """The terminal's lines about a load run, crossed thresholds first, before the summary."""
+def load_lines(tool: str, run: RunResult, *, quiet: bool = False) -> list[str]:
+    """The terminal's lines about a load run, crossed thresholds first, before the summary;
+    --quiet keeps the crossed thresholds and the capacity answer (results, like the summary)."""
     lines = [f"{tool}: THRESHOLD CROSSED: {t.expr}: observed {fmt_metric(t.unit, t.observed)}"
              + (f" (limit {fmt_metric(t.unit, t.limit)})" if t.limit is not None else "")
              + (f"; {t.note}" if t.note else "") + ("; the run was aborted" if t.aborted else "")
              for t in run.thresholds_crossed]
     passed = [t for t in run.thresholds if t.passed]
-    if passed:
+    if passed and not quiet:
         lines.append(f"{tool}: thresholds held: " + ", ".join(
             f"{t.expr} ({fmt_metric(t.unit, t.observed)})" for t in passed))
     c = run.capacity
@@ -437,7 +438,7 @@ def load_lines(tool: str, run: RunResult) -> list[str]:
                  else f"sustains {c.max_sustainable_concurrency} tests in flight")
         lines.append(f"{tool}: capacity: {found}; limited by {c.limited_by}: {c.reason}")
     p = run.profile
-    if p is not None and p.get("dropped_starts"):
+    if p is not None and p.get("dropped_starts") and not quiet:
         lines.append(f"{tool}: {p['dropped_starts']} start(s) dropped (max in flight reached)")
     return lines
 
@@ -505,7 +506,7 @@ def write_run(s: Session, history: History | None, code: int) -> None:
         if history is not None:
             run.history = record_history(history, run, s.suites, ns)
         paths = write_reports(run, s.report_dir)
-        for line in load_lines(s.tool, run):
+        for line in load_lines(s.tool, run, quiet=ns.quiet):
             print(line)
         print(summary_line(s.tool, run))
         if run.history is not None and not ns.quiet:
