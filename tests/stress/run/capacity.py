@@ -141,8 +141,8 @@ def conclude(steps: Sequence[StepResult], search: StepSearch, criteria: Sequence
         limit = limit_of(last)
         reason = f"at {last.concurrency} in flight, {_crossing_text(last)}"
         if limit == "admission":
-            reason += (f"; the service queued {last.figures.get('queued', 0)} job(s): its "
-                       "admission (--max-load, memory) held them back")
+            reason += (f"; the service queued {last.figures.get('queued', 0)} of the step's jobs "
+                       "(its admission held them back: see /health `admission`)")
         return Capacity(best, limit, reason, **base)
     if interrupted:
         return Capacity(best, "interrupted", "the search was interrupted" + (
