@@ -103,6 +103,8 @@ class LoadDriver:
         self.window_start = 0.0
         self.window_starts = self.window_dropped = 0
         self.aborted: ThresholdResult | None = None
+        self.baseline: dict[str, float | None] = {}
+        """The first capacity step's values, what `2x` limits are relative to (none before)."""
         self.t0 = time.monotonic()
         self.t0_wall = time.time()
         if load.profile is not None:
@@ -215,7 +217,6 @@ class LoadDriver:
         """Steps of step x k in flight until one does not hold (stress.run.capacity)."""
         criteria = self.load.thresholds or default_criteria(self.max_load())
         steps: list[StepResult] = []
-        baseline: dict[str, float | None] = {}
         for k in range(search.max_steps):
             if self.stopping():
                 break
@@ -227,8 +228,10 @@ class LoadDriver:
             if self.runner.interrupted:
                 break  # a step cut short by the user says nothing about the host
             window = self.window(begin)
-            baseline = baseline if k else baseline_of(window, criteria)
-            step = judge_step(k, c, window, criteria, baseline, started=begin, ended=self.now())
+            if k == 0:
+                self.baseline = baseline_of(window, criteria)
+            step = judge_step(k, c, window, criteria, self.baseline, started=begin,
+                              ended=self.now())
             self._keep_abort(step)
             steps.append(step)
             self.note(step_line(step))
@@ -302,9 +305,10 @@ class LoadDriver:
             if t < th.abort_delay:
                 continue
             value = measure(w, th)
-            if value is None:
-                continue  # no data yet: an abort needs a value that crossed
-            r = judge(th, value, cores=cores(w))
+            base = self.baseline.get(th.text)
+            if value is None or (th.relative and base is None):
+                continue  # no data (or no first step) yet: an abort needs a value that crossed
+            r = judge(th, value, baseline=base, cores=cores(w))
             if not r.passed:
                 r.aborted, r.at = True, round(self.now(), 3)
                 self.aborted = r
