@@ -9,11 +9,15 @@ feels, each sample (every `sample_interval`, 0.5 s by default):
    000's ceiling, 8): each job counts its *measured* CPU rate (a waiting job ~0, a job that burns
    a core 1) times the share the lagging average does not show yet (`load.unshown_load`);
 3. PSI (`pressure`): the share of the last window some task stalled on CPU, memory or IO, each
-   under its limit (`cpu_pressure_limit`...);
-4. slow start, the burst protection: at most `slow_start` jobs start in one sample window; each
-   calm sample after a full window doubles it, a pressured one (any PSI share over half its
-   limit) or an idle one (no start) puts it back. Fifty sleepers then start in a few windows; a burst of CPU burners stops growing as soon
-   as the first ones make the CPU contended.
+   under its limit (`cpu_pressure_limit`...); CPU counts while the jobs themselves use at least
+   `job_cpu_share` of the cores (else the contention is the service's or another tenant's, and
+   holding light jobs back would only serialise them);
+4. slow start, the burst protection: at most `slow_start` *young* jobs (started, CPU not measured
+   yet) at once; each calm sample after the window filled doubles it, a contended one (a counted
+   PSI share over half its limit) or an idle one (no start) puts it back. A stream of short jobs
+   one after another is never held by it. Sixty sleepers start in windows of 8, 16, 32 and run
+   together; a burst of CPU burners starts 8, which are measured busy and make the CPU contended,
+   and nothing more starts until they end.
 
 Where PSI is missing (older kernels, some containers), rules 3 and 4 fall away and rule 2 counts
 every young job as `job_load` (the rule before PSI); /health and `python -m cc_executor.load`
@@ -32,6 +36,8 @@ from .pressure import Pressure
 RULE_PRESSURE = "pressure"
 RULE_FALLBACK = "load-pacing (PSI unavailable)"
 MAX_WINDOW = 1024
+HEAVY = 0.5
+"""A job measured using this many cores or more counts against the slow-start window."""
 
 
 @dataclass(frozen=True)
@@ -45,11 +51,16 @@ class Limits:
     io_pressure: float
     slow_start: int
     job_load: float
+    job_cpu_share: float = 0.5
+    cores: int = 1
+    settle: float = 0.25
+    """Seconds a job must have run before its effect on pressure counts as evidence to grow."""
 
 
 @dataclass(frozen=True)
 class RunningJob:
-    """What admission knows of a running job: its age, and its CPU rate when measured yet."""
+    """What admission knows of a running job: its age, and its CPU rate once measured (None
+    until the first usage pass after its start: a *young* job)."""
 
     age: float
     cpu_rate: float | None
@@ -61,6 +72,8 @@ class Admission:
     def __init__(self, slow_start: int) -> None:
         self.window = max(1, slow_start)
         self.started_in_window = 0
+        self.young_peak = 0  # most young (and heavy) jobs at once since the last sample
+        self.cpu_by_jobs = False  # at the last sample, the jobs used job_cpu_share of the cores
         self.pressure: Pressure | None = None
         self.psi = True
         self.last: Decision | None = None
@@ -69,18 +82,27 @@ class Admission:
     def rule(self) -> str:
         return RULE_PRESSURE if self.psi else RULE_FALLBACK
 
-    def on_sample(self, pressure: Pressure | None, psi: bool, limits: Limits) -> None:
+    def on_sample(self, pressure: Pressure | None, psi: bool, limits: Limits,
+                  jobs: Iterable[RunningJob] = ()) -> None:
         """A new reading (`pressure`: its window, None before a second sample; `psi`: whether
         the host has PSI at all): grow the window if the host stayed calm and the window was
-        used, put it back if not, and open it."""
+        filled, put it back if not, and open it."""
         self.pressure, self.psi = pressure, psi
-        if pressure is None or not _calm(pressure, limits) or self.started_in_window == 0:
+        jobs = list(jobs)
+        # Judged once per sample, with rates measured for it: between samples a job's rate is
+        # stale (measured while it shared the CPU), and the pressure window is the same anyway.
+        jobs_cpu = sum(j.cpu_rate or 0.0 for j in jobs)
+        self.cpu_by_jobs = jobs_cpu >= limits.job_cpu_share * limits.cores
+        calm = pressure is not None and not self._contended(pressure, limits, 0.5)
+        settled = all(j.age >= limits.settle for j in jobs)
+        if not calm or self.started_in_window == 0:
             # Contended, or idle (nothing asked to start): the next burst starts small again,
             # whatever a calm burst before it earned (TCP restarts slow start after idle too).
             self.window = max(1, limits.slow_start)
-        elif self.started_in_window >= self.window:
+        elif self.young_peak >= self.window and settled:  # calm, with the jobs showing in it
             self.window = min(self.window * 2, MAX_WINDOW)
         self.started_in_window = 0
+        self.young_peak = 0
 
     def started(self) -> None:
         self.started_in_window += 1
@@ -97,22 +119,38 @@ class Admission:
         if not d.may_start:
             return self._note(d)
         p = self.pressure
-        for signal, value, limit in (() if p is None else (
-                ("cpu_pressure", p.cpu, limits.cpu_pressure),
-                ("memory_pressure", p.memory, limits.memory_pressure),
-                ("io_pressure", p.io, limits.io_pressure))):
-            if value > limit:
-                name = signal.replace("_", " ")
-                return self._note(Decision(
-                    False, f"{name} {value:.2f} > limit {limit:.2f} (tasks stalled "
-                    f"{value:.0%} of the last {p.seconds:.1f} s)", signal, round(value, 4), limit))
-        if self.started_in_window >= self.window:
+        held = None if p is None else self._contended(p, limits, 1.0)
+        if held is not None:
+            signal, value, limit = held
             return self._note(Decision(
-                False, f"slow start: {self.started_in_window} jobs started since the last "
-                f"sample (window {self.window}; it doubles while the host stays calm)",
-                "slow_start", float(self.started_in_window), float(self.window)))
+                False, f"{signal.replace('_', ' ')} {value:.2f} > limit {limit:.2f} (tasks "
+                f"stalled {value:.0%} of the last {p.seconds:.1f} s)", signal, round(value, 4),
+                limit))
+        # Young jobs (not measured yet) and heavy ones (measured burning half a core or more)
+        # share the window: a burst of burners is held to it even once measured.
+        young = sum(1 for j in jobs if j.cpu_rate is None or j.cpu_rate >= HEAVY)
+        if young >= self.window:
+            return self._note(Decision(
+                False, f"slow start: {young} jobs young or busy (window {self.window}; it "
+                "doubles while the host stays calm)", "slow_start",
+                float(young), float(self.window)))
+        self.young_peak = max(self.young_peak, young + 1)
         cpu = "" if p is None else f", cpu pressure {p.cpu:.2f}"
         return self._note(Decision(True, f"{d.reason}{cpu}, slow-start window {self.window}"))
+
+    def _contended(self, p: Pressure, limits: Limits,
+                   share: float) -> tuple[str, float, float] | None:
+        """The first PSI share over `share` of its limit, as (signal, value, limit); None when
+        none is. CPU counts only while the jobs themselves use `job_cpu_share` of the cores:
+        when the service (streaming many light jobs' output) or another tenant is what keeps
+        the CPU busy, holding light jobs back only serialises them."""
+        for signal, value, limit, counts in (
+                ("cpu_pressure", p.cpu, limits.cpu_pressure, self.cpu_by_jobs),
+                ("memory_pressure", p.memory, limits.memory_pressure, True),
+                ("io_pressure", p.io, limits.io_pressure, True)):
+            if counts and value > limit * share:
+                return signal, value, limit
+        return None
 
     def _note(self, d: Decision) -> Decision:
         self.last = d
@@ -127,9 +165,3 @@ class Admission:
         if self.last is not None:
             out["last_decision"] = self.last.to_dict()
         return out
-
-
-def _calm(p: Pressure, limits: Limits) -> bool:
-    """Every share under half its limit: room to grow, not just room to stay."""
-    return (p.cpu <= limits.cpu_pressure / 2 and p.memory <= limits.memory_pressure / 2
-            and p.io <= limits.io_pressure / 2)

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import logging.handlers
+import os
 import secrets
 import time
 import uuid
@@ -39,7 +40,7 @@ log = logging.getLogger("cc_executor.server")
 SUBPROTOCOL = "cc-executor"
 THROTTLE_FIELDS = ("throttle", "max_load", "min_free_mem", "queue_timeout", "job_load",
                    "cpu_pressure_limit", "memory_pressure_limit", "io_pressure_limit",
-                   "slow_start")
+                   "slow_start", "job_cpu_share")
 BEARER_PREFIX = "bearer."
 
 
@@ -191,7 +192,8 @@ class Service:
         return Limits(max_load=s.max_load_value(), min_free_mem=s.min_free_mem,
                       cpu_pressure=s.cpu_pressure_limit, memory_pressure=s.memory_pressure_limit,
                       io_pressure=s.io_pressure_limit, slow_start=s.slow_start,
-                      job_load=s.job_load)
+                      job_load=s.job_load, job_cpu_share=s.job_cpu_share,
+                      cores=os.cpu_count() or 1, settle=s.sample_interval / 2)
 
     def _admission(self) -> Decision:
         """May a job start now? The rule is `admission.Admission`'s; this gathers its inputs."""
@@ -200,10 +202,13 @@ class Service:
         reading = self.monitor.latest if self.monitor is not None else None
         if reading is None:  # no sample yet (or reads failing): do not block on the unknown
             return Decision(True, "host load unknown")
+        return self.admission.decide(reading, self._running(), self._limits())
+
+    def _running(self) -> list[RunningJob]:
+        """The running jobs as admission sees them: age, and CPU rate once measured."""
         now = time.monotonic()
-        running = [RunningJob(now - j.started_at, self.usage.rate(j.run.pgid))
-                   for j in self.jobs.jobs.values() if j.state == "running" and j.run]
-        return self.admission.decide(reading, running, self._limits())
+        return [RunningJob(now - j.started_at, self.usage.rate(j.run.pgid))
+                for j in self.jobs.jobs.values() if j.state == "running" and j.run]
 
     def _timeout_factor(self) -> float:
         """The load stretch for a job starting now, from the latest sample (1.0 before any)."""
@@ -243,15 +248,25 @@ class Service:
         pass fails or takes over 2 s, the count is unknown (None) until the next one."""
         while True:
             ids = frozenset(self.runner.runs)
-            groups = frozenset(run.pgid for run in self.runner.runs.values())
             try:
-                pids, usage = await aio.wait_for(
-                    asyncio.to_thread(lambda: (tree.marked_any(ids), group_usage(groups))), 2.0)
+                pids = await aio.wait_for(asyncio.to_thread(tree.marked_any, ids), 2.0)
                 self._live_processes = len(pids)
-                self.usage.update(usage)
             except (asyncio.TimeoutError, OSError):
                 self._live_processes = None
             await asyncio.sleep(1.0)
+
+    async def _measure_jobs(self) -> None:
+        """Each running job's CPU rate and RSS, measured right after each load sample so that
+        admission decides on pressure and job usage of the same moment (in a thread, bounded:
+        a slow pass leaves the last figures in place)."""
+        runs = list(self.runner.runs.values())
+        groups = frozenset(run.pgid for run in runs)
+        try:
+            usage = await aio.wait_for(asyncio.to_thread(group_usage, groups), 1.0)
+        except (asyncio.TimeoutError, OSError):
+            return
+        now = time.time()
+        self.usage.update(usage, ages={run.pgid: now - run.started_at for run in runs})
 
     async def _reap_adopted(self) -> None:
         """As subreaper we adopt orphans; collect the ones that died so none linger as zombies."""
@@ -264,8 +279,9 @@ class Service:
         """Each new load sample may admit queued jobs: re-check exactly then, not on a timer."""
         while True:
             await self.monitor.wait_for_change()
+            await self._measure_jobs()
             self.admission.on_sample(self.monitor.pressure, self.monitor.psi_available,
-                                     self._limits())
+                                     self._limits(), self._running())
             if self.jobs.queue:
                 self.jobs.pump_queue()
 

@@ -118,8 +118,11 @@ class Settings(BaseModel):
                                       "sample window (PSI)")
     memory_pressure_limit: float = Field(0.10, ge=0, le=1, description="Same, for memory")
     io_pressure_limit: float = Field(0.50, ge=0, le=1, description="Same, for IO")
-    slow_start: int = Field(8, gt=0, le=1024, description="Jobs that may start in one sample "
-                            "window; doubles while the host stays calm, back to this when not")
+    slow_start: int = Field(8, gt=0, le=1024, description="Young jobs (started, CPU not yet "
+                            "measured) at once; doubles while the host stays calm, back to this "
+                            "when not")
+    job_cpu_share: float = Field(0.5, ge=0, le=64, description="CPU pressure holds jobs only "
+                                 "while the running jobs use this share of the cores")
     sample_interval: float = Field(0.5, gt=0, le=60, description="Seconds between host "
                                    "samples (load, memory, PSI) that admission reads")
     psi_dir: str = Field("/proc/pressure", description="Where PSI is read; empty or missing: "

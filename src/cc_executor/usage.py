@@ -71,21 +71,25 @@ def group_usage(pgids: Collection[int]) -> dict[int, GroupUsage]:
 class UsageRates:
     """Each group's CPU rate (cores: 1.0 = one core busy) between two passes, and its RSS.
 
-    A group seen for the first time has no rate yet (None): admission then leaves it to the
-    pressure signals and the slow start, which react within one sample."""
+    A group not measured yet has no rate (None): admission counts it as young (slow start)."""
 
     def __init__(self) -> None:
         self._last: dict[int, tuple[float, float]] = {}  # pgid -> (cpu seconds, at)
         self.rates: dict[int, float] = {}
         self.rss: dict[int, int] = {}
 
-    def update(self, usage: Mapping[int, GroupUsage], now: float | None = None) -> None:
+    def update(self, usage: Mapping[int, GroupUsage], now: float | None = None,
+               ages: Mapping[int, float] | None = None) -> None:
+        """Rates since the last pass; a group seen for the first time gets its CPU time over
+        its age (`ages`, seconds since it started), so a job is measured at the first pass."""
         now = time.monotonic() if now is None else now
         rates: dict[int, float] = {}
         for group, u in usage.items():
             last = self._last.get(group)
             if last is not None and now > last[1]:
                 rates[group] = max(0.0, (u.cpu_seconds - last[0]) / (now - last[1]))
+            elif ages and ages.get(group, 0.0) > 0.0:
+                rates[group] = u.cpu_seconds / ages[group]
         self._last = {g: (u.cpu_seconds, now) for g, u in usage.items()}
         self.rates = rates
         self.rss = {g: u.rss for g, u in usage.items()}
