@@ -73,6 +73,7 @@ class Admission:
         self.window = max(1, slow_start)
         self.started_in_window = 0
         self.young_peak = 0  # most young (and heavy) jobs at once since the last sample
+        self.asked = False  # whether any job asked to start since the last sample
         self.cpu_by_jobs = False  # at the last sample, the jobs used job_cpu_share of the cores
         self.pressure: Pressure | None = None
         self.psi = True
@@ -95,7 +96,7 @@ class Admission:
         self.cpu_by_jobs = jobs_cpu >= limits.job_cpu_share * limits.cores
         calm = pressure is not None and not self._contended(pressure, limits, 0.5)
         settled = all(j.age >= limits.settle for j in jobs)
-        if not calm or self.started_in_window == 0:
+        if not calm or not self.asked:
             # Contended, or idle (nothing asked to start): the next burst starts small again,
             # whatever a calm burst before it earned (TCP restarts slow start after idle too).
             self.window = max(1, limits.slow_start)
@@ -103,12 +104,14 @@ class Admission:
             self.window = min(self.window * 2, MAX_WINDOW)
         self.started_in_window = 0
         self.young_peak = 0
+        self.asked = False
 
     def started(self) -> None:
         self.started_in_window += 1
 
     def decide(self, reading: LoadReading, jobs: Iterable[RunningJob], limits: Limits) -> Decision:
         jobs = list(jobs)
+        self.asked = True
         if not self.psi:  # no PSI: the rule before it, every young job a unit of load
             d = decide(reading, limits.max_load, limits.min_free_mem,
                        starting=limits.job_load * unshown_load(j.age for j in jobs))
@@ -129,6 +132,7 @@ class Admission:
         # Young jobs (not measured yet) and heavy ones (measured burning half a core or more)
         # share the window: a burst of burners is held to it even once measured.
         young = sum(1 for j in jobs if j.cpu_rate is None or j.cpu_rate >= HEAVY)
+        self.young_peak = max(self.young_peak, young)  # a full window held back demand
         if young >= self.window:
             return self._note(Decision(
                 False, f"slow start: {young} jobs young or busy (window {self.window}; it "

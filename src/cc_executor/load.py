@@ -362,8 +362,7 @@ class LoadMonitor:
             self._pending = None
         self.pressure = (window(self._totals, totals)
                          if self._totals is not None and totals is not None else None)
-        if totals is None or self.pressure is not None or self._totals is None:
-            self._totals = totals
+        self._totals = totals  # also after a reset (counters going back): start afresh
         reading = reading.with_pressure(self.pressure)
         if self._counters is not None:
             c = self._counters()

@@ -205,10 +205,18 @@ class Service:
         return self.admission.decide(reading, self._running(), self._limits())
 
     def _running(self) -> list[RunningJob]:
-        """The running jobs as admission sees them: age, and CPU rate once measured."""
+        """The running jobs as admission sees them: age, and CPU rate once measured. A job
+        still unmeasured after two samples (its group has no process left to read, or the
+        passes time out) counts as idle rather than young for ever."""
         now = time.monotonic()
-        return [RunningJob(now - j.started_at, self.usage.rate(j.run.pgid))
-                for j in self.jobs.jobs.values() if j.state == "running" and j.run]
+        unmeasured_for = 2 * self.settings.sample_interval
+        out = []
+        for j in self.jobs.jobs.values():
+            if j.state == "running" and j.run:
+                age, rate = now - j.started_at, self.usage.rate(j.run.pgid)
+                out.append(RunningJob(age, 0.0 if rate is None and age > unmeasured_for
+                                      else rate))
+        return out
 
     def _timeout_factor(self) -> float:
         """The load stretch for a job starting now, from the latest sample (1.0 before any)."""

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+FIRST_MEASURE_AGE = 0.2
+"""Seconds a job must have run before its first pass gives it a rate (CPU time over age)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,8 @@ class UsageRates:
             last = self._last.get(group)
             if last is not None and now > last[1]:
                 rates[group] = max(0.0, (u.cpu_seconds - last[0]) / (now - last[1]))
-            elif ages and ages.get(group, 0.0) > 0.0:
+            elif ages and ages.get(group, 0.0) >= FIRST_MEASURE_AGE:
+                # Younger than that, one clock tick over a few ms would read as several cores.
                 rates[group] = u.cpu_seconds / ages[group]
         self._last = {g: (u.cpu_seconds, now) for g, u in usage.items()}
         self.rates = rates

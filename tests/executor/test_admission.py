@@ -83,7 +83,20 @@ def test_slow_start_holds_young_jobs_and_grows_while_calm():
     assert a.window == 8  # filled on a calm host: doubled
     assert a.decide(reading(), measured, LIMITS).may_start  # measured jobs are not young
     a.on_sample(CALM, True, LIMITS, measured)
-    assert a.window == 4  # idle (nothing started): back to the start
+    assert a.window == 8  # asked, not filled: kept
+    a.on_sample(CALM, True, LIMITS, measured)
+    assert a.window == 4  # idle (nothing asked to start): back to the start
+
+
+def test_a_held_queue_on_a_calm_host_grows_the_window():
+    """Busy jobs fill the window on a host with cores to spare: held demand on a calm sample
+    doubles it, so more start (a 64-core host is not held to 8 busy jobs)."""
+    a = Admission(LIMITS.slow_start)
+    a.on_sample(CALM, True, LIMITS)
+    busy = [RunningJob(age=5.0, cpu_rate=1.0) for _ in range(4)]
+    assert a.decide(reading(), busy, LIMITS).signal == "slow_start"
+    a.on_sample(CALM, True, LIMITS, busy)
+    assert a.window == 8 and a.decide(reading(), busy, LIMITS).may_start
 
 
 def test_one_short_job_after_another_is_never_held_by_slow_start():

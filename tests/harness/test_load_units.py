@@ -337,11 +337,11 @@ def test_exit_status_precedence():
                                                      "cpu_pressure": 0.25}},
      {"service_queue": 3, "running": 2, "load1": 1.5, "cores": 2, "cpu_pressure": 0.25}),
     ({"load": {"pressure": {"cpu": 0.1, "memory": {"some": {"avg10": 2.5}}, "io": "x"}}},
-     {"cpu_pressure": 0.1, "memory_pressure": 2.5, "io_pressure": None}),
+     {"cpu_pressure": 0.1, "memory_pressure": 0.025, "io_pressure": None}),
     ({"jobs": "busy", "load": [], "throttle": {"max_load": 8}},
      {"service_queue": None, "load1": None, "max_load": 8.0}),
     ({"load": {"io_pressure": {"avg10": 0.3}, "load1": True}},
-     {"io_pressure": 0.3, "load1": None}),
+     {"io_pressure": 0.003, "load1": None}),
 ])
 def test_health_is_read_defensively(body, expected):
     got = read_health(body)

@@ -132,7 +132,8 @@ def _peak(values: Iterable[float | None], *, lowest: bool = False) -> float | No
 
 
 def _pressure(v: float | None) -> float | None:
-    """A share 0..1; a service reporting percent (> 1) is read as percent."""
+    """A share 0..1. The sampler divides a kernel `avg10` (always percent) itself; a flat value
+    over 1 can only be a percentage too, and is read as one."""
     return None if v is None else (v / 100 if v > 1 else v)
 
 

@@ -77,7 +77,9 @@ def _pressure(load: dict[str, Any], resource: str) -> float | None:
     for c in candidates:
         if isinstance(c, dict):
             some = c.get("some")
-            c = some.get("avg10") if isinstance(some, dict) else c.get("avg10", c.get("share"))
+            avg10 = some.get("avg10") if isinstance(some, dict) else c.get("avg10")
+            # The kernel's avg10 is always a percentage; a `share` is already 0..1.
+            c = avg10 / 100 if _number(avg10) is not None else c.get("share")
         if (v := _number(c)) is not None:
             return v
     return None
