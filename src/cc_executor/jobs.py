@@ -109,7 +109,7 @@ class JobManager:
         check_env(params.env)  # before the program's checks: a bad param, whatever the program
         shell = None
         if params.command is not None and s.shell:
-            argv = ["/bin/sh", "-c", params.command]
+            argv = params.argv(shell=True)  # [SHELL, "-c", command]: the protocol's one spelling
             shell = params.command
             is_claude = False
         else:
