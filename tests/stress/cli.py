@@ -46,6 +46,7 @@ from stress.argtypes import (
     redact_argv,
     split_server,
 )
+from stress.cluster.options import add_cluster_options, check_cluster_options
 from stress.exits import EXIT_FAILED, EXIT_OK, EXIT_PREFLIGHT, EXIT_SIGNAL, EXIT_USAGE
 from stress.fleet import (
     ServiceFleet,
@@ -185,11 +186,13 @@ def build_parser(prog: str, default_suite: str, what: str) -> argparse.ArgumentP
     p.add_argument("--learned-floor", type=float, default=LEARNED_FLOOR, metavar="SECONDS",
                    help=f"a learned timeout is at least this long (default {LEARNED_FLOOR:g})")
     add_load_options(p)
+    add_cluster_options(p)
     return p
 
 
 def check_options(ns: argparse.Namespace) -> HaltRule:
     """Every option that can be wrong on its own; UsageError naming it. Returns the halt rule."""
+    check_cluster_options(ns)
     if ns.token and not ns.server:
         raise UsageError("--token is only used with --server")
     if ns.server_token and not ns.server:

@@ -180,10 +180,15 @@ async def run_session(s: Session) -> int:
         async with model_environment(s.ns.model, **plan_needs(s.plan)) as model:
             s.run.environment["model_description"] = model.description
             s.run.environment.update(model_effective=model.mode, model_reason=model.reason)
-            fleet = await start_services(s)
-            await check_services(s, fleet)
-            claude_env = await check_claude(s, fleet, model)
-            await run_tests(s, fleet, model, claude_env)
+            if getattr(s.ns, "cluster", None):  # a Dask fleet (Dask is imported only then)
+                from stress.cluster.hook import run_cluster
+
+                await run_cluster(s, model)
+            else:
+                fleet = await start_services(s)
+                await check_services(s, fleet)
+                claude_env = await check_claude(s, fleet, model)
+                await run_tests(s, fleet, model, claude_env)
     except Interrupted:
         pass
     finally:
@@ -346,6 +351,9 @@ async def shut_down(s: Session) -> None:
     fleet: ServiceFleet | None = s.service
     if fleet is None:
         return
+    if getattr(s.ns, "cluster", None):  # stress.cluster.connect.Fleet: workers we started
+        await fleet.close()
+        return
     infos = await fleet.stop()
     stops = [stop_json(i) for i in infos]
     for sv, info in zip(fleet.services, infos):
@@ -452,7 +460,7 @@ def run_options(ns: argparse.Namespace, *, default_suite: str, complex_mode: boo
         "model": ns.model, "claude_template": ns.claude_template, "max_load": ns.max_load,
         "server": [split_server(t)[0] for t in ns.server] or None, "servers": ns.servers,
         "weights": ns.weights, "steal": not ns.no_steal, "retries": ns.retries,
-        "retry_budget": ns.retry_budget,
+        "retry_budget": ns.retry_budget, "cluster": getattr(ns, "cluster", None),
         "halt": str(halt), "history_db": None if history is None else str(history.path),
         "baseline": ns.baseline, "duration_threshold": ns.duration_threshold,
         "duration_min": ns.duration_min, "learned_timeouts": ns.learned_timeouts,

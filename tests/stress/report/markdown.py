@@ -190,7 +190,7 @@ def _model_mode_text(env: dict) -> str:
 
 def tests_section(run: RunResult) -> list[str]:
     """One row per test: its result, the attempt that stands for it, the limits it ran under."""
-    multi = bool(run.servers and run.servers.get("mode") == "dispatch")
+    multi = bool(run.servers and run.servers.get("mode") in ("dispatch", "cluster"))
     srv_head, srv_rule = (" server |", "---|") if multi else ("", "")
     lines = ["## Tests", "",
              "Limits are the configured ones stretched by the host's load when the test started "

@@ -45,6 +45,10 @@ def servers_section(run: RunResult) -> list[str]:
     """Per server: what it was dealt, ran, stole and lost; makespan and fairness of the run."""
     if run.servers is None:
         return []
+    if run.servers.get("mode") == "cluster":
+        from stress.report.markdown_fleet import workers_section
+
+        return workers_section(run)
     sv = run.servers or {}
     servers = sv.get("servers") or []
     lines = ["## Servers", ""]

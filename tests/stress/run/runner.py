@@ -125,6 +125,8 @@ class Runner:
         self._t0 = 0.0
         self._last_end: float | None = None
         self.claude_streams: list[claude_mod.StreamSummary] = []
+        self.fleet_stats: dict[str, Any] | None = None
+        """A cluster run's per-worker section (stress.cluster), reported as it is."""
         self._executor = CaseExecutor(
             self.options, self.outputs, self.report_dir.name, self.progress, monitor=monitor,
             service=service, state=self, claude_streams=self.claude_streams)
@@ -258,6 +260,15 @@ class Runner:
     def expect(self, total: int) -> None:
         """The attempts a load profile has started so far: what --halt percentages count over."""
         self._total = total
+
+    def take(self, idx: int, n: int, ex: Execution) -> None:
+        """Record attempt `n` of test `idx` that ran elsewhere (a cluster worker) and count it
+        (--fail-fast, --halt) as if it had run here."""
+        self._results[(idx, n)] = ex
+        self._count(idx, self.plan[idx], ex, halt_rule=True)
+
+    def recorded(self, idx: int, n: int) -> Execution | None:
+        return self._results.get((idx, n))
 
     def record(self, idx: int, n: int, ex: Execution) -> None:
         """Record attempt `n` of test `idx` that the load driver never started."""
@@ -419,6 +430,8 @@ class Runner:
     def server_stats(self) -> dict[str, Any]:
         """The per-server section of the report: the dispatcher's statistics, or the same shape
         for the one service of a single-service run."""
+        if self.fleet_stats is not None:
+            return self.fleet_stats
         if self.dispatch_report is not None:
             d = self.dispatch_report.to_json()
             d.pop("items", None)
