@@ -166,6 +166,11 @@ def test_routing_names_the_missing_resource_and_keys_keep_one_prefix_per_test(tm
 
 
 @pytest.mark.parametrize("args, word", [
+    (["--server", "ws://127.0.0.1:1/ws", "--server", "ws://127.0.0.1:2/ws"], "--cluster"),
+    (["--server", "ws://127.0.0.1:1/ws@2"], "--cluster"),
+    (["--servers", "3"], "--cluster"),
+    (["--weights", "1,2"], "--cluster"),
+    (["--retry-budget", "2"], "allowed-failures"),
     (["--cluster", "tcp://10.1.2.3:8786"], "TLS"),
     (["--cluster", "local:0"], "local:N"),
 ])

@@ -57,13 +57,15 @@ def parse_cluster(text: str) -> ClusterSpec:
     return ClusterSpec(address=text)
 
 
-def scheduler_settings(steal: bool) -> dict[str, Any]:
-    """dask.yaml's settings (as dotted keys), with --no-steal applied."""
+def scheduler_settings(steal: bool, retries: int | None = None) -> dict[str, Any]:
+    """dask.yaml's settings (as dotted keys), with --no-steal and --retries applied."""
     import yaml
 
     data = yaml.safe_load(CONFIG_FILE.read_text())["distributed"]["scheduler"]
     flat = {f"distributed.scheduler.{k}": v for k, v in data.items()}
     flat["distributed.scheduler.work-stealing"] = steal
+    if retries is not None:
+        flat["distributed.scheduler.allowed-failures"] = retries
     return flat
 
 
@@ -142,12 +144,12 @@ def _dashboard(client: Any) -> str | None:
 
 
 async def start_local(spec: ClusterSpec, *, steal: bool, report_dir: Path,
-                      worker_env: dict[str, str]) -> Fleet:
+                      worker_env: dict[str, str], retries: int | None = None) -> Fleet:
     """`local:N`: a scheduler in this process with the fleet's settings, and N workers."""
     import dask
     from distributed import Client, LocalCluster
 
-    dask.config.set(scheduler_settings(steal))
+    dask.config.set(scheduler_settings(steal, retries))
     try:
         import bokeh  # noqa: F401 - the dashboard is optional
         dash: str | None = "127.0.0.1:0"

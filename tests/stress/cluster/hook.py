@@ -72,7 +72,7 @@ async def _open(s: Any) -> Any:
             env = {"CC_EXECUTOR_ALLOW": ",".join(executables(s.plan))}
             if plan_needs(s.plan)["skip_permissions"]:
                 env["CC_EXECUTOR_IS_SANDBOX"] = "1"
-            return await s.phase(start_local(spec, steal=not ns.no_steal,
+            return await s.phase(start_local(spec, steal=not ns.no_steal, retries=ns.retries,
                                              report_dir=s.report_dir, worker_env=env))
         from stress.cluster.connect import connect
 

@@ -25,13 +25,26 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 def check_cluster_options(ns: argparse.Namespace) -> None:
     """UsageError naming what is wrong; the old multi-server forms point to --cluster."""
+    if len(ns.server) > 1 or any("@" in s for s in ns.server):
+        raise UsageError(f"--server given several times or with @WEIGHT: {OLD_FORMS}")
+    if ns.servers is not None:
+        raise UsageError(f"--servers: {OLD_FORMS}")
+    if ns.weights is not None:
+        raise UsageError(f"--weights: {OLD_FORMS}")
+    if ns.retry_budget is not None:
+        raise UsageError("--retry-budget: removed; on a --cluster the scheduler's allowed-failures "
+                         "bounds the reruns of each test (--retries with local:N, docs/scale.md)")
     tls_given = ns.tls_ca_file or ns.tls_cert or ns.tls_key
+    local = ns.cluster is not None and ns.cluster.startswith("local:")
+    if (ns.no_steal or ns.retries is not None) and not local:
+        raise UsageError("--no-steal and --retries set the scheduler of --cluster local:N; an "
+                         "external scheduler takes them from its config (dask.yaml, docs/scale.md)")
     if ns.cluster is None:
         if tls_given or ns.cluster_timeout is not None:
             raise UsageError("--tls-* and --cluster-timeout are only used with --cluster")
         return
-    if ns.server or ns.servers:
-        raise UsageError("give either --server/--servers or --cluster, not both")
+    if ns.server:
+        raise UsageError("give either --server (one running service) or --cluster, not both")
     if ns.stages or ns.arrival_rate or ns.find_capacity or ns.threshold:
         raise UsageError("load runs (--stages, --arrival-rate, --find-capacity, --threshold) "
                          "measure one host: they cannot be combined with --cluster")

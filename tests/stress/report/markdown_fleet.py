@@ -15,7 +15,10 @@ from stress.report.text import cell, fmt_bytes, fmt_seconds
 
 
 def workers_section(run: RunResult) -> list[str]:
-    sv = run.servers or {}
+    """Per worker of a --cluster run; nothing for a run on one service (its Servers section)."""
+    if not run.servers or run.servers.get("mode") != "cluster":
+        return []
+    sv = run.servers
     fair = sv.get("fairness_cv")
     lines = ["## Workers", "",
              f"Dask scheduler `{sv.get('scheduler')}`"
