@@ -283,3 +283,36 @@ def test_local_cluster_starts_workers_with_their_own_executors_and_leaves_nothin
     assert all(w["slots_source"].startswith("hardware:") for w in rows)
     assert len({w["executor"] for w in rows}) == 2
     assert wait_until(lambda: not (set(marked_pids()) - before), 20, 0.1)
+
+
+def test_with_every_worker_gone_the_run_ends_in_bounded_time_listing_lost_tests(cluster, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    tests = [{"id": f"z{i}", "timeout": 60, "expected_patterns": [f"done-{i}"],
+              "command": f"sleep 3; echo end >> {marks}/z{i}; echo done-{i}"} for i in range(6)]
+    executors = [cluster.executor_of(n) for n in ("a", "b")]
+    argv = [PY, "-m", "stress.local", str(suite(tmp_path / "z.json", tests)), "--cluster",
+            cluster.address, "--worker-wait", "2", "--out", str(tmp_path / "o"), "--no-history",
+            "--quiet"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env=_env())
+    try:
+        assert wait_until(lambda: all(e.children() for e in executors), 60, 0.02), "no jobs started"
+        for name in ("a", "b"):
+            os.killpg(cluster.procs[name].pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        out, err = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert time.monotonic() - killed_at < 30
+    assert proc.returncode == 1, out + err
+    doc = report(tmp_path / "o")
+    statuses = {t["id"]: t["status"] for t in doc["tests"]}
+    assert set(statuses.values()) == {"lost"}, statuses
+    assert all("no worker left in the cluster for 2 s" in t["attempts"][0]["message"]
+               for t in doc["tests"])
+    assert "## Lost" in doc["_md"]
+    assert not any((marks / t["id"]).exists() for t in tests)  # none ran to its end anywhere
+    assert wait_until(lambda: not any(e.is_running() for e in executors), 20, 0.05)

@@ -10,8 +10,8 @@ Exactly once: a result is recorded the first time its future finishes and the fu
 released, so Dask has nothing to recompute if the worker holding the result dies; a key seen
 again is ignored. A worker that dies mid-test makes Dask rerun the test elsewhere, up to the
 scheduler's `allowed-failures`; past it the task fails with `KilledWorker` and the attempt is
-reported lost. When no worker is left for `NO_WORKER_GRACE` seconds, every unfinished attempt is
-reported lost and the run ends: nothing waits for ever.
+reported lost. When no worker is left for `worker_wait` seconds (--worker-wait), every unfinished
+attempt is reported lost and the run ends: nothing waits for ever.
 
 Task keys are `stress_<test hash>-<attempt>-<nonce>`, so Dask's per-prefix duration estimates
 are per test (learned across repeats, and across runs on a long-lived scheduler); the expected
@@ -39,8 +39,8 @@ from stress.run import attempt_record
 from stress.run.plan import executables
 from stress.run.runner import Planned, Runner
 
-NO_WORKER_GRACE = 15.0
-"""Seconds the run waits with no worker at all before reporting what is left lost."""
+WORKER_WAIT = 15.0
+"""Seconds a run waits with no worker at all before reporting what is left lost (--worker-wait)."""
 POLL = 0.5
 HARDWARE_WORDS = ("gpu",)
 """`requires` words a cluster provides through worker resources (not through the model mode)."""
@@ -89,7 +89,8 @@ def declare_durations(durations: dict[str, float], dask_scheduler: Any = None) -
 class FleetRun:
     """One plan on one cluster: the futures, the results recorded once, the statistics."""
 
-    def __init__(self, runner: Runner, fleet: Any, run_id: str, progress: Any) -> None:
+    def __init__(self, runner: Runner, fleet: Any, run_id: str, progress: Any,
+                 worker_wait: float = WORKER_WAIT) -> None:
         self.runner = runner
         self.fleet = fleet
         self.client = fleet.client
@@ -103,6 +104,7 @@ class FleetRun:
         self.workers_at_start: dict[str, Any] = {}
         self.reports: dict[str, Any] = {}
         self.gone: dict[str, float] = {}
+        self.worker_wait = worker_wait
 
     async def route(self) -> None:
         """Learn the workers; a test no worker can take is skipped with the reason."""
@@ -205,7 +207,7 @@ class FleetRun:
             dest.write_bytes(zlib.decompress(blob))
 
     async def _watch_workers(self, pending: dict[str, Any]) -> None:
-        """Note workers that leave; with none left for NO_WORKER_GRACE s, cancel what is left."""
+        """Note workers that leave; with none left for `worker_wait` s, cancel what is left."""
         from stress.cluster.connect import workers_now
 
         empty_since: float | None = None
@@ -224,10 +226,10 @@ class FleetRun:
                 empty_since = None
                 continue
             empty_since = empty_since or time.monotonic()
-            if time.monotonic() - empty_since >= NO_WORKER_GRACE:
+            if time.monotonic() - empty_since >= self.worker_wait:
                 for key in list(pending):
                     self.lost.setdefault(key, f"lost: no worker left in the cluster for "
-                                              f"{NO_WORKER_GRACE:g} s")
+                                              f"{self.worker_wait:g} s")
                 await self.client.cancel(list(pending.values()))
                 pending.clear()
                 return

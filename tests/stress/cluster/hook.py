@@ -15,11 +15,11 @@ from typing import Any
 
 from stress.cluster.connect import (
     CONNECT_TIMEOUT,
-    WORKER_WAIT,
     parse_cluster,
     start_local,
     wait_for_workers,
 )
+from stress.cluster.fleet_run import WORKER_WAIT
 from stress.cluster.security import ClusterError, tls_files
 from stress.exits import EarlyStop
 from stress.report.progress import Progress
@@ -51,7 +51,8 @@ async def run_cluster(s: Any, model: Any) -> None:
                                  halt=s.halt), progress=s.progress)
     if fleet.dashboard and not ns.quiet:
         print(f"{s.tool}: Dask dashboard: {fleet.dashboard}", flush=True)
-    run = FleetRun(s.runner, fleet, s.run.run_id, s.progress)
+    run = FleetRun(s.runner, fleet, s.run.run_id, s.progress,
+                   worker_wait=ns.worker_wait or WORKER_WAIT)
     await s.phase(run.run())
     s.plan = s.runner.plan
     s.run.outcomes = s.runner.outcomes()
@@ -78,7 +79,7 @@ async def _open(s: Any) -> Any:
 
         fleet = await s.phase(connect(spec, tls, timeout=ns.cluster_timeout or CONNECT_TIMEOUT))
         s.service = fleet
-        await s.phase(wait_for_workers(fleet, 1, WORKER_WAIT))
+        await s.phase(wait_for_workers(fleet, 1, ns.worker_wait or WORKER_WAIT))
         return fleet
     except ClusterError as e:
         print(f"{s.tool}: {e}", file=sys.stderr, flush=True)

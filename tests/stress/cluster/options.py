@@ -18,6 +18,10 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
                         "its own executor); see docs/scale.md")
     p.add_argument("--cluster-timeout", type=float, default=None, metavar="SECONDS",
                    help="--cluster: seconds to reach the scheduler before exit 3 (default 10)")
+    p.add_argument("--worker-wait", type=float, default=None, metavar="SECONDS",
+                   help="--cluster: how long to wait for a worker when the cluster has none, at "
+                        "the start (then exit 3) or mid-run (then the unfinished tests are "
+                        "reported lost); default 15")
     p.add_argument("--tls-ca-file", help="--cluster: the fleet's CA (TLS; required off loopback)")
     p.add_argument("--tls-cert", help="--cluster: the harness's client certificate (TLS)")
     p.add_argument("--tls-key", help="--cluster: the harness's client key (TLS)")
@@ -40,8 +44,8 @@ def check_cluster_options(ns: argparse.Namespace) -> None:
         raise UsageError("--no-steal and --retries set the scheduler of --cluster local:N; an "
                          "external scheduler takes them from its config (dask.yaml, docs/scale.md)")
     if ns.cluster is None:
-        if tls_given or ns.cluster_timeout is not None:
-            raise UsageError("--tls-* and --cluster-timeout are only used with --cluster")
+        if tls_given or ns.cluster_timeout is not None or ns.worker_wait is not None:
+            raise UsageError("--tls-*, --cluster-timeout and --worker-wait are only used with --cluster")
         return
     if ns.server:
         raise UsageError("give either --server (one running service) or --cluster, not both")
@@ -50,6 +54,8 @@ def check_cluster_options(ns: argparse.Namespace) -> None:
                          "measure one host: they cannot be combined with --cluster")
     if ns.cluster_timeout is not None and not ns.cluster_timeout > 0:
         raise UsageError(f"--cluster-timeout: must be > 0 seconds, got {ns.cluster_timeout:g}")
+    if ns.worker_wait is not None and not ns.worker_wait > 0:
+        raise UsageError(f"--worker-wait: must be > 0 seconds, got {ns.worker_wait:g}")
     try:
         from stress.cluster.connect import parse_cluster
 
