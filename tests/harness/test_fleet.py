@@ -188,6 +188,26 @@ def test_unreachable_scheduler_is_one_line_naming_it_and_exit_3(tmp_path):
     assert len(lines) == 1 and "tcp://127.0.0.1:9" in lines[0], r.stderr
 
 
+def test_a_worker_refuses_a_scheduler_off_loopback_without_tls():
+    r = subprocess.run([PY, "-m", "stress.worker", "tcp://10.1.2.3:8786", "--start-executor"],
+                       capture_output=True, text=True, timeout=60, env=_env(), stdin=subprocess.DEVNULL)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tcp://10.1.2.3:8786" in lines[0] and "TLS" in lines[0], r.stderr
+
+
+def test_a_run_on_one_host_imports_no_dask(tmp_path):
+    """Without --cluster the harness is what it was: Dask is not even imported."""
+    path = suite(tmp_path / "one.json", [sleeper(1, 0)])
+    code = ("import sys; from stress import cli; "
+            f"rc = cli.main([{str(path)!r}, '--out', {str(tmp_path / 'o')!r}, '--no-history', '--quiet']); "
+            "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')); "
+            "print(rc, loaded)")
+    r = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                       env=_env(), stdin=subprocess.DEVNULL)
+    assert r.stdout.strip().splitlines()[-1] == "0 []", r.stdout + r.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # On the cluster
 
@@ -209,6 +229,8 @@ def test_slots_are_followed_and_gpu_tests_run_only_on_the_gpu_worker(cluster, tm
     assert rows["b"]["tests_run"] > rows["a"]["tests_run"]
     assert sum(w["tests_run"] for w in rows.values()) == 14
     assert doc["servers"]["mode"] == "cluster" and doc["servers"]["fairness_cv"] is not None
+    # started with --no-dashboard: its HTTP port answers, but there is no dashboard to name
+    assert doc["service"]["scheduler"] == cluster.address and doc["service"]["dashboard"] is None
     assert "## Workers" in doc["_md"] and "| 2 (--slots) |" in doc["_md"]
 
 
