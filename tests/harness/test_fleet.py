@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,10 +61,11 @@ class Cluster:
     def log(self, name: str) -> str:
         return (self.home / f"{name}.log").read_text(errors="replace")
 
-    def start(self, workers: dict[str, list[str]]) -> None:
+    def start(self, workers: dict[str, list[str]], scheduler: tuple[str, ...] = ()) -> None:
         self._spawn("scheduler", [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                  "--no-dashboard"])
-        found = wait_until(lambda: re.search(r"tcp://127\.0\.0\.1:\d+", self.log("scheduler")), 30, 0.05)
+                                  "--no-dashboard", *scheduler])
+        found = wait_until(lambda: re.search(r"(tcp|tls)://127\.0\.0\.1:\d+", self.log("scheduler")),
+                           30, 0.05)
         assert found, self.log("scheduler")
         self.address = found.group(0)
         for name, extra in workers.items():
@@ -338,3 +340,41 @@ def test_with_every_worker_gone_the_run_ends_in_bounded_time_listing_lost_tests(
     assert "## Lost" in doc["_md"]
     assert not any((marks / t["id"]).exists() for t in tests)  # none ran to its end anywhere
     assert wait_until(lambda: not any(e.is_running() for e in executors), 20, 0.05)
+
+
+def _certificates(home: Path) -> list[str]:
+    """A CA and one certificate for 127.0.0.1 signed by it (scheduler, worker and harness share
+    it here); the --tls-* arguments."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=home, check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "2", "-subj", "/CN=fleet-test-ca")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr",
+            "-subj", "/CN=127.0.0.1")
+    (home / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                  "extendedKeyUsage=serverAuth,clientAuth\n")
+    openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "leaf.pem", "-days", "2", "-extfile", "ext.cnf")
+    return ["--tls-ca-file", str(home / "ca.pem"), "--tls-cert", str(home / "leaf.pem"),
+            "--tls-key", str(home / "leaf.key")]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make certificates")
+def test_a_tls_cluster_runs_with_certificates_and_refuses_a_client_without(tmp_path):
+    before = set(marked_pids())
+    tls = _certificates(tmp_path)
+    c = Cluster(tmp_path)
+    try:
+        c.start({"t": ["--slots", "2", *tls]}, scheduler=("--protocol", "tls", *tls))
+        assert c.address.startswith("tls://")
+        path = str(suite(tmp_path / "s.json", [sleeper(i, 0.1) for i in range(4)]))
+        r = harness(path, "--cluster", c.address, *tls, out=tmp_path / "o")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert {t["status"] for t in report(tmp_path / "o")["tests"]} == {"passed"}
+        plain = harness(path, "--cluster", c.address.replace("tls://", "tcp://"),
+                        "--cluster-timeout", "2", out=tmp_path / "plain")
+        assert plain.returncode == 3 and "cannot reach the Dask scheduler" in plain.stderr, plain.stderr
+    finally:
+        c.close()
+    assert wait_until(lambda: not (set(marked_pids()) - before), 20, 0.1)
