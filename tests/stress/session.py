@@ -293,7 +293,8 @@ async def run_tests(s: Session, fleet: ServiceFleet, model: ModelEnvironment,
         first_spec.url, first_spec.token, s.plan, s.report_dir,
         RunOptions(concurrency=ns.concurrency, fail_fast=ns.fail_fast, model_env=model.env,
                    claude_env=claude_env, halt=s.halt, steal=not ns.no_steal,
-                   max_retries_per_test=ns.retries, retry_budget=ns.retry_budget),
+                   max_retries_per_test=ns.retries, retry_budget=ns.retry_budget,
+                   simulated_cost=model.mode == "local"),
         progress=s.progress, monitor=s.monitor, service=fleet)
     if s.interrupted:
         s.runner.interrupt(f"interrupted by {s.interrupted}")

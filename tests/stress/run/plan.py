@@ -54,6 +54,8 @@ def load_suites(names: list[str], *, complex_mode: bool) -> list[Suite]:
             continue
         if complex_mode and suite.format == FORMAT_OURS:
             suite = _default_complex_match(suite)
+        for w in suite.warnings:
+            print(f"{suite.path}: warning: {w}", file=sys.stderr)
         suites.append(suite)
     if errors:
         raise UsageError("\n".join(errors))
@@ -66,7 +68,7 @@ def _default_complex_match(suite: Suite) -> Suite:
     if "match" in (raw.get("defaults") or {}):
         return suite
     explicit = {t.get("id") for t in raw.get("tests", []) if isinstance(t, dict) and "match" in t}
-    tests = tuple(t if t.id in explicit else replace(t, match=COMPLEX_DEFAULT_MATCH)
+    tests = tuple(t if (t.test_id or t.id) in explicit else replace(t, match=COMPLEX_DEFAULT_MATCH)
                   for t in suite.tests)
     return replace(suite, tests=tests)
 
@@ -162,6 +164,8 @@ def executables(plan: list[Planned]) -> list[str]:
             names.append("sh" if inv.command is not None else (inv.args or ("sh",))[0])
         if p.uses_claude:
             names.append("claude")
+        if any(a.type == "python-runs" for a in t.assertions):
+            names.append("python3")  # stress.run.code_runs runs the model's code on the service
     return list(dict.fromkeys(names))
 
 
