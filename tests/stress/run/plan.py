@@ -213,6 +213,8 @@ def list_plan(suites: list[Suite], plan: list[Planned], out: TextIO | None = Non
                 bits.append("requires " + ",".join(t.requires))
             if t.instances:
                 bits.append(f"{t.instances.count} instances ({t.instances.criterion})")
+            if t.assertions:
+                bits.append(f"{len(t.assertions)} assertions")
             tags = ",".join(t.tags) or "-"
             print(f"  {t.id}\t{t.name}\ttags={tags}\t{'; '.join(bits)}\t{invocation_summary(t)}", file=out)
     print(f"{len(plan)} tests", file=out)
