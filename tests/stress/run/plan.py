@@ -37,6 +37,7 @@ from stress.suite import (
     read_json,
 )
 from stress.suite import claude_stream as claude_mod
+from stress.suite.explain import explain
 from stress.suite.model import REAL_MODEL
 from stress.suite.verdict import MatchRule, PassThreshold
 
@@ -191,6 +192,16 @@ def count_runs(plan: list[Planned]) -> int:
     skipped, an instances test counting each of its K instances."""
     return sum(p.repeat * (p.test.instances.count if p.test.instances else 1)
                for p in plan if p.skip is None)
+
+
+def explain_or_usage(suites: list[Suite], wanted: str, out: TextIO | None = None) -> int:
+    """`--explain ID`: print how it was read (exit 0), or UsageError when nothing is named so."""
+    text = explain(suites, wanted)
+    if text is None:
+        raise UsageError(f"--explain: no test or case {wanted!r} in "
+                         + ", ".join(s.name for s in suites))
+    print(text, file=out or sys.stdout)
+    return 0
 
 
 def list_plan(suites: list[Suite], plan: list[Planned], out: TextIO | None = None) -> None:

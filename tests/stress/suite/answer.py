@@ -101,7 +101,7 @@ def find_json(text: str) -> tuple[bool, Any, str]:
     for tag, body in fenced_blocks(text):
         if tag in ("json", "jsonc", ""):
             try:
-                return True, json.loads(body), f"a ```{tag or ''} fence"
+                return True, json.loads(body), f"a fenced {tag or 'untagged'} block"
             except ValueError:
                 continue
     decoder = json.JSONDecoder()
@@ -120,10 +120,10 @@ def find_python(text: str) -> tuple[str, str]:
     blocks = fenced_blocks(text)
     for tag, body in blocks:
         if tag in PYTHON_TAGS:
-            return body, f"the ```{tag} block"
+            return body, f"the fenced {tag} block"
     for tag, body in blocks:
         if not tag:
-            return body, "the first ``` block"
+            return body, "the first fenced block"
     return text, "the whole answer (no fenced block)"
 
 

@@ -258,6 +258,7 @@ class _UnifiedReader:
             instances=instances,
             source=Source(str(self.file), json_path(loc)),
             extra=_kept_keys(extra, task, ver, default_command=template is None),
+            origin=task,
         )
 
 
