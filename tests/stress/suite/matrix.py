@@ -113,18 +113,19 @@ def fill(text: str, values: Mapping[str, Any]) -> str:
     return _PLACEHOLDER.sub(sub, text)
 
 
-def fill_json(value: Any, values: Mapping[str, Any]) -> Any:
-    """`fill` through a JSON value (assertion values, env). A string that is exactly one
-    placeholder takes the var's own value, so `"value": "{{sum}}"` compares a number to a number."""
+def fill_json(value: Any, values: Mapping[str, Any], *, typed: bool = False) -> Any:
+    """`fill` through a JSON value (patterns, env, assertions). `typed` (assertions): a string
+    that is exactly one placeholder takes the var's own value, so `"value": "{{sum}}"` compares
+    a number with a number; elsewhere every value stays text."""
     if isinstance(value, str):
         m = _PLACEHOLDER.fullmatch(value)
-        if m and m.group(0) != "\\{{" and m.group(1) in values:
+        if typed and m and m.group(0) != "\\{{" and m.group(1) in values:
             return values[m.group(1)]
         return fill(value, values)
     if isinstance(value, list):
-        return [fill_json(v, values) for v in value]
+        return [fill_json(v, values, typed=typed) for v in value]
     if isinstance(value, dict):
-        return {k: fill_json(v, values) for k, v in value.items()}
+        return {k: fill_json(v, values, typed=typed) for k, v in value.items()}
     return value
 
 

@@ -275,6 +275,21 @@ class Suite:
         return replace(self, tests=kept)
 
 
+_TEXT_KEYS = ("name", "description", "command", "args", "expected_patterns", "must_not_contain",
+              "env", "input", "assert")
+"""Where our format reads {{var}} placeholders: a literal `{{` there is written `\\{{`."""
+
+
+def _escape_braces(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("{{", "\\{{")
+    if isinstance(value, list):
+        return [_escape_braces(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _escape_braces(v) for k, v in value.items()}
+    return value
+
+
 def suite_to_json(suite: Suite) -> dict[str, Any]:
     """A loaded suite (any format) written in our format, with every per-test value explicit."""
     out: dict[str, Any] = {"name": suite.name}
@@ -283,7 +298,7 @@ def suite_to_json(suite: Suite) -> dict[str, Any]:
     out["tests"] = []
     position: dict[str, int] = {}
     for t in suite.tests:
-        doc = t.to_json()
+        doc = {k: (_escape_braces(v) if k in _TEXT_KEYS else v) for k, v in t.to_json().items()}
         if t.test_id is not None and t.test_id != t.id:
             # A case of a matrix: its filled values stand alone under an id the format accepts.
             position[t.test_id] = position.get(t.test_id, 0) + 1

@@ -222,7 +222,8 @@ def _cases(raw_t: dict[str, Any], i: int, d: DefaultsSpec, template: str | tuple
     with the placeholders filled, validated again and resolved under the case id."""
     out = []
     for case in expand(raw_t.get("vars") or {}):
-        filled = {k: (fill_json(v, case.values) if k in FILLED_KEYS else v) for k, v in raw_t.items()}
+        filled = {k: (fill_json(v, case.values, typed=k == "assert") if k in FILLED_KEYS else v)
+                  for k, v in raw_t.items()}
         try:
             spec_t = SuiteTestSpec.model_validate(filled)
         except ValidationError as e:
