@@ -11,7 +11,6 @@ import json
 from types import SimpleNamespace
 
 import pytest
-
 from stress.suite.answer import Answer, CodeRun, answer_from, find_json, find_python
 from stress.suite.assert_eval import evaluate, evaluate_all, score
 from stress.suite.assertions import parse_assertion

@@ -10,11 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from stress import cli
 from stress.run.plan import build_plan
-from stress.suite import (FORMAT_FIXTURES, FORMAT_OURS, FORMAT_TASK_LIST, FORMAT_UNIFIED,
-                          SuiteError, detect_format, load_suite, suite_to_json)
+from stress.suite import (
+    FORMAT_FIXTURES,
+    FORMAT_OURS,
+    FORMAT_TASK_LIST,
+    FORMAT_UNIFIED,
+    SuiteError,
+    detect_format,
+    load_suite,
+    suite_to_json,
+)
 from stress.suite.matrix import expand, fill, fill_params
 from stress.suite.verdict import MATCH_ALL
 
