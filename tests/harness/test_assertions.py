@@ -33,6 +33,7 @@ CASES = [
     ({"type": "starts-with", "value": "Yes"}, "  Yes, it is.", "No, Yes."),
     ({"type": "equals", "value": "4"}, "4\n", "4.0"),
     ({"type": "equals", "value": {"a": [1, True]}}, '{"a": [1.0, true]}', '{"a": [1, 1]}'),
+    ({"type": "equals", "value": 4}, "4.0", '"4"'),
     ({"type": "min-length", "value": 5}, "12345", "1234"),
     ({"type": "max-length", "value": 3, "unit": "words"}, "one two three", "one two three four"),
     ({"type": "is-json"}, '```json\n{"a": 1}\n```', "{a: 1}"),

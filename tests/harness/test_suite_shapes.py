@@ -6,6 +6,7 @@ placeholders, and --list / --explain. Pure: no processes.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from stress import cli
 from stress.run.plan import build_plan
 from stress.suite import (
+    CASE_ID_RE,
     FORMAT_FIXTURES,
     FORMAT_OURS,
     FORMAT_TASK_LIST,
@@ -104,9 +106,11 @@ def test_suites_named_by_test_id_or_task_list_id(tmp_path):
 def test_unified_tasks_warn_about_keys_we_do_not_act_on(tmp_path):
     doc = {"task_list_id": "U", "endpoint": "/stream", "execution_config": {"default_timeout": 9, "x": 1},
            "categories": {"c": {"tasks": [{"id": "t1", "natural_language_request": "hi",
-                                          "verification": {"expected_patterns": ["a"], "odd": 1}}]}}}
+                                          "verification": {"expected_patterns": ["a"], "odd": 1},
+                                          "validation": {"type": "content_check", "max_words": 50}}]}}}
     suite = load_suite(write(tmp_path, doc), timestamp=TS)
     assert suite.tests[0].timeout == 9
+    assert [(a.name, a.value, a.unit) for a in suite.tests[0].assertions] == [("max-length", 50, "words")]
     assert set(suite.warnings) == {"$.endpoint: unknown key: read, kept, not acted on",
                                    "$.execution_config.x: unknown key: read, kept, not acted on",
                                    "$.categories.c.tasks[0].verification.odd: unknown key: read, kept, not acted on"}
@@ -155,6 +159,7 @@ def test_our_format_matrix_fills_everything_and_filters_by_case_id(tmp_path, cap
     path = write(tmp_path, doc)
     suite = load_suite(path, timestamp=TS)
     ids = [t.id for t in suite.tests]
+    assert all(re.match(CASE_ID_RE, i) for i in ids)
     assert ids == ["answer(n=5,model=a)", "answer(n=5,model=b)", "answer(n=10,model=a)",
                    "answer(n=10,model=b)", "plain(x=a)"]
     t = suite.tests[1]

@@ -38,6 +38,7 @@ from typing import Any
 from stress.suite.fixtures import FIXTURE_TEST_KEYS, load_fixtures
 from stress.suite.json_file import read_json
 from stress.suite.model import (
+    CASE_ID_RE,
     CRITERIA,
     DEFAULT_TIMEOUT,
     FORMAT_FIXTURES,
@@ -77,7 +78,7 @@ from stress.suite.task_list import (
 from stress.suite.unified import SEED004_DEFAULT_COMMAND, load_unified
 
 __all__ = [
-    "COMPLEX_MIN_RATIO", "CRITERIA", "DEFAULT_CLAUDE_COMMAND", "DEFAULT_TIMEOUT", "ENV_NAME_RE",
+    "CASE_ID_RE", "COMPLEX_MIN_RATIO", "CRITERIA", "DEFAULT_CLAUDE_COMMAND", "DEFAULT_TIMEOUT", "ENV_NAME_RE",
     "FORMATS", "FORMAT_FIXTURES", "FORMAT_OURS", "FORMAT_TASK_LIST", "FORMAT_UNIFIED", "ID_RE", "PLACEHOLDERS",
     "REPO_ROOT", "SCHEMA_PATH", "SEED004_DEFAULT_COMMAND", "SPEC_MODELS", "WORD_RE",
     "DefaultsSpec", "Instances", "InstancesSpec", "Invocation", "Problem", "Source", "Suite",

@@ -80,6 +80,8 @@ def answer_from(stdout: bytes | str, stderr: bytes | str = b"", *, latency: floa
         result = stream.result_text
         cost = stream.total_cost_usd
         usage = dict(stream.usage) or None
+    elif stream is not None and stream.is_stream_json:
+        result = stream.assistant_text  # cut short before its result: what the model said so far
     return Answer(result, out, err, latency, cost, cost_simulated, usage, dict(code_runs or {}))
 
 

@@ -155,7 +155,7 @@ def _checked(a: Assertion, raw: Mapping[str, Any]) -> Assertion:
                "python-runs": {"timeout"}}.get(t, set())
     if extra - allowed:
         raise ValueError(f"{a.name}: key(s) {sorted(extra - allowed)} do not apply to this type")
-    if t in TEXT_TYPES + LIST_TYPES:
+    if t in TEXT_TYPES + LIST_TYPES and t != "equals":
         v = _numbers_as_text(v)
     if t in TEXT_TYPES and t != "equals":
         _need(isinstance(v, str) and v != "", a, "a non-empty string", v)

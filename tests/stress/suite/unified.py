@@ -33,7 +33,7 @@ from stress.suite.model import (
     SuiteTest,
     Variant,
 )
-from stress.suite.older import OlderContext, read_older_test
+from stress.suite.older import OlderContext, read_older_test, validation_assertions
 from stress.suite.placeholders import substitute
 from stress.suite.problems import ProblemCollector, json_path
 from stress.suite.task_list import suite_name
@@ -58,7 +58,7 @@ SEED_CRITERIA = {"FASTEST": "fastest", "MOST_DETAILED": "longest", "LONGEST": "l
 """Seed 004's evaluation_criteria words, as our instance criteria."""
 
 _UNIFIED_TASK_KEYS = {"id", "name", "natural_language_request", "command_template", "metatags",
-                      "verification", "concurrent_instances", "evaluation_criteria", "models",
+                      "verification", "validation", "concurrent_instances", "evaluation_criteria", "models",
                       "temperature_range"}
 _UNIFIED_SUITE_KEYS = {"task_list_id", "test_id", "name", "description", "categories",
                        "execution_config"}
@@ -215,6 +215,8 @@ class _UnifiedReader:
         ck.get(ver, "save_output", vloc, "bool")
         instances = _unified_instances(ck, task, loc)
         ck.warn_unknown(task, loc, _UNIFIED_TASK_KEYS)
+        assertions = validation_assertions(task["validation"], loc + ("validation",), ck) \
+            if "validation" in task else []
         ck.warn_unknown(ver, vloc, _UNIFIED_VERIFY_KEYS)
         if not isinstance(tid, str):
             return None
@@ -259,6 +261,7 @@ class _UnifiedReader:
             source=Source(str(self.file), json_path(loc)),
             extra=_kept_keys(extra, task, ver, default_command=template is None),
             origin=task,
+            assertions=tuple(assertions),
         )
 
 
