@@ -167,6 +167,7 @@ def test_our_format_matrix_fills_everything_and_filters_by_case_id(tmp_path, cap
     assert t.expected_patterns[0].text == "5" and t.assertions[0].value == 5 and t.assertions[1].value == "5"
     assert [p.test.id for p in build_plan([suite], ["answer(n=5,*"], None)] == ids[:2]
     assert [p.stem for p in build_plan([suite], ["answer(n=5,*"], None)] == ids[:2]
+    assert [p.test.id for p in build_plan([suite], ["answer"], None)] == ids[:4]  # every case
     # Converted to our format, every case stands alone and loads again.
     again = load_suite(write(tmp_path, suite_to_json(suite), "converted.json"), timestamp=TS)
     assert [x.id for x in again.tests][:2] == ["answer-1", "answer-2"]

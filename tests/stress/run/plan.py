@@ -106,10 +106,11 @@ def apply_template(suite: Suite, template: list[str]) -> Suite:
 
 
 def matches_filter(test: SuiteTest, filters: list[str]) -> bool:
-    """`--filter`: a glob on the test's id or any of its tags; no filter keeps every test."""
+    """`--filter`: a glob on the case's id, its test's id (every case of a matrix) or any of its
+    tags; no filter keeps every test."""
     if not filters:
         return True
-    names = [test.id, *test.tags]
+    names = [test.id, *([test.test_id] if test.test_id else []), *test.tags]
     return any(fnmatch.fnmatchcase(n, f) for f in filters for n in names)
 
 
