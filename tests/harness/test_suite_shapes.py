@@ -202,3 +202,17 @@ def test_bad_vars_are_refused(tmp_path, vars_, message):
     with pytest.raises(SuiteError) as info:
         load_suite(write(tmp_path, doc))
     assert message in str(info.value) and "$.tests[0].vars" in str(info.value)
+
+
+def test_defaults_assert_runs_first_in_every_test_like_promptfoos_default_test(tmp_path):
+    doc = {"name": "m", "defaults": {"assert": [{"type": "is-json"}, {"type": "not-contains", "value": "{{n}}x"}]},
+           "tests": [{"id": "a", "command": "echo 1", "vars": {"n": [1]}, "assert": [{"type": "equals", "value": 1}]},
+                     {"id": "b", "command": "echo 2", "vars": {"n": [2]}}]}
+    suite = load_suite(write(tmp_path, doc))
+    assert [types(t) for t in suite.tests] == [[("is-json", None), ("not-contains", "1x"), ("equals", 1)],
+                                               [("is-json", None), ("not-contains", "2x")]]
+    doc["tests"].append({"id": "c", "command": "echo 3"})
+    with pytest.raises(SuiteError) as info:
+        load_suite(write(tmp_path, doc))
+    assert "$.defaults.assert: unknown placeholder {{n}} (vars: none declared)" in str(info.value)
+    assert "(in test 'c')" in str(info.value)

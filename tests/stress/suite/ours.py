@@ -138,6 +138,7 @@ class DefaultsSpec(_Spec):
     repeat: Repeat | None = None
     expect_exit: ExitField | None = None
     claude_command: TemplateField | None = None
+    assert_: list[AssertionField] = Field([], alias="assert")
 
 
 class SuiteTestSpec(_Spec):
@@ -205,7 +206,7 @@ def load_ours(raw: Any, file: Path, timestamp: str) -> Suite:
     tests: list[SuiteTest] = []
     located: list[Located] = []
     for i, t in enumerate(raw["tests"]):
-        tests += _cases(t, i, d, template, file, timestamp, located)
+        tests += _cases(t, i, d, template, file, timestamp, located, raw.get("defaults"))
     if located:
         raise SuiteError(file, ordered_problems(located))
     return Suite(spec.name, spec.description, file, FORMAT_OURS, timestamp, tuple(tests), dict(spec.extra))
@@ -217,13 +218,23 @@ FILLED_KEYS = ("name", "description", "command", "args", "prompt", "expected_pat
 
 
 def _cases(raw_t: dict[str, Any], i: int, d: DefaultsSpec, template: str | tuple[str, ...],
-           file: Path, timestamp: str, located: list[Located]) -> list[SuiteTest]:
+           file: Path, timestamp: str, located: list[Located],
+           raw_defaults: dict[str, Any] | None = None) -> list[SuiteTest]:
     """Test `i` as its cases: one per combination of its vars (one when it has none), each
-    with the placeholders filled, validated again and resolved under the case id."""
+    with the placeholders filled (`defaults.assert` put before the test's own assertions),
+    validated again and resolved under the case id."""
     out = []
+    shared = (raw_defaults or {}).get("assert", [])
     for case in expand(raw_t.get("vars") or {}):
         filled = {k: (fill_json(v, case.values, typed=k == "assert") if k in FILLED_KEYS else v)
                   for k, v in raw_t.items()}
+        if shared:
+            try:
+                filled["assert"] = fill_json(shared, case.values, typed=True) + filled.get("assert", [])
+            except PlaceholderError as e:
+                loc = ("defaults", "assert")
+                located.append((loc, Problem(json_path(loc), f"{e} (in test {raw_t['id']!r})")))
+                continue
         try:
             spec_t = SuiteTestSpec.model_validate(filled)
         except ValidationError as e:
