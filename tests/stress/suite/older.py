@@ -238,7 +238,8 @@ def _json_entries(ver: dict[str, Any], vloc: tuple) -> list[tuple[tuple, dict[st
     if isinstance(schema, dict):
         real = shorthand_schema(schema)
         out.append((vloc + ("schema",), {"type": "json-schema", "value": real}))
-        keys = list(real.get("properties", {})) if real is not schema else list(schema.get("properties", {}))
+        props = real.get("properties")
+        keys = list(props) if isinstance(props, dict) else []
     elif schema is not None:
         out.append((vloc + ("schema",), {"type": "json-schema", "value": schema}))
     if "expected_answer" in ver:
