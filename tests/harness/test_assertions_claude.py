@@ -44,7 +44,7 @@ def test_json_schema_passes_and_fails_on_the_loopback_models_answers(tmp_path):
     suite.write_text(json.dumps(SUITE))
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "stress.local", str(suite), "--quiet", "--model", "local",
+        [sys.executable, "-m", "stress.local", str(suite), "--quiet", "--model", "local", "--no-preflight",
          "--concurrency", "2", "--no-history", "--max-load", "1000", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
         env={**os.environ})
