@@ -90,9 +90,10 @@ def fenced_blocks(text: str) -> list[tuple[str, str]]:
     return [(m.group(2).lower(), m.group(3)) for m in _FENCE.finditer(text)]
 
 
-def find_json(text: str) -> tuple[bool, Any, str]:
+def find_json(text: str, *, anywhere: bool = True) -> tuple[bool, Any, str]:
     """(found, value, how): the whole text as JSON, else the first ```json (or untagged) fence
-    that parses, else the first {...} or [...] span that parses. `how` says which, or why not."""
+    that parses, else (`anywhere`) the first {...} or [...] span that parses. `how` says which,
+    or why not."""
     stripped = text.strip()
     if not stripped:
         return False, None, "the answer is empty"
@@ -106,6 +107,8 @@ def find_json(text: str) -> tuple[bool, Any, str]:
                 return True, json.loads(body), f"a fenced {tag or 'untagged'} block"
             except ValueError:
                 continue
+    if not anywhere:
+        return False, None, f"not JSON ({first_error}) and no JSON fence that parses"
     decoder = json.JSONDecoder()
     for m in re.finditer(r"[{\[]", text):
         try:

@@ -176,12 +176,14 @@ def _schema_errors(schema: Any, value: Any) -> list[str]:
 
 
 def _json_check(a: Assertion, ans: Answer, _i: int) -> Outcome:
-    found, value, how = find_json(ans.text(a.target))
+    """is-json: the whole answer or a fence is JSON; contains-json, json-schema, json-path: the
+    answer's JSON wherever it is (a sentence around it is fine)."""
+    found, value, how = find_json(ans.text(a.target), anywhere=a.type != "is-json")
     if not found:
         return FAIL, how
-    if a.type == "is-json" and a.value is None:
+    if a.type in ("is-json", "contains-json") and a.value is None:
         return PASS, f"parses as JSON ({how})"
-    if a.type in ("is-json", "json-schema"):
+    if a.type in ("is-json", "contains-json", "json-schema"):
         errors = _schema_errors(a.value, value)
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         return _ok(not errors, f"fits the schema ({how})", "; ".join(errors[:3]) + more)
@@ -252,7 +254,8 @@ _CHECKS: dict[str, Callable[[Assertion, Answer, int], Outcome]] = {
     "contains-all": _list_check, "contains-any": _list_check,
     "icontains-all": _list_check, "icontains-any": _list_check,
     "min-length": _length, "max-length": _length,
-    "is-json": _json_check, "json-schema": _json_check, "json-path": _json_check,
+    "is-json": _json_check, "contains-json": _json_check, "json-schema": _json_check,
+    "json-path": _json_check,
     "python-compiles": _python_compiles, "python-runs": _python_runs,
     "latency": _metric, "cost": _metric, "tokens": _metric,
 }

@@ -32,7 +32,7 @@ from stress.suite.patterns import compile_regex, describe_json
 TEXT_TYPES = ("contains", "icontains", "starts-with", "equals", "regex")
 LIST_TYPES = ("contains-all", "contains-any", "icontains-all", "icontains-any")
 LENGTH_TYPES = ("min-length", "max-length")
-JSON_TYPES = ("is-json", "json-schema", "json-path")
+JSON_TYPES = ("is-json", "contains-json", "json-schema", "json-path")
 CODE_TYPES = ("python-compiles", "python-runs")
 METRIC_TYPES = ("latency", "cost", "tokens")
 TYPES: tuple[str, ...] = TEXT_TYPES + LIST_TYPES + LENGTH_TYPES + JSON_TYPES + CODE_TYPES + METRIC_TYPES
@@ -205,7 +205,7 @@ def _need(ok: bool, a: Assertion, what: str, got: Any, key: str = "value") -> No
 def _checked_json(a: Assertion, raw: Mapping[str, Any]) -> Assertion:
     """is-json (optional schema), json-schema (a schema), json-path (a path, an optional value)."""
     v = raw.get("value")
-    if a.type in ("is-json", "json-schema"):
+    if a.type in ("is-json", "contains-json", "json-schema"):
         if a.type == "json-schema" or v is not None:
             _need(isinstance(v, dict | bool), a, "a JSON Schema (an object)", v)
             check_schema(v, a.name)
