@@ -155,3 +155,25 @@ def test_bad_assertions_are_refused_when_loaded(raw, message):
     with pytest.raises(ValueError) as info:
         parse_assertion(raw)
     assert message in str(info.value)
+
+
+def test_report_lists_every_assertion_with_counts_and_metrics():
+    from stress.report.assertions import (
+        assertions_section,
+        failure_lines,
+        junit_properties,
+    )
+    from stress.report.results import Attempt
+
+    results = evaluate_all([parse_assertion({"type": "contains", "value": "a", "metric": "facts"}),
+                            parse_assertion({"type": "contains", "value": "z", "metric": "facts"}),
+                            parse_assertion({"type": "cost", "value": 1})], Answer("abc"))
+    a = Attempt(attempt=1, status="failed", reason="assertion_failed", message="m", end_reason="exited",
+                exit_code=0, assertions=[r.to_json() for r in results])
+    run = SimpleNamespace(outcomes=[SimpleNamespace(id="t(n=1)", repeat=1, attempts=[a])])
+    text = "\n".join(assertions_section(run))
+    assert "3 judged: 1 passed, 1 failed, 1 skipped." in text and "Metrics: **facts** 1/2" in text
+    assert "| t(n=1) | `contains 'z'` | **FAIL** | 'z' not found in 3 characters |" in text
+    assert failure_lines(a) == ["assertion failed: contains 'z': 'z' not found in 3 characters",
+                                "assertion skipped: cost 1.0: no cost reported (not a Claude stream-json or json run)"]
+    assert junit_properties(a)[0] == ("assert[0] contains", "passed: found 'a'")

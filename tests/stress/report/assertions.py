@@ -26,8 +26,9 @@ def assertions_section(run: RunResult) -> list[str]:
         return []
     lines = ["## Assertions", "",
              "Every assertion of each test's `assert` list, judged on the answer (the CLI's "
-             "result text, else stdout; see docs/suites.md).", "",
-             "| test | assertion | result | why |", "|---|---|---|---|"]
+             "result text, else stdout; see docs/suites.md). " + _counts(rows), ""]
+    lines += _metric_lines(rows)
+    lines += ["| test | assertion | result | why |", "|---|---|---|---|"]
     shown = 0
     for o, a in rows:
         for r in a.assertions or ():
@@ -43,6 +44,24 @@ def assertions_section(run: RunResult) -> list[str]:
         lines.append(f"\n... and {total - shown} more (report.json)")
     lines.append("")
     return lines
+
+
+def _counts(rows: list) -> str:
+    results = [r for _, a in rows for r in a.assertions or ()]
+    n = {k: sum(r["status"] == k for r in results) for k in ("passed", "failed", "skipped")}
+    return f"{len(results)} judged: {n['passed']} passed, {n['failed']} failed, {n['skipped']} skipped."
+
+
+def _metric_lines(rows: list) -> list[str]:
+    """promptfoo's named metrics: per `metric`, how many of its assertions passed."""
+    by: dict[str, list[bool]] = {}
+    for _, a in rows:
+        for r in a.assertions or ():
+            if r.get("metric") and r["status"] != "skipped":
+                by.setdefault(r["metric"], []).append(r["status"] == "passed")
+    if not by:
+        return []
+    return ["Metrics: " + ", ".join(f"**{cell(m)}** {sum(v)}/{len(v)}" for m, v in sorted(by.items())), ""]
 
 
 def failure_lines(a: Attempt) -> list[str]:
