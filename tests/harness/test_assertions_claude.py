@@ -36,15 +36,25 @@ SUITE = {"name": "json-answers", "defaults": {"timeout": 60}, "tests": [
 ]}
 
 
+OLDER = {"task_list_id": "older", "categories": {"simple": {"timeout": 30, "tests": [
+    {"name": "Echo JSON", "command": "printf '{\"answer\": 4}'", "colour": "red",
+     "validation": {"type": "json", "schema": {"answer": "number"}, "expected_answer": 4}}]}}}
+FIXTURES = {"name": "fixtures", "tests": [{"name": "add", "prompt": "What is {n} + {n}?",
+                                           "params": {"n": [1, 2]}, "json_mode": True}]}
+
+
 @pytest.mark.claude
 @pytest.mark.slow
 @pytest.mark.skipif(find_claude() is None, reason="node_modules/.bin/claude not installed (./dev setup)")
 def test_json_schema_passes_and_fails_on_the_loopback_models_answers(tmp_path):
     suite = tmp_path / "json.json"
     suite.write_text(json.dumps(SUITE))
+    (tmp_path / "older.json").write_text(json.dumps(OLDER))
+    (tmp_path / "fixtures.json").write_text(json.dumps(FIXTURES))
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "stress.local", str(suite), "--quiet", "--model", "local", "--no-preflight",
+        [sys.executable, "-m", "stress.local", str(suite), str(tmp_path / "older.json"),
+         str(tmp_path / "fixtures.json"), "--quiet", "--model", "local", "--no-preflight",
          "--concurrency", "2", "--no-history", "--max-load", "1000", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
         env={**os.environ})
@@ -69,6 +79,16 @@ def test_json_schema_passes_and_fails_on_the_loopback_models_answers(tmp_path):
     assert judged("code")[:2] == ("passed", [("python-compiles", "passed"), ("python-runs", "passed")])
     reason, got, why = judged("code_crash")
     assert reason == "assertion_failed" and why == ["ended exited, exit 3"]
+    # The older shapes run as they are: a validation object judged as assertions, a warning kept
+    # in the report; prompt fixtures expand their params and need a real model offline.
+    assert judged("echo_json")[:2] == ("passed", [("is-json", "passed"), ("json-schema", "passed"),
+                                                  ("json-path", "passed")])
+    suites = {s["name"]: s for s in report["suites"]}
+    assert suites["older"]["warnings"] == ["$.categories.simple.tests[0].colour: unknown key: read, kept, not acted on"]
+    assert suites["fixtures"]["format"] == "prompt-fixtures"
+    skipped = {t["id"]: t["status"] for t in report["tests"] if t["suite"] == "fixtures"}
+    assert skipped == {"add(n=1)": "skipped", "add(n=2)": "skipped"}
+    assert "colour: unknown key" in proc.stderr
 
     md = (run_dir / "report.md").read_text()
     assert "## Assertions" in md

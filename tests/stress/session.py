@@ -481,7 +481,8 @@ def run_and_report(ns: argparse.Namespace, argv: list[str] | None, *, prog: str,
     run.options = run_options(ns, default_suite=default_suite, complex_mode=complex_mode,
                               halt=halt, history=history)
     run.suites = [{"name": s.name, "path": str(s.path), "format": s.format, "tests": len(s.tests),
-                   "selected": sum(1 for p in plan if p.suite == s.name)} for s in suites]
+                   "selected": sum(1 for p in plan if p.suite == s.name),
+                   "warnings": list(s.warnings)} for s in suites]
     session = Session(ns, tool, complex_mode, suites, plan, run, report_dir, halt=halt, load=load)
     try:
         code = asyncio.run(run_session(session))
