@@ -8,10 +8,10 @@ Words (the harness's glossary): a *test* is an entry of a suite (`SuiteTest`); a
 expansion of a test; an *attempt* is one run of a case (repeats, retries); an *instance* is one
 of K concurrent runs of an instances test (`Instances`, `Variant`).
 
-Why a module of its own: three loaders build these values and the runner, the CLI and the
+Why a module of its own: four loaders build these values and the runner, the CLI and the
 reports read them; none of those readers should need a loader to name a type. So this module
-imports only `stress.suite.verdict` (the rules a test carries): never a loader, never `stress.suite`,
-never the service's internals (`cc_executor.jobs/server/process/tree/registry`).
+imports only `stress.suite.verdict` and `stress.suite.assertions` (the rules a test carries):
+never a loader, never `stress.suite`, never the service's internals (`cc_executor.jobs/server/process/tree/registry`).
 """
 
 from __future__ import annotations
