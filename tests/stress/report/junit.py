@@ -17,6 +17,7 @@ import re
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 
+from stress.report.assertions import failure_lines, junit_properties
 from stress.report.results import FAILED, LOST, SKIPPED, Attempt, Outcome, RunResult
 
 _XML_BAD = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -119,6 +120,10 @@ def _add_testcase(ts: ET.Element, suite_name: str, o: Outcome, a: Attempt) -> st
     name = o.id if o.repeat == 1 else f"{o.id} [attempt {a.attempt}]"
     case = ET.SubElement(ts, "testcase", classname=suite_name, name=name,
                          time=f"{a.duration:.3f}", file=o.source.split(":$", 1)[0])
+    if a.assertions:
+        props = ET.SubElement(case, "properties")
+        for name, value in junit_properties(a):
+            ET.SubElement(props, "property", name=_xml_text(name, 200), value=_xml_text(value, 500))
     counted = None
     if a.status == SKIPPED:
         counted = "skipped"
@@ -146,6 +151,7 @@ def _failure_details(o: Outcome, a: Attempt) -> list[str]:
         details.append("missing patterns: " + ", ".join(a.patterns_missing))
     if a.forbidden_seen:
         details.append("forbidden seen: " + ", ".join(a.forbidden_seen))
+    details += failure_lines(a)
     if a.stdout_path:
         details.append(f"output: {a.stdout_path}, {a.stderr_path}")
     return details
