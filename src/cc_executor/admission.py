@@ -16,7 +16,8 @@ feels, each sample (every `sample_interval`, 0.5 s by default):
    started, not measured yet; heavy: measured to want half a core or more, see `usage`: its
    *demand*, the time it ran or waited for a CPU, so a burner sharing a busy CPU still reads
    heavy). Each calm sample after the window filled doubles it; a contended one (a counted PSI
-   share over half its limit) or an idle one (no start) puts it back. While the window holds jobs back the service samples every `QUICK_SAMPLE` seconds
+   share over half its limit) or an idle one (no start) puts it back, and one in which under
+   half of it was used halves it (down to the start). While the window holds jobs back the service samples every `QUICK_SAMPLE` seconds
    instead of every `sample_interval`, so a burst of light jobs starts in steps of 8, 16, 32,
    64 a few tens of milliseconds apart. A stream of short jobs one after another is never held
    by it. Sixty sleepers run together within a quarter second; a burst of CPU burners starts 8,
@@ -121,6 +122,11 @@ class Admission:
             self.window = max(1, limits.slow_start)
         elif self.young_peak >= self.window and settled:  # calm, with the jobs showing in it
             self.window = min(self.window * 2, MAX_WINDOW)
+        elif 2 * self.young_peak < self.window:
+            # A window a burst earned is kept only while used: under a steady stream of light
+            # jobs it shrinks back, so a burst of burners that follows starts `slow_start`,
+            # not the 64 the light burst grew it to (TCP's congestion window validation).
+            self.window = max(max(1, limits.slow_start), self.window // 2)
         self.started_in_window = 0
         self.young_peak = 0
         self.asked = False

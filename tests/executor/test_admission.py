@@ -86,9 +86,29 @@ def test_slow_start_holds_young_jobs_and_grows_while_calm():
     assert a.window == 8  # filled on a calm host: doubled
     assert a.decide(reading(), measured, LIMITS).may_start  # measured jobs are not young
     a.on_sample(CALM, True, LIMITS, measured)
-    assert a.window == 8  # asked, not filled: kept
+    assert a.window == 4  # asked, but under half of it used: halved (down to the start)
+    a.window = 8
     a.on_sample(CALM, True, LIMITS, measured)
     assert a.window == 4  # idle (nothing asked to start): back to the start
+
+
+def test_a_window_grown_by_light_jobs_shrinks_before_a_burst_of_burners():
+    """Light jobs trickling in keep asking but use little of a grown window: it shrinks back,
+    so burners arriving next start `slow_start` at a time, not the grown window."""
+    a = Admission(LIMITS.slow_start)
+    a.window = 64
+    light = [RunningJob(age=1.0, cpu_rate=0.0, demand=0.01) for _ in range(10)]
+    for _ in range(5):  # five samples, each with one light job starting
+        assert a.decide(reading(), light, LIMITS).may_start
+        a.started()
+        a.on_sample(CALM, True, LIMITS, light)
+    assert a.window == LIMITS.slow_start
+    burners: list[RunningJob] = []
+    while a.decide(reading(), light + burners, LIMITS).may_start:
+        a.started()
+        burners.append(RunningJob(age=0.0, cpu_rate=None))
+        assert len(burners) <= 64
+    assert len(burners) == LIMITS.slow_start
 
 
 def test_a_held_queue_on_a_calm_host_grows_the_window():
