@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import __version__, aio, protocol, tree
+from . import __version__, aio, hardware, protocol, tree
 from .admission import QUICK_SAMPLE, Admission, Limits, RunningJob
 from .jobs import JobManager
 from .load import Decision, LoadMonitor
@@ -169,9 +169,11 @@ class Service:
         self.usage = UsageRates()  # each running job's CPU rate and RSS, by process group
         self._cores = os.cpu_count() or 1  # read once: glibc reads /sys for each call
         self._counting: asyncio.Task | None = None
+        self.gpus: list[protocol.Gpu] | None = None  # read once at start (hardware.detect_gpus)
 
     async def start(self) -> None:
         tree.become_subreaper()
+        self.gpus = await asyncio.to_thread(hardware.detect_gpus)
         quiet_refused_upgrades()  # after uvicorn configured its loggers
         self._event_log = setup_event_log(Path(self.settings.log_dir))
         self.runner = ProcessRunner(self.settings.run_dir)
@@ -326,6 +328,7 @@ class Service:
             "job_usage": {"cpu": round(sum(self.usage.rates.values()), 3),
                           "rss": self.usage.total_rss()},
             "connections": len(self.connections),
+            "hardware": self.hardware().wire(),
         }
         if self.monitor is not None and self.monitor.latest is not None:
             body["load"] = self.monitor.latest.to_dict()
@@ -334,6 +337,9 @@ class Service:
                                 "min_free_mem": self.settings.min_free_mem}
             body["admission"] = self.admission.describe()
         return body
+
+    def hardware(self) -> protocol.Hardware:
+        return hardware.read_hardware(self.gpus)
 
     # ---- the upgrade checks --------------------------------------------------------------------
 
@@ -441,7 +447,8 @@ async def serve_connection(service: Service, websocket: WebSocket) -> None:
         await conn.send(protocol.notify(protocol.ConnectedParams(
             session_id=conn.id, version=__version__,
             capabilities=protocol.Capabilities(shell=s.shell, allow=s.allow,
-                                               max_frame=s.max_frame, batch_bytes=s.batch_bytes))))
+                                               max_frame=s.max_frame, batch_bytes=s.batch_bytes),
+            hardware=service.hardware())))
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
