@@ -29,8 +29,10 @@ def _short(text: str, n: int = 160) -> str:
 
 
 class Progress:
-    """Call `started`/`finished` per job (an attempt, or one instance of an instances attempt);
-    `note` for other lines; `close` at the end."""
+    """Call `started` per job (an attempt, or one instance of an instances attempt), `finished`
+    per attempt (`instance_finished` per instance), `skipped` per planned test that will not
+    run, `note` for other lines, `close` at the end. The counters count attempts ("runs"), the
+    unit of the summary's Runs line, skipped ones included."""
 
     def __init__(self, total: int | None, *, quiet: bool = False, stream: TextIO | None = None,
                  live: bool | None = None) -> None:
@@ -61,6 +63,9 @@ class Progress:
         with self._lock:
             self.running.pop(key, None)
             self.counts[status] = self.counts.get(status, 0) + 1
+        self._emit(label, status, duration, message)
+
+    def _emit(self, label: str, status: str, duration: float, message: str) -> None:
         if self.quiet:
             return
         line = f"{_MARK.get(status, status.upper())} {label} ({duration:.2f} s)"
@@ -72,6 +77,21 @@ class Progress:
             self._live.console.print(Text(line, style=style))
         else:
             self._line(line)
+
+    def instance_finished(self, key: str, label: str, status: str, reason: str, duration: float,
+                          message: str) -> None:
+        """One instance of an instances attempt ended: its line, but no count (the attempt is
+        counted once, when the runner has picked its best instance, as the summary counts it)."""
+        with self._lock:
+            self.running.pop(key, None)
+        self._emit(label, status, duration, message)
+
+    def skipped(self, label: str, reason: str, runs: int = 1) -> None:
+        """A planned test that will not run: its `runs` attempts count as skipped now, so the
+        live counters and the summary count the same thing."""
+        with self._lock:
+            self.counts["skipped"] += runs
+        self.note(f"SKIP {label}: {reason}")
 
     def requeued(self, key: str, label: str, detail: str) -> None:
         """An execution whose server was lost: not finished; the dispatcher retries or loses it."""
