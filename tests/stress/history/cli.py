@@ -104,7 +104,7 @@ def cmd_show(h: History, ns: argparse.Namespace, con: Console) -> int:
                   _num(r.timeout_used, "{:g}"))
     con.print(t)
     if is_simulated(mode=run.model_mode):
-        con.print(f"costs and tokens are {NOTE}", markup=False)
+        con.print(f"costs and tokens are simulated: {NOTE}", markup=False)
     base = h.baseline(run.run_id)
     if base is not None:
         for line in h.compare(run.run_id, base.run_id).lines():
@@ -182,7 +182,7 @@ def cmd_html(h: History, ns: argparse.Namespace, con: Console) -> int:
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(render_trends(runs, ratios, str(h.path)), encoding="utf-8")
     tmp.replace(out)
-    con.print(f"history: {len(runs)} runs -> {out}", markup=False, highlight=False)
+    print(f"history: {len(runs)} runs -> {out}", file=con.file, flush=True)
     return EXIT_OK
 
 

@@ -68,24 +68,31 @@ class HostTrace:
         self._thread.start()
 
     def stop(self) -> dict[str, Any]:
-        """Stop sampling (bounded wait) and return the trace for report.json's `trace`."""
+        """Stop sampling (bounded wait), take a last reading (a run shorter than the interval
+        still has two points), and return the trace for report.json's `trace`."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+            self._thread = None
+            self._tick()
         return {"interval": self.interval, "started_at": self.started_at, "columns": COLUMNS,
                 "service_pids": self.pids, "points": thin(self.points, MAX_POINTS)}
 
     def _loop(self) -> None:
+        self._tick()
         while not self._stop.wait(self.interval):
+            self._tick()
+
+    def _tick(self) -> None:
+        try:
+            point = self.sample()
+        except Exception:  # noqa: BLE001 - a failed reading must not end the trace
+            return
+        if self.listener is not None:
             try:
-                point = self.sample()
-            except Exception:  # noqa: BLE001 - a failed reading must not end the trace
-                continue
-            if self.listener is not None:
-                try:
-                    self.listener(dict(zip(COLUMNS, point)))
-                except Exception:  # noqa: BLE001 - the dashboard must not end the trace
-                    pass
+                self.listener(dict(zip(COLUMNS, point)))
+            except Exception:  # noqa: BLE001 - the dashboard must not end the trace
+                pass
 
     def sample(self) -> list[Any]:
         now = time.monotonic()

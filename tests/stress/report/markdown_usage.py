@@ -36,7 +36,7 @@ def claude_totals_section(run: RunResult) -> list[str]:
              f"{u.get('cache_read_input_tokens', 0):,} | {c['num_turns']} | "
              f"{fmt_seconds(c['duration_api_ms'] / 1000)} |", ""]
     if sim:
-        lines += [f"Cost and tokens are {NOTE}.", ""]
+        lines += [f"Cost and tokens are {LABEL}: {NOTE}.", ""]
     return lines
 
 

@@ -17,8 +17,8 @@ from typing import Any
 SIMULATED_MODES = frozenset({"local"})
 """Model modes whose answers (and so costs and tokens) come from the loopback model server."""
 LABEL = "simulated"
-NOTE = ("simulated: the loopback model answered, so these costs and tokens are the CLI's "
-        "arithmetic on made-up usage figures; nothing was billed")
+NOTE = ("the loopback model answered, so costs and tokens are the CLI's arithmetic on made-up "
+        "usage figures; nothing was billed")
 
 
 def is_simulated(environment: Mapping[str, Any] | None = None, *, mode: str | None = None) -> bool:

@@ -80,7 +80,7 @@ def verdict(run: RunResult) -> tuple[str, str]:
 def _header(run: RunResult) -> str:
     word, cls = verdict(run)
     sim = (f'<p class="banner">Model: {escape(str(run.environment.get("model_description")))}. '
-           f"Answers, costs and tokens are {NOTE.split(': ', 1)[0]}.</p>"
+           "Answers, costs and tokens are simulated.</p>"
            if is_simulated(run.environment) and _claude_ran(run) else "")
     err = f'<p class="banner failed">Run error: {escape(run.error)}</p>' if run.error else ""
     return (f'<header><h1>Stress run {escape(run.run_id)} <span class="badge {cls}">{word}</span>'
@@ -217,7 +217,7 @@ def _claude(run: RunResult) -> str:
             + _row("Input tokens" + label, f"{u.get('input_tokens', 0):,}")
             + _row("Output tokens" + label, f"{u.get('output_tokens', 0):,}")
             + _row("Turns", str(c.get("num_turns", 0))) + "</table>"
-            + (f'<p class="note">{escape(NOTE)}.</p>' if sim else "") + "</section>")
+            + (f'<p class="note">Simulated: {escape(NOTE)}.</p>' if sim else "") + "</section>")
 
 
 def _footer(run: RunResult) -> str:

@@ -1,0 +1,174 @@
+"""report.html, report.md's new shape, simulated cost labels and the history page, checked the
+way people meet them: a real harness run (real service, real `claude` on the loopback model),
+the page opened in Debian's chromium (tests/browser.py).
+
+One module-scoped pair of runs feeds every test: a first, quick run of the same suite (so the
+history has a trend), then the run under test with a pass, a failure, an instances test, a
+Claude prompt and a skipped test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from browser import browser_page  # noqa: F401 - the fixture
+from conftest import REPO
+from stress.report.progress import Progress
+
+PY = sys.executable
+PASSED_MARK = "hello-preview-marker"
+FAILED_MARK = "failing-output-evidence"
+CHARTS = ("timeline", "durations", "distributions", "host", "trend")
+
+SUITE = {
+    "name": "htmlcheck", "defaults": {"timeout": 30, "stall_timeout": 20},
+    "tests": [
+        {"id": "hello", "command": f"echo {PASSED_MARK}", "expected_patterns": [PASSED_MARK]},
+        {"id": "fails", "command": f"echo {FAILED_MARK}; exit 3"},
+        {"id": "pair", "command": "echo pair", "instances": {"count": 2, "criterion": "fastest"}},
+        {"id": "prompt", "prompt": "What is 15+27?", "expected_patterns": ["42"]},
+        {"id": "needs_real", "command": "true", "requires": ["real-model"]},
+    ],
+}
+
+
+def harness(*args: str, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-m", "stress.local", *args, "--out", str(out), "--max-load", "1000",
+                           "--model", "local"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("html")
+    suite = base / "htmlcheck.json"
+    suite.write_text(json.dumps(SUITE))
+    out = base / "out"
+    first = harness(str(suite), "--filter", "hello", out=out)
+    assert first.returncode == 0, first.stderr
+    proc = harness(str(suite), "--concurrency", "2", out=out)
+    assert proc.returncode == 1, proc.stderr  # `fails` fails
+    folder = Path(proc.stdout.split("report: ")[-1].strip()).parent
+    return proc, folder, out
+
+
+class Resources(HTMLParser):
+    """Every tag and attribute value that could make a browser fetch something."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: set[str] = set()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        self.urls += [v for k, v in attrs if k in ("src", "href", "xlink:href", "action") and v]
+
+
+def test_report_html_opens_in_chromium_with_every_chart(run, browser_page, tmp_path):  # noqa: F811
+    _, folder, _ = run
+    requests: list[str] = []
+    page = browser_page.page
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto((folder / "report.html").as_uri())
+    assert browser_page.errors == []
+    titles = page.eval_on_selector_all("figure svg > title", "els => els.map(e => e.textContent)")
+    assert len(titles) >= len(CHARTS) and all(titles), titles
+    for key in CHARTS:
+        fig = page.locator(f"#chart-{key}")
+        assert fig.count() == 1, key
+        caption = fig.locator("figcaption").inner_text()
+        assert len(caption.splitlines()) == 2 and caption.split("\n")[1].strip(), (key, caption)
+        box = fig.locator("svg").bounding_box()
+        assert box and box["width"] > 300 and box["height"] > 100, (key, box)
+    # Axis units are written on the charts (matplotlib keeps text as <text>).
+    svg_text = page.locator("#chart-timeline svg").text_content()
+    assert "seconds since the run started (s)" in svg_text
+    # The passed test's preview is folded, the failure's evidence shown.
+    preview = page.locator("details", has_text="hello")
+    assert preview.count() == 1 and not preview.locator("pre").is_visible()
+    preview.locator("summary").click()
+    assert PASSED_MARK in preview.locator("pre").inner_text()
+    assert FAILED_MARK in page.locator("article.failure").inner_text()
+    assert "(simulated)" in page.locator("body").inner_text()
+    assert all(u.startswith("file://") for u in requests), requests
+    browser_page.screenshot(tmp_path / "report.png")
+
+
+def test_report_html_is_self_contained(run):
+    _, folder, _ = run
+    text = (folder / "report.html").read_text()
+    found = Resources()
+    found.feed(text)
+    assert not found.tags & {"script", "link", "img", "iframe", "object", "embed"}, found.tags
+    remote = [u for u in found.urls if re.match(r"^(https?:)?//", u)]
+    assert remote == [] and "@import" not in text and not re.search(r"url\(\s*['\"]?https?:", text)
+    assert all(not u.startswith("/") for u in found.urls)  # links only to files beside it
+
+
+def test_report_md_keeps_evidence_not_passed_output(run):
+    _, folder, _ = run
+    md = (folder / "report.md").read_text()
+    assert PASSED_MARK not in md
+    assert FAILED_MARK in md and "### fails: exit_code" in md
+    assert "[report.html](report.html)" in md and "## Passed tests' output" in md
+    assert '"type":"system"' not in md  # no stream-json init lines of the passed Claude test
+
+
+def test_costs_and_tokens_are_labelled_simulated(run):
+    proc, folder, out = run
+    md = (folder / "report.md").read_text()
+    assert "## Claude totals (simulated)" in md and "cost (USD, simulated)" in md
+    assert re.search(r"claude: \d+ runs, cost \$[\d.]+, .* tokens \(simulated: loopback model, "
+                     r"nothing billed\)", proc.stdout), proc.stdout
+    run_id = folder.name
+    show = subprocess.run([PY, "-m", "stress.history", "--db", str(out / "history.sqlite3"),
+                           "show", run_id], cwd=REPO, capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "COLUMNS": "250"})
+    assert show.returncode == 0, show.stderr
+    assert "cost $ (simulated)" in show.stdout and "nothing was billed" in show.stdout
+
+
+def test_history_html_page(run, browser_page, tmp_path):  # noqa: F811
+    _, _, out = run
+    page_path = tmp_path / "trends.html"
+    proc = subprocess.run([PY, "-m", "stress.history", "--db", str(out / "history.sqlite3"),
+                           "html", "--out", str(page_path)], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"history: 2 runs -> {page_path}" in proc.stdout
+    browser_page.page.goto(page_path.as_uri())
+    assert browser_page.errors == []
+    page = browser_page.page
+    assert page.locator("figure svg > title").first.text_content().startswith("Suites htmlcheck: 2 runs")
+    rows = page.locator("section", has_text="Runs (newest first)").locator("tbody tr")
+    assert rows.count() == 2
+    assert "local (simulated)" in rows.first.inner_text()
+    assert re.search(r"\b\d+:\d+\b", rows.first.inner_text())
+
+
+def test_live_counters_count_what_the_summary_counts():
+    """Runs (attempts), skipped ones included, an instances attempt once: the Summary's unit."""
+    import io
+
+    stream = io.StringIO()
+    p = Progress(4, stream=stream, live=False)
+    p.skipped("needs_real", "requires 'real-model'", runs=1)
+    for i in (1, 2):
+        p.started(f"pair.i{i}", f"pair.i{i}")
+        p.instance_finished(f"pair.i{i}", f"pair.i{i}", "passed", "passed", 0.1, "")
+    p.finished("pair", "pair", "passed", "passed", 0.1, "")
+    p.started("fails", "fails")
+    p.finished("fails", "fails", "failed", "exit_code", 0.1, "exit 3")
+    p.started("hello", "hello")
+    p.finished("hello", "hello", "passed", "passed", 0.1, "")
+    assert p.counts == {"passed": 2, "failed": 1, "skipped": 1, "lost": 0}
+    assert sum(p.counts.values()) == p.total
+    assert "PASS pair.i1" in stream.getvalue() and "SKIP needs_real" in stream.getvalue()
