@@ -51,6 +51,7 @@ from stress.fleet import (
 )
 from stress.history import History
 from stress.history.link import history_line, record_history
+from stress.live.view import LiveView
 from stress.report import write_reports
 from stress.report.host_trace import HostTrace
 from stress.report.progress import Progress
@@ -121,6 +122,8 @@ class Session:
     """--stages / --arrival-rate / --find-capacity / --threshold (stress.load_cli); None: a plain run."""
     trace: Any = None
     """The host and service sampled once a second for the HTML report (stress.report.host_trace)."""
+    live: Any = None
+    """--dashboard: the run's live page (stress.live.view.LiveView), None without it."""
 
     def on_signal(self, signame: str) -> None:
         if self.interrupted is not None:
@@ -180,6 +183,8 @@ async def run_session(s: Session) -> int:
     loop = asyncio.get_running_loop()
     for sig in SIGNALS:
         loop.add_signal_handler(sig, s.on_signal, sig.name)
+    if getattr(s.ns, "dashboard", None) is not None:
+        s.live = await LiveView.start(s.ns.dashboard, f"{s.tool} {s.run.run_id}", s.tool)
     try:
         async with model_environment(s.ns.model, **plan_needs(s.plan)) as model:
             s.run.environment["model_description"] = model.description
@@ -289,9 +294,13 @@ async def run_tests(s: Session, fleet: ServiceFleet, model: ModelEnvironment,
 
         s.monitor = ResourceMonitor(svc.pid)
         s.monitor.start()
-    s.trace = HostTrace([sv.pid for _, sv in fleet.live() if sv.managed])
+    live = s.live.state if s.live is not None else None
+    s.trace = HostTrace([sv.pid for _, sv in fleet.live() if sv.managed],
+                        listener=live.host if live is not None else None)
     s.trace.start()
-    s.progress = Progress(progress_total(s), quiet=ns.quiet)
+    s.progress = Progress(progress_total(s), quiet=ns.quiet, listener=live)
+    if live is not None:
+        live.set_phase("running tests", progress_total(s))
     for p in s.plan:
         if p.skip is not None:
             s.progress.skipped(p.test.id, p.skip, p.repeat)
@@ -351,6 +360,8 @@ async def shut_down(s: Session) -> None:
         run.resources = s.monitor.run_summary()
     if s.trace is not None:
         run.trace = s.trace.stop()
+    if s.live is not None:
+        await s.live.stop(run)
     fleet: ServiceFleet | None = s.service
     if fleet is None:
         return
