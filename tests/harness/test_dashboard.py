@@ -1,12 +1,13 @@
 """`--dashboard`: the harness's live page, opened in Debian's chromium while a real run goes on.
 
-The run is real (the service, a test that sleeps, one that prints); the page must show the
+The run is real (the service, a capacity search over a test that sleeps); the page must show the
 running test within 2 s of loading, fill in the counts and the timeline as tests end, say when
 the run finished, and log no console error. The server answers only its own Host name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -21,24 +22,29 @@ from conftest import REPO, wait_until
 PY = sys.executable
 
 SUITE = {"name": "dash", "defaults": {"timeout": 30}, "tests": [
-    {"id": "slow_one", "command": "sleep 3; echo done", "expected_patterns": ["done"]},
-    {"id": "quick", "command": "echo hi"},
+    {"id": "nap", "command": "sleep 1; echo done", "expected_patterns": ["done"]},
     {"id": "needs_real", "command": "true", "requires": ["real-model"]},
 ]}
 
 
-@pytest.fixture
-def live_run(tmp_path):
+def start(tmp_path, suite_doc: dict, *args: str):
+    """The harness with --dashboard in the background: (url, process, its stdout lines so far)."""
     suite = tmp_path / "dash.json"
-    suite.write_text(json.dumps(SUITE))
+    suite.write_text(json.dumps(suite_doc))
     proc = subprocess.Popen(
-        [PY, "-m", "stress.local", str(suite), "--concurrency", "2", "--out", str(tmp_path / "out"),
+        [PY, "-m", "stress.local", str(suite), *args, "--out", str(tmp_path / "out"),
          "--max-load", "1000", "--no-history", "--dashboard"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         stdin=subprocess.DEVNULL)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
+    return proc, lines, reader
+
+
+@contextlib.contextmanager
+def dashboard_run(tmp_path, suite_doc: dict, *args: str):
+    proc, lines, reader = start(tmp_path, suite_doc, *args)
     try:
         found = wait_until(lambda: next((m for ln in list(lines)
                                          if (m := re.search(r"dashboard: (http://\S+)", ln))), None),
@@ -65,25 +71,31 @@ def assert_refuses_foreign_host(url: str) -> None:
     assert state["title"].startswith("stress.local ") and state["running_count"] >= 1
 
 
-def test_dashboard_shows_the_run_live(live_run, browser_page):  # noqa: F811
-    url, proc, lines = live_run
-    page = browser_page.page
-    page.goto(url)
-    # The running test appears within 2 s of the page loading.
-    page.locator("#running td", has_text="slow_one").wait_for(timeout=2_000)
-    page.locator("#timeline rect").first.wait_for(state="attached", timeout=2_000)
-    assert page.locator("#link").inner_text() == "feed: live"
-    assert page.locator("#skipped").inner_text() == "skipped 1"  # counted as the summary does
-    assert_refuses_foreign_host(url)
-    # Then it finishes: the same counts as the terminal's summary, and the feed is closed.
-    page.locator("#phase", has_text="finished").wait_for(timeout=30_000)
-    assert page.locator("#done").inner_text() == "3/3 runs"
-    assert page.locator("#passed").inner_text() == "passed 2"
-    assert page.locator("#timeline rect").count() == 2
-    assert "closed" in page.locator("#link").inner_text()
-    assert browser_page.errors == []
-    proc.wait(timeout=30)
-    assert any("3 tests: 2 passed, 0 failed, 1 skipped" in ln for ln in lines), lines
+def test_dashboard_follows_a_capacity_run(tmp_path, browser_page):  # noqa: F811
+    """One real --find-capacity run: the running test within 2 s of loading, the counts, the
+    timeline, each capacity step as it ends, "finished" at the end, no console error."""
+    with dashboard_run(tmp_path, SUITE, "--find-capacity", "--step", "1", "--step-duration", "1s",
+                       "--max-steps", "2") as (url, proc, lines):
+        page = browser_page.page
+        page.goto(url)
+        page.locator("#running td", has_text="nap").first.wait_for(timeout=2_000)
+        page.locator("#timeline rect").first.wait_for(state="attached", timeout=2_000)
+        assert page.locator("#link").inner_text() == "feed: live"
+        assert page.locator("#skipped").inner_text() == "skipped 1"  # counted as the summary does
+        assert_refuses_foreign_host(url)
+        page.locator("#capacity circle").nth(1).wait_for(state="attached", timeout=20_000)
+        page.locator("#phase", has_text="finished").wait_for(timeout=30_000)
+        labels = page.locator("#capacity text").all_text_contents()
+        assert "1" in labels and "2" in labels, labels  # each step's concurrency on the axis
+        assert "closed" in page.locator("#link").inner_text()
+        shown = {k: int(page.locator(f"#{k}").inner_text().split()[1]) for k in ("passed", "failed")}
+        bars = page.locator("#timeline rect").count()
+        assert browser_page.errors == []
+    summary = next(ln for ln in lines if " tests: " in ln and "runs: " in ln)
+    runs = re.search(r"\((\d+) runs: (\d+) passed, (\d+) failed, 1 skipped\)", summary)
+    assert runs, summary
+    assert (shown["passed"], shown["failed"]) == (int(runs[2]), int(runs[3]))
+    assert bars == int(runs[2]) + int(runs[3])
 
 
 def test_dashboard_port_in_use_is_a_usage_error(tmp_path):

@@ -172,3 +172,28 @@ def test_live_counters_count_what_the_summary_counts():
     assert p.counts == {"passed": 2, "failed": 1, "skipped": 1, "lost": 0}
     assert sum(p.counts.values()) == p.total
     assert "PASS pair.i1" in stream.getvalue() and "SKIP needs_real" in stream.getvalue()
+
+
+def test_capacity_and_host_charts_from_a_load_run_record():
+    """A --find-capacity run's record draws the step curve (limit marked) and the host chart
+    from its /health samples; rendered in-process from the values report.json holds."""
+    from stress.report.html import render_html
+    from stress.report.results import Capacity, RunResult
+
+    run = RunResult(run_id="r", tool="stress.local", argv=["x"], started_at=1000.0,
+                    finished_at=1030.0, environment={"cores": 2})
+    steps = [{"step": i + 1, "concurrency": c, "ended": 10.0 * (i + 1), "held": c < 6,
+              "p95_duration": 0.5 * c, "error_rate": 0.0 if c < 6 else 0.2, "attempts": 10}
+             for i, c in enumerate((2, 4, 6))]
+    run.capacity = Capacity(4, "errors", "step 3 crossed error_rate<1%", ["error_rate<1%"], 2,
+                            10.0, 8, steps)
+    run.profile = {"started_at": 1001.0, "samples": [
+        {"at": float(t), "load1": 1.0 + t / 10, "cpu_pressure": 0.1, "rss": 50_000_000}
+        for t in range(30)]}
+    page = render_html(run)
+    cap = re.search(r'<figure id="chart-capacity">.*?</figure>', page, re.S)
+    assert cap and "<title>Capacity search: sustains 4 in flight, limited by errors</title>" in cap[0]
+    assert "tests in flight (concurrency of the step)" in cap[0] and "sustains 4" in cap[0]
+    host = re.search(r'<figure id="chart-host">.*?</figure>', page, re.S)
+    assert host and "load (runnable tasks)" in host[0] and "stalled share (%)" in host[0]
+    assert 'id="chart-timeline"' not in page  # nothing ran in this record: no empty chart

@@ -88,6 +88,7 @@ function drawCapacity(steps, cap) {
   polyline(svg, steps.filter(s => s.p95_duration != null).map(s => [x(s.concurrency), yp(s.p95_duration)]), "#1565c0");
   polyline(svg, steps.map(s => [x(s.concurrency), ye(s.error_rate || 0)]), "#c62828", "4 3");
   for (const s of steps) {
+    el("text", {x: x(s.concurrency), y: H - 14, "font-size": 10, "text-anchor": "middle"}, svg).textContent = s.concurrency;
     if (s.p95_duration == null) continue;
     const c = el("circle", {cx: x(s.concurrency), cy: yp(s.p95_duration), r: 4,
       fill: s.held ? "#1565c0" : "#fff", stroke: "#1565c0"}, svg);
@@ -96,7 +97,9 @@ function drawCapacity(steps, cap) {
   if (cap && cap.max_sustainable_concurrency != null) {
     const lx = x(cap.max_sustainable_concurrency);
     el("line", {x1: lx, x2: lx, y1: 10, y2: H - 25, stroke: "#2e7d32", "stroke-width": 2}, svg);
-    el("text", {x: lx + 4, y: 20, "font-size": 11}, svg).textContent = `sustains ${cap.max_sustainable_concurrency} (limited by ${cap.limited_by})`;
+    const right = lx > W * 0.6;
+    el("text", {x: right ? lx - 4 : lx + 4, y: 20, "font-size": 11, "text-anchor": right ? "end" : "start"},
+      svg).textContent = `sustains ${cap.max_sustainable_concurrency} (limited by ${cap.limited_by})`;
   }
   el("text", {x: W / 2 - 60, y: H - 6, "font-size": 10}, svg).textContent = "tests in flight (concurrency)";
   el("text", {x: 2, y: 12, "font-size": 10}, svg).textContent = "p95 " + maxP.toFixed(2) + " s";

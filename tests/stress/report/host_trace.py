@@ -28,6 +28,8 @@ from cc_executor.pressure import read_totals, window
 
 INTERVAL = 1.0
 MAX_POINTS = 900
+MIN_PSI_WINDOW = 0.2
+"""Seconds: a PSI share over a shorter window is noise, and is left out."""
 COLUMNS = ["t", "load1", "cpu_pressure", "memory_pressure", "io_pressure", "service_cpu_percent",
            "service_rss_bytes", "tree_rss_bytes"]
 
@@ -99,7 +101,10 @@ class HostTrace:
         load1 = read_load().load1
         totals = read_totals(self.psi_dir, now)
         psi = window(self._psi, totals) if self._psi is not None and totals is not None else None
-        self._psi = totals
+        if psi is not None and psi.seconds < MIN_PSI_WINDOW:
+            psi = None  # too short to say anything (the reading right after the start)
+        else:
+            self._psi = totals
         cpu, rss, tree = self._services()
         point = [round(now - self._t0, 3), round(load1, 3),
                  *(None if psi is None else round(getattr(psi, r), 4)

@@ -77,16 +77,28 @@ def host_chart(run: RunResult) -> Chart | None:
     _service_panel(top, s)
     _host_panel(bottom, s, run)
     bottom.set_xlabel("seconds since the run started (s)")
-    shift = _offset(run, (run.profile or {}).get("started_at"))
-    for step in (run.capacity.steps if run.capacity else []):
-        for ax in (top, bottom):
-            ax.axvspan(shift + step.get("started", 0), shift + step.get("ended", 0), alpha=0.06,
-                       color=PALETTE["failed" if not step.get("held") else "accent"], lw=0)
+    _step_spans((top, bottom), run)
     title = "Service CPU and memory, host load and pressure over the run"
     caption = ("Top: the service's CPU (100% = one core) and memory; bottom: the host's 1-minute "
                "load and the share of time tasks stalled (PSI). Rising pressure while tests slow "
                "down points at the host, flat pressure at the tests or the model.")
     return Chart("host", title, caption, figure_svg(fig, title))
+
+
+def _step_spans(axes, run: RunResult) -> None:
+    """Shade each capacity step, alternately, on the run's clock. A step's `started` in
+    report.json is its count of starts (the figures' key), so a step is drawn from the end of
+    the one before it."""
+    shift = _offset(run, (run.profile or {}).get("started_at"))
+    begin = 0.0
+    for i, step in enumerate(run.capacity.steps if run.capacity else []):
+        end = step.get("ended")
+        if not isinstance(end, int | float):
+            continue
+        for ax in axes:
+            ax.axvspan(shift + begin, shift + end, alpha=0.05 + 0.05 * (i % 2), lw=0,
+                       color=PALETTE["accent" if step.get("held") else "failed"])
+        begin = end
 
 
 def _service_panel(ax, s: Series) -> None:
@@ -151,6 +163,7 @@ def capacity_chart(run: RunResult) -> Chart | None:
         if v is not None and not st.get("held"):
             ax.plot([x], [v], "X", ms=10, color=PALETTE["failed"])
     ax.set_xlabel("tests in flight (concurrency of the step)")
+    ax.set_xticks(sorted(set(xs)))
     ax.set_ylabel("p95 duration (s)")
     ax.set_ylim(bottom=0)
     twin = ax.twinx()
@@ -168,7 +181,8 @@ def capacity_chart(run: RunResult) -> Chart | None:
              else f"sustains {c.max_sustainable_concurrency} in flight")
     title = f"Capacity search: {found}, limited by {c.limited_by}"
     caption = ("Each point is one step of --find-capacity; X marks the step that crossed its "
-               "criteria, the green line the highest concurrency that held. " + c.reason)
+               "criteria, the green line the highest concurrency that held. Why the search "
+               f"stopped: {c.reason}")
     return Chart("capacity", title, caption, figure_svg(fig, title))
 
 
