@@ -64,17 +64,23 @@ def _bars(run: RunResult) -> list[Bar]:
             group = a.server or ""
             qw = a.queue_wait or 0.0
             if a.instances:
-                bars += _instance_bars(a, label, a.started_at - t0, qw, group)
+                bars += _instance_bars(a, label, a.started_at - t0, qw, group, t0)
             else:
                 bars.append(Bar(label, a.started_at - t0, qw, max(a.duration, 0.0), a.status, group))
     return bars
 
 
-def _instance_bars(a: Attempt, label: str, start: float, qw: float, group: str) -> list[Bar]:
+def _instance_bars(a: Attempt, label: str, start: float, qw: float, group: str,
+                   t0: float) -> list[Bar]:
+    """Each instance from its own start when recorded (else the attempt's); its queue wait is
+    what its wall time holds beyond its run."""
     out = []
     for i in a.instances or []:
         n = int(i.get("instance") or len(out) + 1)
-        out.append(Bar(f"{label} i{n}", start, qw, float(i.get("duration") or 0.0),
+        run = float(i.get("duration") or 0.0)
+        began = i.get("started_at")
+        wait = max(0.0, float(i.get("wall") or 0.0) - run) if i.get("wall") else qw
+        out.append(Bar(f"{label} i{n}", start if began is None else began - t0, wait, run,
                        str(i.get("status") or a.status), group, n, bool(i.get("chosen"))))
     return out
 
