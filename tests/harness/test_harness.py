@@ -343,6 +343,8 @@ def test_markdown_report_content(main_run):
     assert "[stdout](outputs/stall.stdout) (21 B)" in md
     assert "- **needs_real_model**: skipped: requires 'real-model'" in md
     assert "<details><summary>output preview</summary>" in md
+    page = (r.dir / "report.html").read_text()  # stress.complex: resources feed the host chart
+    assert 'id="chart-host"' in page and "could not be drawn" not in page
     assert re.search(r"\| big_output \| harness-e2e \| PASS \| passed \| .* \| 10\.0 MiB \|", md)
     assert re.search(r"^\s*< 1 s \|\s+\d+ #+$", md, re.M)  # duration histogram
     assert re.search(r"^\s*1-10 MiB \|\s+0\s*$", md, re.M) and re.search(r">= 10 MiB \|\s+1 #", md)
