@@ -98,6 +98,12 @@ def test_report_html_opens_in_chromium_with_every_chart(run, browser_page, tmp_p
     assert "(simulated)" in page.locator("body").inner_text()
     assert all(u.startswith("file://") for u in requests), requests
     browser_page.screenshot(tmp_path / "report.png")
+    # Printable: the print layout keeps every chart (a PDF of a few pages, the charts in it).
+    page.emulate_media(media="print")
+    assert all(page.locator(f"#chart-{key} svg").is_visible() for key in CHARTS)
+    pdf = page.pdf(path=str(tmp_path / "report.pdf"))
+    pages = len(re.findall(rb"/Type\s*/Page(?!s)", pdf))
+    assert pdf.startswith(b"%PDF") and pages >= 2, pages
 
 
 def test_report_html_is_self_contained(run):

@@ -138,7 +138,8 @@ def _host_panel(ax, s: Series, run: RunResult) -> None:
     twin.set_ylim(0, 100)
     twin.grid(False)
     _merge_legends(ax, twin)
-    ax.set_title("Host")
+    remote = (run.service or {}).get("kind") == "remote" and not (run.profile or {}).get("samples")
+    ax.set_title("Host running the harness (the service is remote)" if remote else "Host")
 
 
 def _merge_legends(ax, twin) -> None:
