@@ -130,6 +130,8 @@ def test_costs_and_tokens_are_labelled_simulated(run):
     proc, folder, out = run
     md = (folder / "report.md").read_text()
     assert "## Claude totals (simulated)" in md and "cost (USD, simulated)" in md
+    totals = json.loads((folder / "report.json").read_text())["claude_totals"]
+    assert totals["simulated"] is True and totals["runs"] >= 1
     assert re.search(r"claude: \d+ runs, cost \$[\d.]+, .* tokens \(simulated: loopback model, "
                      r"nothing billed\)", proc.stdout), proc.stdout
     run_id = folder.name

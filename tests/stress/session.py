@@ -397,7 +397,7 @@ def settle(s: Session) -> int:
             totals = claude_mod.ClaudeTotals()
             for st in s.runner.claude_streams:
                 totals.add(st)
-            run.claude_totals = totals.to_json()
+            run.claude_totals = {**totals.to_json(), "simulated": is_simulated(run.environment)}
     return exit_status(s.interrupted, s.early_stop, Totals.of(run.outcomes),
                        thresholds=run.thresholds, capacity=run.capacity)
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 
+from cc_executor import aio
 from stress.live.page import PAGE
 from stress.live.state import LiveState
 from stress.model.http11 import HttpError, read_request, response_head
@@ -65,7 +66,7 @@ class DashboardServer:
         await asyncio.gather(*self._feeds, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 5.0)
+                await aio.wait_for(self._server.wait_closed(), 5.0)
 
     def _host_ok(self, host: str | None) -> bool:
         return host in (f"{HOST}:{self.port}", f"localhost:{self.port}")
@@ -76,8 +77,9 @@ class DashboardServer:
             self._feeds.add(task)
         try:
             await self._one(reader, writer)
-        except (HttpError, ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (HttpError, ConnectionError, asyncio.IncompleteReadError, TimeoutError,
+                UnicodeError):
+            pass  # a bad, slow or vanished viewer ends its own connection, nothing else
         except asyncio.CancelledError:
             pass
         finally:
@@ -85,10 +87,10 @@ class DashboardServer:
                 self._feeds.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 2.0)
+                await aio.wait_for(writer.wait_closed(), 2.0)
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        req = await asyncio.wait_for(read_request(reader, writer), 10.0)
+        req = await aio.wait_for(read_request(reader, writer), 10.0)
         if req is None:
             return
         if not self._host_ok(req.headers.get("host")):
