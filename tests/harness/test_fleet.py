@@ -234,6 +234,7 @@ def test_slots_are_followed_and_gpu_tests_run_only_on_the_gpu_worker(cluster, tm
     # started with --no-dashboard: its HTTP port answers, but there is no dashboard to name
     assert doc["service"]["scheduler"] == cluster.address and doc["service"]["dashboard"] is None
     assert "## Workers" in doc["_md"] and "| 2 (--slots) |" in doc["_md"]
+    assert f"Dask cluster {cluster.address}, scheduler {cluster.address}; see Workers" in doc["_md"]
 
 
 def test_idle_workers_steal_from_one_stuck_behind_a_long_test(cluster, tmp_path):

@@ -38,6 +38,7 @@ from cc_executor.client import ConnectionLost, ExecutorClient, ExecutorError, Jo
 from cc_executor.load import read_load
 from cc_executor.timing import Timeouts, load_factor, stretch_timeouts
 from stress.run.attempt_record import Execution, judge_run, read_output
+from stress.run.code_runs import needs_python, run_code_checks
 from stress.run.leftovers import JOB_TAG_VAR, LEFTOVER_WAIT, end_leftovers
 from stress.run.observed import CaseRun, LiveJob, Observed
 from stress.run.planned import REQUEST_TIMEOUT, Planned, ProgressSink, RunOptions
@@ -153,6 +154,7 @@ class CaseExecutor:
         seen.wall = time.monotonic() - t0
         seen.resources = self.monitor.end(stem) if self.monitor is not None else None
         await self._end_leftovers(str(env[JOB_TAG_VAR]), seen)
+        await self._code_checks(client, run, seen)
         ex = self._finish(run, seen)
         ex.lost = None if seen.interrupted else seen.lost
         return ex
@@ -242,6 +244,17 @@ class CaseExecutor:
             seen.interrupted = True
             seen.detail = seen.detail or f"interrupted ({self.state.stop_reason or 'cancelled'})"
 
+    async def _code_checks(self, client: ExecutorClient, run: CaseRun, seen: Observed) -> None:
+        """python-runs assertions: the model's code as jobs on the same service (`code_runs`)."""
+        if not needs_python(run.planned):
+            return
+        try:
+            seen.code_runs = await run_code_checks(client, run.planned, seen)
+        except asyncio.CancelledError:
+            _uncancel()
+            seen.interrupted = True
+            seen.detail = seen.detail or f"interrupted ({self.state.stop_reason or 'cancelled'})"
+
     def _finish(self, run: CaseRun, seen: Observed) -> Execution:
         """Judge the run and report it finished."""
         out = read_output(run.planned, seen)
@@ -251,7 +264,12 @@ class CaseExecutor:
         halted_only = self.state.halted is not None and not self.state.interrupted
         ex = judge_run(run, seen, out, self.options, halted_only=halted_only)
         a = ex.attempt
-        self.progress.finished(run.stem, run.stem, a.status, a.reason, a.duration, a.message)
+        # An instance is one of the attempt's K jobs: the attempt is counted once, by the
+        # runner, when its best instance is known (stress.report.progress).
+        done = getattr(self.progress, "instance_finished", None) if run.instance is not None \
+            else None
+        (done or self.progress.finished)(run.stem, run.stem, a.status, a.reason, a.duration,
+                                         a.message)
         return ex
 
     def _note_job(self, stem: str, live: LiveJob) -> None:

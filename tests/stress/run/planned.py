@@ -101,6 +101,8 @@ class RunOptions:
     preview_chars: int = PREVIEW_CHARS
     halt: HaltRule | None = None
     """--halt: counted over attempts that ran (passed or failed; lost ones count as failed)."""
+    simulated_cost: bool = False
+    """The model is the loopback stand-in: its cost is made up, so `cost` assertions skip."""
 
 
 def invocation_summary(test: SuiteTest, limit: int = 120) -> str:

@@ -288,7 +288,11 @@ class Runner:
         def instance(i: int, instance_stem: str):
             return self._executor.execute(client, p, n, i, instance_stem)
 
-        return await run_instances(instance, inst, stem)
+        ex = await run_instances(instance, inst, stem)
+        if ex.lost is None or not self.dispatched:  # a lost one may still run elsewhere
+            a = ex.attempt
+            self.progress.finished(stem, stem, a.status, a.reason, a.duration, a.message)
+        return ex
 
     def _failed_to_start(self, p: Planned, n: int, stem: str, detail: str) -> Execution:
         ex = attempt_record.failed_to_start(p, n, detail)
