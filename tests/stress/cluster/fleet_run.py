@@ -181,8 +181,14 @@ class FleetRun:
             if isinstance(e, KilledWorker):
                 self.lost.setdefault(key, "lost: its worker died while running it, on every "
                                           "try the scheduler's allowed-failures permits")
-            else:
-                self.lost.setdefault(key, f"harness error on the worker: {type(e).__name__}: {e}")
+            else:  # the task itself raised: a harness bug, this attempt's error (not retried)
+                self.recorded.add(key)
+                p = self.runner.plan[idx]
+                ex = attempt_record.failed_to_start(
+                    p, n, f"harness error on the worker: {type(e).__name__}: {e}")
+                self.runner.take(idx, n, ex)
+                self.progress.finished(p.attempt_stem(n), p.attempt_stem(n), ex.attempt.status,
+                                       ex.attempt.reason, 0.0, ex.attempt.message)
             fut.release()
             return
         fut.release()

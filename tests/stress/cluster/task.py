@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cc_executor import aio
 from stress.run.attempt_record import Execution
 from stress.run.runner import Planned, Runner, RunOptions
 
@@ -127,7 +128,7 @@ def run_attempt(key: str, run_id: str, planned: Planned, n: int, options: RunOpt
                 watch.cancel()
             if client is not None:
                 try:
-                    await asyncio.wait_for(client.close(), 5)
+                    await aio.wait_for(client.close(), 5)
                 except (asyncio.TimeoutError, OSError, Exception):  # noqa: BLE001 - best effort
                     pass
 
