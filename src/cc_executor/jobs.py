@@ -22,7 +22,7 @@ from typing import Any
 from . import defaults, protocol
 from .claude_cli import adapt_claude_argv
 from .load import Decision
-from .policy import AllowList, check_env
+from .policy import AllowList, check_env, grant_limits
 from .process import OutputBatch, ProcessRunner, Run, RunEnd, RunSpec, SpawnError
 from .protocol import (
     INVALID_PARAMS,
@@ -107,6 +107,7 @@ class JobManager:
     def prepare(self, params: protocol.ExecuteParams) -> tuple[list[str], RunSpec, bool]:
         s = self.settings
         check_env(params.env)  # before the program's checks: a bad param, whatever the program
+        limits, _ = grant_limits(params.limits, s, self.runner.containment)
         shell = None
         if params.command is not None and s.shell:
             argv = params.argv(shell=True)  # [SHELL, "-c", command]: the protocol's one spelling
@@ -143,6 +144,7 @@ class JobManager:
             # Claude Code 2.1.x can exit with output still unflushed to a pipe (lost, exit 0);
             # a regular file always gets everything.
             capture_to="file" if is_claude and s.claude_capture == "file" else "pipe",
+            limits=limits,
         )
         return argv, spec, is_claude
 
@@ -187,10 +189,11 @@ class JobManager:
         return protocol.ExecuteStarted(job_id=job.job_id, pid=job.run.pid, pgid=job.run.pgid,
                                        argv=job.argv, **self._limits(job))
 
-    @staticmethod
-    def _limits(job: Job) -> dict[str, Any]:
+    def _limits(self, job: Job) -> dict[str, Any]:
         return {"timeout": job.spec.timeout, "stall_timeout": job.spec.stall_timeout,
-                "timeout_factor": job.timeout_factor}
+                "timeout_factor": job.timeout_factor,
+                "limits_enforced": grant_limits(job.spec.limits, self.settings,
+                                                self.runner.containment)[1] or None}
 
     def _stretch(self, job: Job) -> None:
         """Stretch the job's limits by the load factor of the moment it starts (not when it

@@ -28,8 +28,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__, aio, protocol, tree
 from .admission import Admission, Limits, RunningJob
+from .containment.service import ServiceContainment
 from .jobs import JobManager
 from .load import Decision, LoadMonitor
+from .policy.limits import check_ceilings
 from .process import ProcessRunner
 from .settings import Settings
 from .timing import load_factor
@@ -168,12 +170,18 @@ class Service:
         self.admission = Admission(settings.slow_start)
         self.usage = UsageRates()  # each running job's CPU rate and RSS, by process group
         self._counting: asyncio.Task | None = None
+        self.containment: ServiceContainment | None = None
 
     async def start(self) -> None:
-        tree.become_subreaper()
         quiet_refused_upgrades()  # after uvicorn configured its loggers
         self._event_log = setup_event_log(Path(self.settings.log_dir))
-        self.runner = ProcessRunner(self.settings.run_dir)
+        self.containment = ServiceContainment(
+            self.settings.containment, grace=self.settings.kill_grace,
+            leaders=lambda: {run.pid for run in self.runner.runs.values()})
+        check_ceilings(self.settings, self.containment.cgroups)
+        self.runner = ProcessRunner(self.settings.run_dir, containment=self.containment.cgroups,
+                                    reaper=self.containment.reaper)
+        self.containment.start()
         for rec in self.runner.reaped:
             log.warning("ended a run left by a previous server: %s", rec)
         self.monitor = LoadMonitor(self.settings.sample_interval, counters=self._counters,
@@ -276,13 +284,6 @@ class Service:
         now = time.time()
         self.usage.update(usage, ages={run.pgid: now - run.started_at for run in runs})
 
-    async def _reap_adopted(self) -> None:
-        """As subreaper we adopt orphans; collect the ones that died so none linger as zombies."""
-        while True:
-            await asyncio.sleep(5.0)
-            leaders = {run.pid for run in self.runner.runs.values()}
-            tree.reap_adopted(leaders)
-
     async def _recheck_queue(self) -> None:
         """Each new load sample may admit queued jobs: re-check exactly then, not on a timer."""
         while True:
@@ -302,6 +303,8 @@ class Service:
                 task.cancel()
         if self.jobs is not None:
             await self.jobs.shutdown()
+        if self.containment is not None:
+            await self.containment.close()
         if self.monitor is not None:
             await self.monitor.stop()
         if self._event_log is not None:
@@ -319,6 +322,7 @@ class Service:
             "job_usage": {"cpu": round(sum(self.usage.rates.values()), 3),
                           "rss": self.usage.total_rss()},
             "connections": len(self.connections),
+            "containment": self.containment.describe() if self.containment else None,
         }
         if self.monitor is not None and self.monitor.latest is not None:
             body["load"] = self.monitor.latest.to_dict()

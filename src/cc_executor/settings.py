@@ -131,6 +131,17 @@ class Settings(BaseModel):
                             "assumed to bring until the 1-min average shows it (paces starts); "
                             "0 turns pacing off")
 
+    containment: str = Field("auto", pattern="^(auto|cgroup|fallback)$", description="How "
+                             "jobs are contained: auto (a cgroup per job where the host offers a "
+                             "writable cgroup v2 tree, else fallback), cgroup (required), or "
+                             "fallback (process group, marker and subreaper sweep)")
+    max_memory_mb: int = Field(0, ge=0, description="Ceiling of a job's limits.memory_mb, and "
+                               "the limit of jobs that set none; 0: no ceiling")
+    max_processes: int = Field(0, ge=0, description="Same, for limits.processes")
+    max_cpu_seconds: int = Field(0, ge=0, description="Same, for limits.cpu_seconds")
+    max_open_files: int = Field(0, ge=0, description="Same, for limits.open_files")
+    max_output_mb: float = Field(0, ge=0, description="Same, for limits.output_mb")
+
     @field_validator("allow", "allow_origin", mode="before")
     @classmethod
     def _lists(cls, v):  # noqa: D102

@@ -97,13 +97,21 @@ from .names import (
     Stream,
     completion_status,
 )
-from .params import ARG_MAX, MAX_SECONDS, SHELL, ControlParams, ExecuteParams, NoParams
+from .params import (
+    ARG_MAX,
+    MAX_SECONDS,
+    SHELL,
+    ControlParams,
+    ExecuteParams,
+    JobLimits,
+    NoParams,
+)
 
 __all__ = [
     "ARG_MAX", "BINARY_FRAME", "Batch", "COMMAND_NOT_ALLOWED", "CONNECTED", "CONTROL_STATUS",
     "CONTROL_TYPES", "Capabilities", "CompletedParams", "ConnectedParams", "ControlParams",
     "ControlResult", "ControlType", "DEFAULT_MAX_BATCH", "ERROR_NAMES", "ErrorReason",
-    "ErrorReply", "ExecuteParams", "ExecuteQueued", "ExecuteStarted", "FRAME_TOO_LARGE",
+    "ErrorReply", "ExecuteParams", "JobLimits", "ExecuteQueued", "ExecuteStarted", "FRAME_TOO_LARGE",
     "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "JOB_NOT_RUNNING", "JSONRPC_VERSION",
     "JobInfo", "JobState", "JobsResult", "MAX_SECONDS", "METHODS", "METHOD_NOT_FOUND", "Method",
     "NOTIFICATIONS", "NOTIFICATION_PARAMS", "NO_SUCH_JOB", "NoParams", "OutputParams",

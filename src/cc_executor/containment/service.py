@@ -1,0 +1,68 @@
+"""The service's side of containment, in one object: the cgroups (`Containment`), the subreaper
+(`AdoptionReaper`) woken by SIGCHLD and once a second, the start-up checks and /health's
+section. The server only builds it, hands its parts to the runner, and closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+from .. import tree
+from .parent import Containment
+from .reaper import AdoptionReaper
+
+log = logging.getLogger("cc_executor.containment")
+
+REAP_INTERVAL = 1.0  # the safety net under SIGCHLD (a signal can be coalesced or missed)
+
+
+class ServiceContainment:
+    def __init__(self, mode: str, leaders: Callable[[], set[int]], grace: float):
+        self.subreaper = tree.become_subreaper()
+        self.cgroups = Containment(mode)  # raises ContainmentError for an impossible `cgroup`
+        self.reaper = AdoptionReaper(leaders, grace)
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sigchld = False
+
+    def start(self) -> None:
+        """SIGCHLD and a 1 s timer both wake the reaper (on the loop; cheap: one /proc file)."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._loop.add_signal_handler(signal.SIGCHLD, self._reap_soon)
+            self._sigchld = True
+        except (RuntimeError, ValueError, NotImplementedError):  # not the main thread
+            self._sigchld = False
+        self._task = self._loop.create_task(self._every_second())
+        c = self.cgroups
+        log.info("containment: %s (cgroup v2 %s, v1 %s, subreaper %s, stale cgroups removed %d)",
+                 c.mechanism, c.v2, c.v1, self.subreaper, c.cleaned)
+        logging.getLogger("cc_executor.events").info("containment", extra={"job_event": {
+            "event": "containment", **c.describe(), "subreaper": self.subreaper}})
+
+    def _reap_soon(self) -> None:
+        self.reaper.reap()
+
+    async def _every_second(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL)
+            self.reaper.reap()
+
+    async def close(self) -> None:
+        """After every job ended: stop reaping on signal, end what was adopted, drop cgroups."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.reaper.end_all()
+        if self._sigchld and self._loop is not None:
+            self._loop.remove_signal_handler(signal.SIGCHLD)
+        self.cgroups.close()
+
+    def describe(self) -> dict:
+        return {**self.cgroups.describe(), "subreaper": self.subreaper,
+                "adopted": self.reaper.describe()}
