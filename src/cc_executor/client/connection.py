@@ -140,7 +140,7 @@ class ExecutorClient:
     async def start(self, command: str | None = None, *, args: list[str] | None = None,
                     cwd: str | None = None, env: dict[str, str | None] | None = None,
                     input: str | None = None, timeout: float | None = None,
-                    stall_timeout: float | None = None,
+                    stall_timeout: float | None = None, limits: dict[str, float] | None = None,
                     observer: JobObserver | None = None) -> JobHandle:
         """Send `execute`; the handle streams the job's events. `observer`: hooks on the job."""
         params: dict[str, Any] = {}
@@ -149,7 +149,7 @@ class ExecutorClient:
         if args is not None:
             params["args"] = list(args)
         for key, value in (("cwd", cwd), ("env", env), ("input", input), ("timeout", timeout),
-                           ("stall_timeout", stall_timeout)):
+                           ("stall_timeout", stall_timeout), ("limits", limits)):
             if value is not None:
                 params[key] = value
         reply = await self.request("execute", params)
