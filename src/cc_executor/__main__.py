@@ -32,6 +32,7 @@ from collections.abc import Callable
 import uvicorn
 
 from . import aio
+from .policy.limits import preflight as containment_preflight
 from .settings import Settings
 from .settings_cli import build_parser, build_settings, explain
 
@@ -203,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     if not is_loopback(settings.host) and not settings.token:
         print(f"cc_executor: refusing to listen on non-loopback host {settings.host!r} without a "
               "token; set --token or CC_EXECUTOR_TOKEN", file=sys.stderr)
+        return 2
+    problem = containment_preflight(settings)
+    if problem:
+        print(f"cc_executor: refusing to start: {problem}", file=sys.stderr)
         return 2
     if not _stderr_faulthandler(faulthandler.register, signal.SIGUSR1):
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # nowhere to print: still not fatal

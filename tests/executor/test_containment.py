@@ -12,12 +12,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 import urllib.request
 
 import pytest
 from conftest import wait_until
-from service_fixture import ServiceFactory, pid_alive, pid_state, wait_gone
+from service_fixture import (
+    PY,
+    ServiceFactory,
+    clean_env,
+    pid_alive,
+    pid_state,
+    wait_gone,
+)
 
 from cc_executor.client import ExecutorClient, ExecutorError
 
@@ -281,3 +289,14 @@ def test_the_service_removes_its_cgroups_when_it_stops(tmp_path):
     assert svc.stop() == 0
     assert not [d for d in dirs if os.path.exists(d)]
     assert not factory.close()
+
+
+def test_a_ceiling_the_host_cannot_enforce_refuses_to_start(tmp_path):
+    proc = subprocess.run(
+        [PY, "-m", "cc_executor", "--port", "0", "--containment", "fallback",
+         "--max-processes", "10", "--run-dir", str(tmp_path / "run"),
+         "--log-dir", str(tmp_path / "logs"), "--env-file", str(tmp_path / "absent.env")],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "refusing to start" in proc.stderr and "max_processes" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..containment import Containment, LimitError, Limits, plan
+from ..containment import Containment, ContainmentError, LimitError, Limits, plan
 from ..containment.limits import NAMES, ceiling_setting
 from ..protocol.errors import INVALID_PARAMS, RpcError
 
@@ -62,3 +62,20 @@ def check_ceilings(settings: Any, containment: Containment | None) -> None:
         raise RuntimeError(f"cannot enforce {', '.join(bad)} on this host (containment "
                            f"{containment.mechanism if containment else 'fallback'}): unset it "
                            "or run where a writable memory/pids cgroup controller exists")
+
+
+def preflight(settings: Any) -> str | None:
+    """Before the service starts: the reason it cannot run with these settings (containment
+    `cgroup` without a usable v2 tree, a ceiling the host cannot enforce), or None. Probes by
+    creating the service's cgroups and removing them again."""
+    try:
+        probe = Containment(settings.containment)
+    except ContainmentError as e:
+        return str(e)
+    try:
+        check_ceilings(settings, probe)
+    except RuntimeError as e:
+        return str(e)
+    finally:
+        probe.close()
+    return None
