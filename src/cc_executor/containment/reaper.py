@@ -59,7 +59,15 @@ class AdoptionReaper:
 
     def reap(self) -> int:
         """Wait for every zombie child that is not a run's leader. Returns how many."""
-        n = tree.reap_adopted(self._leaders())
+        leaders = self._leaders()
+        n = 0
+        # Orphans are re-parented to the subreaper's main thread: its one children file.
+        for pid in tree.own_children():
+            if pid not in leaders:
+                st = tree.stat_fields(pid)
+                if st is not None and st[0] == "Z":
+                    tree.reap_zombie(pid)
+                    n += 1
         self.reaped += n
         return n
 

@@ -285,7 +285,8 @@ class Run:
         if not reader.streams:
             return
         if reader.tails_files:
-            await self._ender.end_marked()
+            if self._ender.box is None or self._ender.box.v2 is None:
+                await self._ender.end_marked()  # in a v2 cgroup, nothing escaped the kill
             await reader.read_files_to_end()
             return
         if await reader.read_to_eof(self.spec.kill_grace):
@@ -306,7 +307,8 @@ class Run:
             if self._limit_hit is None and self._end_request is None:
                 hit = self.box.hit()  # an OOM kill may have taken the leader itself
                 self._limit_hit = EndReason(hit) if hit else None
-            self.box.remove()
+            if not self.box.try_remove():  # something stuck in it: kill and retry off the loop
+                self._loop.run_in_executor(None, self.box.remove)
         if self._watchdog_handle is not None:
             self._watchdog_handle.cancel()
             self._watchdog_handle = None
