@@ -43,8 +43,12 @@ def services(tmp_path_factory):
                                                  "CC_EXECUTOR_KILL_GRACE": "1",
                                                  "CC_EXECUTOR_MAX_OUTPUT_MB": "2"})}
     yield out
+    health = out["cgroup"].health()["containment"]
     problems = factory.close()
     assert not problems, problems
+    # A stopped service leaves none of its cgroups behind.
+    dirs = [d for d in [health["cgroup_v2"], *health["cgroup_v1"].values()] if d]
+    assert not [d for d in dirs if os.path.exists(d)]
 
 
 def service(services, mode: str):
@@ -177,11 +181,15 @@ async def test_a_fork_bomb_bounded_by_processes_ends_cleanly(services):
     enforcers = svc.health()["containment"]["limits"]
     if "processes" not in enforcers:
         pytest.skip("no pids controller is writable here: processes cannot be enforced")
-    # Bounded by itself too: 200 sleepers at most, each for 30 s at most.
-    bomb = "i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done; wait"
+    # Forks on whatever happens (a failed fork is retried), so only the service can end it; and
+    # bounded by itself: 200 children at most, 2,000 attempts, each child alive 30 s at most.
+    bomb = ("import os, time\nkids = 0\nfor _ in range(2000):\n    if kids >= 200:\n"
+            "        break\n    try:\n        if os.fork() == 0:\n            time.sleep(30)\n"
+            "            os._exit(0)\n        kids += 1\n    except OSError:\n"
+            "        time.sleep(0.01)\nprint('bomb done', kids)")
     async with await ExecutorClient.connect(svc.url) as c:
         t0 = time.monotonic()
-        job = await c.start(args=["sh", "-c", bomb], limits={"processes": 16}, timeout=30)
+        job = await c.start(args=["python3", "-c", bomb], limits={"processes": 16}, timeout=30)
         assert job.limits_enforced["processes"] == {"value": 16, "by": enforcers["processes"]}
         collector = asyncio.ensure_future(job.result())
         # The host and the service stay responsive meanwhile.
@@ -190,6 +198,7 @@ async def test_a_fork_bomb_bounded_by_processes_ends_cleanly(services):
         assert (await asyncio.wait_for(c.ping(), 10))["time"] > 0
         result = await asyncio.wait_for(collector, 20)
         assert result.reason == "process_limit" and result.status == "process_limit"
+        assert b"bomb done" not in result.stdout  # the service ended it, not its own bound
         assert time.monotonic() - t0 < 15
         assert (await c.execute(args=["sleep", "0"])).ok  # and serves on
     await no_zombies(svc)
@@ -277,20 +286,6 @@ async def test_health_and_log_name_the_mechanism_and_cgroups_are_removed(service
     assert services["fallback"].health()["containment"]["mechanism"] == "fallback"
 
 
-def test_the_service_removes_its_cgroups_when_it_stops(tmp_path):
-    factory = ServiceFactory(tmp_path)
-    svc = factory(allow=ALLOW)
-    health = svc.health()["containment"]
-    dirs = [d for d in [health["cgroup_v2"], *health["cgroup_v1"].values()] if d]
-    if not dirs:
-        factory.close()
-        pytest.skip(f"no cgroups here: containment is {health['mechanism']}")
-    assert all(os.path.isdir(d) for d in dirs)
-    assert svc.stop() == 0
-    assert not [d for d in dirs if os.path.exists(d)]
-    assert not factory.close()
-
-
 def test_a_ceiling_the_host_cannot_enforce_refuses_to_start(tmp_path):
     proc = subprocess.run(
         [PY, "-m", "cc_executor", "--port", "0", "--containment", "fallback",
@@ -300,3 +295,38 @@ def test_a_ceiling_the_host_cannot_enforce_refuses_to_start(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "refusing to start" in proc.stderr and "max_processes" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+async def test_a_daemon_no_job_can_be_told_from_waits_for_them_all_or_the_shutdown(
+        executor_service):
+    """Fallback: an env-cleared daemon born while two jobs ran could come from either. When
+    its own job ends the other still runs, so it is kept; once both have ended it is ended.
+    A second one, still unattributable when the service stops, is ended by the shutdown."""
+    svc = executor_service(allow=ALLOW, env={"CC_EXECUTOR_CONTAINMENT": "fallback",
+                                             "CC_EXECUTOR_KILL_GRACE": "1"})
+    daemons: list[int] = []
+    try:
+        async with await ExecutorClient.connect(svc.url) as c:
+            other = await c.start(args=["sleep", "30"])
+            events: list = []
+            await c.execute(args=["python3", "-c", DAEMON, "60", "1", "0"],
+                            on_event=events.append, timeout=30)
+            daemons.append(stdout_pids(events)[0])
+            # Its job ended; `other` may have made it too: alive for now (the sweep runs as the
+            # job ends; 0.5 s would see a wrong kill, SIGTERM ends a sleeping python at once).
+            assert not await asyncio.to_thread(
+                wait_until, lambda: not pid_alive(daemons[0]), 0.5)
+            await other.cancel()
+            assert (await asyncio.wait_for(other.result(), 15)).reason == "cancelled"
+            await gone_or_fail([daemons[0]], "daemon after every candidate job ended")
+
+            keeper = await c.start(args=["sleep", "30"])
+            events = []
+            await c.execute(args=["python3", "-c", DAEMON, "60", "1", "0"],
+                            on_event=events.append, timeout=30)
+            daemons.append(stdout_pids(events)[0])
+            assert pid_alive(daemons[1]) and keeper.status == "started"
+            assert await asyncio.to_thread(svc.stop) == 0
+        await gone_or_fail([daemons[1]], "daemon at the service's shutdown", 5.0)
+    finally:
+        end_by_pid(daemons)
