@@ -35,12 +35,15 @@ class ServiceContainment:
         try:
             self._loop.add_signal_handler(signal.SIGCHLD, self._reap_soon)
             self._sigchld = True
-        except (RuntimeError, ValueError, NotImplementedError):  # not the main thread
+        except (RuntimeError, ValueError, NotImplementedError):
+            # Not the main thread, or uvloop, which keeps SIGCHLD for its own subprocesses:
+            # the timer alone then, so an adopted child is a zombie for 1 s at most.
             self._sigchld = False
         self._task = self._loop.create_task(self._every_second())
         c = self.cgroups
-        log.info("containment: %s (cgroup v2 %s, v1 %s, subreaper %s, stale cgroups removed %d)",
-                 c.mechanism, c.v2, c.v1, self.subreaper, c.cleaned)
+        log.info("containment: %s (cgroup v2 %s, v1 %s, subreaper %s, reaping on %s, stale "
+                 "cgroups removed %d)", c.mechanism, c.v2, c.v1, self.subreaper,
+                 "SIGCHLD and a 1 s timer" if self._sigchld else "a 1 s timer", c.cleaned)
         logging.getLogger("cc_executor.events").info("containment", extra={"job_event": {
             "event": "containment", **c.describe(), "subreaper": self.subreaper}})
 
@@ -65,4 +68,5 @@ class ServiceContainment:
 
     def describe(self) -> dict:
         return {**self.cgroups.describe(), "subreaper": self.subreaper,
+                "reaping": "sigchld+1s" if self._sigchld else "1s",
                 "adopted": self.reaper.describe()}
