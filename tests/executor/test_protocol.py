@@ -1048,5 +1048,5 @@ def test_every_message_field_holding_messages_is_declared_nested():
                   p.ControlResult, p.JobsResult, p.PingResult]:
         for name, field in model.model_fields.items():
             text = str(field.annotation)
-            holds = any(cls.__name__ in text for cls in (p.JobInfo, p.Capabilities))
+            holds = any(cls.__name__ in text for cls in (p.JobInfo, p.Capabilities, p.Hardware, p.Gpu))
             assert holds == (name in model._nested), (model.__name__, name)

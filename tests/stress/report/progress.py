@@ -73,12 +73,6 @@ class Progress:
         else:
             self._line(line)
 
-    def requeued(self, key: str, label: str, detail: str) -> None:
-        """An execution whose server was lost: not finished; the dispatcher retries or loses it."""
-        with self._lock:
-            self.running.pop(key, None)
-        self.note(f"DROP {label}: {_short(detail)}")
-
     def note(self, text: str) -> None:
         if self.quiet:
             return
