@@ -133,9 +133,10 @@ time.sleep(float(sys.argv[3]))
 async def test_an_adopted_daemon_that_exits_is_reaped(services, mode):
     svc = service(services, mode)
     async with await ExecutorClient.connect(svc.url) as c:
-        # The daemon lives 0.3 s; the job runs on for 20 s (cancelled below): the daemon's
-        # end happens while the job runs, and only the service can wait for it.
-        job = await c.start(args=["python3", "-c", DAEMON, "0.3", "0", "20"])
+        # The daemon lives 1.3 s (past the reaper's first tick: under uvloop a pidfd watches
+        # it by then); the job runs on for 20 s (cancelled below): the daemon's end happens
+        # while the job runs, and only the service can wait for it.
+        job = await c.start(args=["python3", "-c", DAEMON, "1.3", "0", "20"])
         events: list = []
         collector = asyncio.ensure_future(job.result(on_event=events.append))
         pids = await asyncio.to_thread(wait_until, lambda: stdout_pids(events), 15)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ from .reaper import AdoptionReaper
 log = logging.getLogger("cc_executor.containment")
 
 REAP_INTERVAL = 1.0  # the safety net under SIGCHLD (a signal can be coalesced or missed)
+MAX_WATCHED = 1024  # pidfds held for adopted children when SIGCHLD is not ours
 
 
 class ServiceContainment:
@@ -28,6 +30,7 @@ class ServiceContainment:
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sigchld = False
+        self._watched: dict[int, int] = {}  # adopted pid -> its pidfd (when no SIGCHLD)
 
     def start(self) -> None:
         """SIGCHLD and a 1 s timer both wake the reaper (on the loop; cheap: one /proc file)."""
@@ -54,6 +57,34 @@ class ServiceContainment:
         while True:
             await asyncio.sleep(REAP_INTERVAL)
             self.reaper.reap()
+            if not self._sigchld:
+                self._watch_adopted()
+
+    def _watch_adopted(self) -> None:
+        """Without SIGCHLD: a pidfd per live adopted child, so its exit is reaped at once
+        rather than at the next tick (bounded: `MAX_WATCHED` descriptors)."""
+        live = set(self.reaper.adopted())
+        for pid in [p for p in self._watched if p not in live]:
+            self._unwatch(pid)
+        for pid in live - self._watched.keys():
+            if len(self._watched) >= MAX_WATCHED:
+                break
+            try:
+                fd = os.pidfd_open(pid)
+            except (AttributeError, OSError):
+                continue
+            self._watched[pid] = fd
+            self._loop.add_reader(fd, self._adopted_exited, pid)
+
+    def _adopted_exited(self, pid: int) -> None:
+        self._unwatch(pid)
+        self.reaper.reap()
+
+    def _unwatch(self, pid: int) -> None:
+        fd = self._watched.pop(pid, None)
+        if fd is not None:
+            self._loop.remove_reader(fd)
+            os.close(fd)
 
     async def close(self) -> None:
         """After every job ended: stop reaping on signal, end what was adopted, drop cgroups."""
@@ -61,6 +92,8 @@ class ServiceContainment:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for pid in list(self._watched):
+            self._unwatch(pid)
         await self.reaper.end_all()
         if self._sigchld and self._loop is not None:
             self._loop.remove_signal_handler(signal.SIGCHLD)
@@ -68,5 +101,5 @@ class ServiceContainment:
 
     def describe(self) -> dict:
         return {**self.cgroups.describe(), "subreaper": self.subreaper,
-                "reaping": "sigchld+1s" if self._sigchld else "1s",
+                "reaping": "sigchld+1s" if self._sigchld else "1s+pidfd",
                 "adopted": self.reaper.describe()}
