@@ -94,6 +94,8 @@ class Containment:
         v1 = {}
         for limit, c in (("memory_mb", "memory"), ("processes", "pids")):
             if getattr(limits, limit) is not None and c not in self.v2_controllers:
+                if c not in self.v1:  # `limits.plan` refuses these first; a direct caller may not
+                    raise OSError(0, f"no {c} controller for {limit}")
                 v1[c] = os.path.join(self.v1[c], f"job-{run_id}")
         box = JobBox(limits, os.path.join(self.v2, f"job-{run_id}") if self.v2 else None,
                      self.v2_controllers, v1)
