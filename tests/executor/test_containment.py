@@ -331,3 +331,18 @@ async def test_a_daemon_no_job_can_be_told_from_waits_for_them_all_or_the_shutdo
         await gone_or_fail([daemons[1]], "daemon at the service's shutdown", 5.0)
     finally:
         end_by_pid(daemons)
+
+
+async def test_cpu_seconds_counts_the_whole_job_where_its_cgroup_measures_it(services):
+    """Three children each spin 0.45 s of CPU: none reaches `cpu_seconds` 1 alone (the
+    rlimit), the job together does (its v2 cgroup's cpu.stat)."""
+    svc = service(services, "cgroup")
+    spin = ("import os, time\nfor _ in range(3):\n    if os.fork() == 0:\n"
+            "        t = time.process_time()\n        while time.process_time() - t < 0.45:\n"
+            "            pass\n        os._exit(0)\nfor _ in range(3):\n    os.wait()\n"
+            "print('all spun')")
+    async with await ExecutorClient.connect(svc.url) as c:
+        job = await c.start(args=["python3", "-c", spin], limits={"cpu_seconds": 1}, timeout=30)
+        assert job.limits_enforced["cpu_seconds"]["by"] == "rlimit_cpu+cgroup_v2_cpu_stat"
+        result = await job.result()
+        assert result.reason == "cpu_limit" and b"all spun" not in result.stdout
