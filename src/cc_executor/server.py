@@ -26,10 +26,11 @@ from fastapi.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import __version__, aio, protocol, tree
+from . import __version__, aio, dashboard, protocol, tree
 from .admission import Admission, Limits, RunningJob
 from .jobs import JobManager
 from .load import Decision, LoadMonitor
+from .observe import Observation, install_metrics_route
 from .process import ProcessRunner
 from .settings import Settings
 from .timing import load_factor
@@ -168,6 +169,7 @@ class Service:
         self.admission = Admission(settings.slow_start)
         self.usage = UsageRates()  # each running job's CPU rate and RSS, by process group
         self._counting: asyncio.Task | None = None
+        self.observe = Observation(self)  # /metrics, /dashboard's recent events, refusal log
 
     async def start(self) -> None:
         tree.become_subreaper()
@@ -176,6 +178,7 @@ class Service:
         self.runner = ProcessRunner(self.settings.run_dir)
         for rec in self.runner.reaped:
             log.warning("ended a run left by a previous server: %s", rec)
+        self.observe.start(orphans_ended=len(self.runner.reaped))
         self.monitor = LoadMonitor(self.settings.sample_interval, counters=self._counters,
                                    psi_dir=self.settings.psi_dir or None)
         await self.monitor.start()
@@ -306,6 +309,7 @@ class Service:
             await self.monitor.stop()
         if self._event_log is not None:
             self._event_log.flush()
+        self.observe.stop()
 
     def health(self) -> dict[str, Any]:
         jobs = self.jobs
@@ -319,6 +323,7 @@ class Service:
             "job_usage": {"cpu": round(sum(self.usage.rates.values()), 3),
                           "rss": self.usage.total_rss()},
             "connections": len(self.connections),
+            "model": self.settings.model,
         }
         if self.monitor is not None and self.monitor.latest is not None:
             body["load"] = self.monitor.latest.to_dict()
@@ -330,9 +335,10 @@ class Service:
 
     # ---- the upgrade checks --------------------------------------------------------------------
 
-    def refuse_reason(self, ws: WebSocket) -> tuple[int, str] | None:
+    def refuse_reason(self, ws: WebSocket, also_allowed: set[str] | frozenset[str] = frozenset()
+                      ) -> tuple[int, str] | None:
         origin = ws.headers.get("origin")
-        if origin is not None and origin not in self.allowed_origins:
+        if origin is not None and origin not in self.allowed_origins | also_allowed:
             return 403, f"origin not allowed: {origin}"
         token = self.settings.token
         if token:
@@ -411,7 +417,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         refused = service.refuse_reason(websocket)
         if refused is not None:
             status, message = refused
-            log.info("refused upgrade from %s: %s", websocket.client, message)
+            service.observe.refused(status, message, websocket.client, websocket.scope["path"])
             await websocket.send_denial_response(
                 JSONResponse({"error": message}, status_code=status))
             return
@@ -423,6 +429,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for path in WS_PATHS:
         app.router.routes.append(WebSocketRoute(path, endpoint))
     app.ws_endpoint = endpoint
+    install_metrics_route(app, service)
+    dashboard.install(app, service, choose_subprotocol)
     return app
 
 
@@ -434,7 +442,8 @@ async def serve_connection(service: Service, websocket: WebSocket) -> None:
         await conn.send(protocol.notify(protocol.ConnectedParams(
             session_id=conn.id, version=__version__,
             capabilities=protocol.Capabilities(shell=s.shell, allow=s.allow,
-                                               max_frame=s.max_frame, batch_bytes=s.batch_bytes))))
+                                               max_frame=s.max_frame, batch_bytes=s.batch_bytes),
+            model=s.model)))
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":

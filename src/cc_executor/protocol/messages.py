@@ -144,6 +144,9 @@ class ConnectedParams(_Wire):
     session_id: str
     version: str
     capabilities: Capabilities
+    model: Literal["real", "simulated"] = "real"
+    """What answers claude jobs: `simulated` when the service was started beside the loopback
+    model (`./dev serve --model local`)."""
 
 
 class QueuedParams(_Held):
