@@ -84,6 +84,7 @@ def attach(activity: Activity) -> Activity:
     logger = logging.getLogger(EVENTS_LOGGER)
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)
+    logger.propagate = False  # job events are not console lines, even without the file log
     logger.addHandler(activity)
     return activity
 
