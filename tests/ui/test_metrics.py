@@ -99,3 +99,33 @@ def test_metrics_follow_the_health_rule_unless_a_metrics_token_is_set(executor_s
             assert want in e.read().decode()
     assert "cc_executor_jobs_running" in scrape(svc, token="scrape-me")
     assert http_status(svc.http + "/health") == 200
+
+
+def test_metrics_count_holds_timeouts_stalls_and_cancels(executor_service):
+    svc = executor_service("--max-jobs", "1", allow=["sleep"])
+
+    async def go():
+        async with await ExecutorClient.connect(svc.url) as client:
+            first = await client.start(args=["sleep", "5"], timeout=0.5)
+            second = await client.start(args=["sleep", "5"])  # held: max_jobs
+            assert (await first.result()).reason == "timeout"
+            await second.cancel()
+            assert (await second.result()).reason == "cancelled"
+            third = await client.start(args=["sleep", "5"], stall_timeout=0.3)
+            assert (await third.result()).reason == "stalled"
+    asyncio.run(go())
+
+    def counted():
+        m = scrape(svc)
+        return m if len(m.get("cc_executor_jobs_completed_total", {})) == 3 else None
+    m = wait_until(counted, 10.0, interval=0.05)
+    assert m, scrape(svc)
+    done = m["cc_executor_jobs_completed_total"]
+    assert done == {(("reason", "timeout"),): 1.0, (("reason", "cancelled"),): 1.0,
+                    (("reason", "stalled"),): 1.0}
+    assert m["cc_executor_admission_held_total"] == {(("signal", "max_jobs"),): 1.0}
+    assert m["cc_executor_job_timeouts_total"] == {(("kind", "run"),): 1.0}
+    assert m["cc_executor_job_stalls_total"][()] == 1.0
+    assert m["cc_executor_job_cancels_total"][()] == 1.0
+    # The held job waited for the first one's timeout before its own end.
+    assert m["cc_executor_job_wait_seconds_sum"][(("reason", "cancelled"),)] > 0.3
