@@ -92,10 +92,10 @@ def test_dashboard_shows_a_live_job_with_no_console_errors(executor_service, bro
 class ForeignSite:
     """A page on another origin (another port on loopback) that tries to read the feed."""
 
-    def __init__(self, feed_url: str):
+    def __init__(self, feed_url: str, token: str):
         html = f"""<!doctype html><title>foreign</title><pre id=log></pre><script>
         const log = (t) => document.getElementById('log').textContent += t + '\\n';
-        const ws = new WebSocket({json.dumps(feed_url)});
+        const ws = new WebSocket({json.dumps(feed_url)}, [{json.dumps("bearer." + token)}]);
         ws.onopen = () => log('open');
         ws.onmessage = (e) => log('message ' + e.data.length);
         ws.onclose = () => log('closed');
@@ -123,12 +123,14 @@ class ForeignSite:
         self.thread.join(5)
 
 
-def test_a_foreign_origin_cannot_read_the_feed(executor_service, browser_page):  # noqa: F811
-    svc = executor_service()
+def test_a_foreign_origin_cannot_read_the_feed_and_the_page_asks_for_the_token(
+        executor_service, browser_page):  # noqa: F811
+    svc = executor_service("--token", "dash-secret")
     feed = svc.ws("/dashboard/feed")
-    site = ForeignSite(feed)
+    page = browser_page.page
+    # A page on another origin, even one holding the token, reads nothing: refused with 403.
+    site = ForeignSite(feed, token="dash-secret")
     try:
-        page = browser_page.page
         page.goto(site.url)
         page.wait_for_function("document.getElementById('log').textContent.includes('closed')",
                                timeout=10_000)
@@ -136,18 +138,14 @@ def test_a_foreign_origin_cannot_read_the_feed(executor_service, browser_page): 
         assert "open" not in log and "message" not in log, log
     finally:
         site.close()
-
     assert feed_refused_status(feed, origin=site.url.rstrip("/")) == 403
     assert feed_refused_status(feed, origin="http://evil.example") == 403
+    assert feed_refused_status(feed) == 401  # right origin (none), no token
 
-
-def test_the_page_takes_the_token_from_the_fragment_or_asks(executor_service, browser_page):  # noqa: F811
-    svc = executor_service("--token", "dash-secret")
-    page = browser_page.page
+    # The service's own page without a token asks for one; a wrong one is refused.
     page.goto(svc.http + "/dashboard")
     page.wait_for_selector("#token-form:not([hidden])", timeout=10_000)
     assert page.text_content("#status") == "not connected"
-
     page.fill("#token", "wrong")
     page.click("#token-form button")
     page.wait_for_selector("#token-error:has-text('refused this token')", timeout=10_000)
@@ -156,5 +154,3 @@ def test_the_page_takes_the_token_from_the_fragment_or_asks(executor_service, br
     page.wait_for_selector("#status.live", timeout=10_000)
     assert page.is_hidden("#token-form")
     assert "token" not in page.url  # the fragment is taken out of the address bar and history
-
-    assert feed_refused_status(svc.ws("/dashboard/feed")) == 401

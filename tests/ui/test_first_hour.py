@@ -18,6 +18,8 @@ from conftest import REPO, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from service_fixture import PY, clean_env, launch
 
+from cc_executor.client.__main__ import main as client_main
+
 README = (REPO / "README.md").read_text()
 README_URL = "ws://127.0.0.1:8005/ws"
 ENV = {"PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])}
@@ -47,7 +49,7 @@ def venv_python(argv: list[str]) -> list[str]:
     return [PY, *argv[1:]]
 
 
-def test_readme_service_commands_and_snippet_run_as_written(executor_service, tmp_path):
+def test_readme_service_commands_and_snippet_run_as_written(executor_service, tmp_path, capfd):
     serve = readme_line(".venv/bin/python -m cc_executor --port 8005")
     assert serve[serve.index("--token") + 1] == "s3cret" and "echo" in serve
     flags = [a for a in serve[3:] if a not in ("--port", "8005")]  # an ephemeral port instead
@@ -62,9 +64,10 @@ def test_readme_service_commands_and_snippet_run_as_written(executor_service, tm
     assert done.stdout == "0 hello\n\n"
 
     cli = readme_line(".venv/bin/python -m cc_executor.client --url")
-    argv = [svc.url if a == README_URL else a for a in venv_python(cli)]
-    done = run(argv, cwd=tmp_path)
-    assert (done.returncode, done.stdout) == (0, "hello\n"), done.stderr
+    assert venv_python(cli)[1:3] == ["-m", "cc_executor.client"]
+    argv = [svc.url if a == README_URL else a for a in cli[3:]]
+    code, out, err = client_cli(capfd, *argv)
+    assert (code, out) == (0, "hello\n"), err
 
 
 @pytest.mark.slow
@@ -108,37 +111,47 @@ def test_refused_upgrades_are_logged_at_a_bounded_rate(executor_service):
     lines = [ln for ln in svc.stderr().splitlines() if "refused upgrade" in ln]
     assert len(lines) == 10 and "missing token" in lines[0], svc.stderr()
 
+    # A service token guards the WebSocket; /metrics stays open like /health (counts only).
     with urllib.request.urlopen(svc.http + "/metrics", timeout=5) as r:
         counted = {tuple(s.labels.items()): s.value
                    for f in text_string_to_metric_families(r.read().decode())
                    if f.name == "cc_executor_upgrades_refused" for s in f.samples}
     assert counted == {(("reason", "missing_token"),): 14.0, (("reason", "invalid_token"),): 1.0}
 
-    quiet = executor_service("--token", "t0ken", "--log-level", "warning")
-    asyncio.run(_refuse(quiet.url, 2))
-    assert wait_until(lambda: len([e for e in quiet.event_log()
+
+def client_cli(capfd, *argv: str) -> tuple[int, str, str]:
+    """`python -m cc_executor.client ARGV`, run in this process (its `main`)."""
+    try:
+        code = client_main(list(argv))
+    except SystemExit as e:  # --help, usage errors
+        code = e.code
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def test_client_prints_which_token_problem_the_server_names(executor_service, capfd,
+                                                           monkeypatch):
+    monkeypatch.delenv("CC_EXECUTOR_TOKEN", raising=False)
+    svc = executor_service("--token", "right", "--log-level", "warning", allow=["echo"])
+    missing = client_cli(capfd, "--url", svc.url, "--", "echo", "x")
+    wrong = client_cli(capfd, "--url", svc.url, "--token", "wrong", "--", "echo", "x")
+    assert missing[0] == wrong[0] == 2
+    assert "HTTP 401: missing token" in missing[2], missing
+    assert "HTTP 401: invalid token" in wrong[2], wrong
+    assert "--token" in missing[2]
+    # --log-level warning: the refusals are in the event log, not on the console.
+    assert wait_until(lambda: len([e for e in svc.event_log()
                                    if e.get("event") == "refused"]) == 2, 10.0)
-    assert "refused upgrade" not in quiet.stderr()
+    assert "refused upgrade" not in svc.stderr()
 
 
-def test_client_prints_which_token_problem_the_server_names(executor_service):
-    svc = executor_service("--token", "right", allow=["echo"])
-    client = [PY, "-m", "cc_executor.client", "--url", svc.url]
-    missing = run([*client, "--", "echo", "x"], CC_EXECUTOR_TOKEN=None)
-    wrong = run([*client, "--token", "wrong", "--", "echo", "x"])
-    assert missing.returncode == wrong.returncode == 2
-    assert "HTTP 401: missing token" in missing.stderr, missing.stderr
-    assert "HTTP 401: invalid token" in wrong.stderr, wrong.stderr
-    assert "--token" in missing.stderr
-
-
-def test_client_help_says_what_each_option_is():
-    done = run([PY, "-m", "cc_executor.client", "--help"])
-    assert done.returncode == 0
-    text = " ".join(done.stdout.split())
+def test_client_help_says_what_each_option_is(capfd):
+    code, out, _ = client_cli(capfd, "--help")
+    assert code == 0
+    text = " ".join(out.split())
     for expected in ("--timeout SECONDS", "--stall-timeout SECONDS", "default ws://127.0.0.1:8004/ws",
                      "env CC_EXECUTOR_TOKEN", "after --", "allow-list", "Exit status"):
-        assert expected in text, (expected, done.stdout)
+        assert expected in text, (expected, out)
 
 
 def test_dev_names_a_bad_subcommand_and_help_exits_0():
