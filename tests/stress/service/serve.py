@@ -105,9 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     ns, flags = parser.parse_known_args(argv)
     python = sys.executable
     mode, why = resolve_mode(ns.model)
-    if mode == "real" or "-h" in flags or "--help" in flags:
-        if mode == "real":
-            say(f"model: real ({why})")
+    if "-h" in flags or "--help" in flags:
+        print("./dev serve [--model auto|local|real] [FLAGS...]\n  --model: what answers claude "
+              "jobs: real (the CLI's credentials), local (a simulated model started beside the "
+              "service), auto (default: real when credentials exist, else local)\n\nFLAGS, "
+              "the service's own:", flush=True)
+        os.execv(python, [python, "-m", "cc_executor", *flags])
+    if mode == "real":
+        say(f"model: real ({why})")
         os.execv(python, [python, "-m", "cc_executor", *flags])
     config_dir = Path(tempfile.mkdtemp(prefix="cc_executor_model_"))
     (config_dir / "tmp").mkdir()
