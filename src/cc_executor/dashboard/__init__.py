@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .. import aio
 from .snapshot import build_snapshot
 
 FEED_PATH = "/dashboard/feed"
@@ -73,7 +74,7 @@ async def serve_feed(service: Any, websocket: WebSocket) -> None:
         while not closed.is_set():
             await websocket.send_text(build_snapshot(service).to_json())
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(closed.wait(), FEED_INTERVAL)
+                await aio.wait_for(closed.wait(), FEED_INTERVAL)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
