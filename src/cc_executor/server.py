@@ -26,10 +26,11 @@ from fastapi.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import __version__, aio, hardware, protocol, tree
+from . import __version__, aio, dashboard, hardware, protocol, tree
 from .admission import QUICK_SAMPLE, Admission, Limits, RunningJob
 from .jobs import JobManager
 from .load import Decision, LoadMonitor
+from .observe import Observation, install_metrics_route
 from .process import ProcessRunner
 from .settings import Settings
 from .timing import load_factor
@@ -170,6 +171,7 @@ class Service:
         self._cores = os.cpu_count() or 1  # read once: glibc reads /sys for each call
         self._counting: asyncio.Task | None = None
         self.gpus: list[protocol.Gpu] | None = None  # read once at start (hardware.detect_gpus)
+        self.observe = Observation(self)  # /metrics, /dashboard's recent events, refusal log
 
     async def start(self) -> None:
         tree.become_subreaper()
@@ -179,6 +181,7 @@ class Service:
         self.runner = ProcessRunner(self.settings.run_dir)
         for rec in self.runner.reaped:
             log.warning("ended a run left by a previous server: %s", rec)
+        self.observe.start(orphans_ended=len(self.runner.reaped))
         self.monitor = LoadMonitor(self.settings.sample_interval, counters=self._counters,
                                    psi_dir=self.settings.psi_dir or None)
         await self.monitor.start()
@@ -315,6 +318,7 @@ class Service:
             await self.monitor.stop()
         if self._event_log is not None:
             self._event_log.flush()
+        self.observe.stop()
 
     def health(self) -> dict[str, Any]:
         jobs = self.jobs
@@ -329,6 +333,7 @@ class Service:
                           "rss": self.usage.total_rss()},
             "connections": len(self.connections),
             "hardware": self.hardware().wire(),
+            "model": self.settings.model,
         }
         if self.monitor is not None and self.monitor.latest is not None:
             body["load"] = self.monitor.latest.to_dict()
@@ -343,9 +348,10 @@ class Service:
 
     # ---- the upgrade checks --------------------------------------------------------------------
 
-    def refuse_reason(self, ws: WebSocket) -> tuple[int, str] | None:
+    def refuse_reason(self, ws: WebSocket, also_allowed: set[str] | frozenset[str] = frozenset()
+                      ) -> tuple[int, str] | None:
         origin = ws.headers.get("origin")
-        if origin is not None and origin not in self.allowed_origins:
+        if origin is not None and origin not in self.allowed_origins | also_allowed:
             return 403, f"origin not allowed: {origin}"
         token = self.settings.token
         if token:
@@ -424,7 +430,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         refused = service.refuse_reason(websocket)
         if refused is not None:
             status, message = refused
-            log.info("refused upgrade from %s: %s", websocket.client, message)
+            service.observe.refused(status, message, websocket.client, websocket.scope["path"])
             await websocket.send_denial_response(
                 JSONResponse({"error": message}, status_code=status))
             return
@@ -436,6 +442,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for path in WS_PATHS:
         app.router.routes.append(WebSocketRoute(path, endpoint))
     app.ws_endpoint = endpoint
+    install_metrics_route(app, service)
+    dashboard.install(app, service, choose_subprotocol)
     return app
 
 
@@ -448,7 +456,8 @@ async def serve_connection(service: Service, websocket: WebSocket) -> None:
             session_id=conn.id, version=__version__,
             capabilities=protocol.Capabilities(shell=s.shell, allow=s.allow,
                                                max_frame=s.max_frame, batch_bytes=s.batch_bytes),
-            hardware=service.hardware())))
+            hardware=service.hardware(),
+            model=s.model)))
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":

@@ -563,7 +563,8 @@ def test_connected_notification():
     assert msg == {"jsonrpc": "2.0", "method": "connected", "params": {
         "session_id": "s1", "version": "0.1.0", "capabilities": {
             "methods": ["execute", "control", "jobs", "ping"], "shell": False,
-            "allow": ["claude"], "max_frame": 16 << 20, "batch_bytes": 65536}}}
+            "allow": ["claude"], "max_frame": 16 << 20, "batch_bytes": 65536},
+        "model": "real"}}
 
 
 def test_queued_and_started_notifications():

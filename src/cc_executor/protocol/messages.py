@@ -170,6 +170,9 @@ class ConnectedParams(_Wire):
     version: str
     capabilities: Capabilities
     hardware: Hardware | None = None
+    model: Literal["real", "simulated"] = "real"
+    """What answers claude jobs: `simulated` when the service was started beside the loopback
+    model (`./dev serve --model local`)."""
 
 
 class QueuedParams(_Held):
