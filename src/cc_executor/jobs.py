@@ -448,26 +448,31 @@ class JobManager:
         raise RpcError.because(NO_SUCH_JOB, ErrorReason.UNKNOWN_JOB, f"no such job: {job_id}",
                                job_id=job_id)
 
-    async def control(self, owner: Any, job_id: str | None, kind: str) -> protocol.ControlResult:
+    async def control(self, owner: Any, job_id: str | None, kind: str
+                      ) -> tuple[protocol.ControlResult, Callable[[], Awaitable[None]] | None]:
+        """Act now; return the result and what to send once the reply is out (the completion
+        of a job cancelled while queued, which must follow the reply)."""
         job = self.find(owner, job_id)
         if job.state == "queued":
             if kind == "CANCEL":
                 self.queue.remove(job)
-                self._end_unstarted(job, "cancelled", "cancelled while queued")
-                return protocol.ControlResult.for_type(kind, job.job_id)
+                job.state = "ended"
+                return protocol.ControlResult.for_type(kind, job.job_id), (
+                    lambda: self._complete_unstarted(job, "cancelled", "cancelled while queued"))
             raise RpcError.because(JOB_NOT_RUNNING, ErrorReason.WRONG_STATE,
                                    f"job {job.job_id} is queued, not running",
                                    job_id=job.job_id, state="queued")
         run = job.run
         ok = {"PAUSE": run.pause, "RESUME": run.resume, "CANCEL": run.cancel}[kind]()
+        acted_at = time.time()  # when the signal went to the group: what latency is read from
         if not ok:
             state = "paused" if run.paused else "ending" if run.done or job.state == "ended" \
                 else "running"
             raise RpcError.because(JOB_NOT_RUNNING, ErrorReason.WRONG_STATE,
                                    f"cannot {kind.lower()} job {job.job_id}: it is {state}",
                                    job_id=job.job_id, state=state)
-        self._log(kind.lower(), job, pid=run.pid)
-        return protocol.ControlResult.for_type(kind, job.job_id)
+        self._log(kind.lower(), job, pid=run.pid, at=round(acted_at, 6))
+        return protocol.ControlResult.for_type(kind, job.job_id), None
 
     # ---- endings of owners and of the service -------------------------------------------------
 
