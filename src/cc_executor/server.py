@@ -316,6 +316,8 @@ class Service:
             "uptime": round(time.time() - self.started, 3),
             "jobs": {"running": jobs.running if jobs else 0,
                      "queued": len(jobs.queue) if jobs else 0},
+            # Resumable jobs whose connection dropped, waiting for `attach` (a count only).
+            "detached_jobs": jobs.resumer.count_detached() if jobs else 0,
             # What the running jobs cost, measured: CPU in cores (1.0 = one busy), RSS bytes.
             "job_usage": {"cpu": round(sum(self.usage.rates.values()), 3),
                           "rss": self.usage.total_rss()},
@@ -528,6 +530,8 @@ async def dispatch(service: Service, conn: Connection, req: protocol.Request):
         rows = [j.describe(jobs.position(j) if j.state == "queued" else 0)
                 for j in jobs.owner_jobs(conn)]
         return protocol.JobsResult(jobs=rows), None
+    if req.method == "attach":
+        return jobs.attach(conn, req.params)
     if req.method == "ping":
         return protocol.PingResult(time=time.time()), None
     raise protocol.RpcError(protocol.METHOD_NOT_FOUND, f"method not found: {req.method}")
