@@ -16,6 +16,8 @@ from conftest import wait_until
 from service_fixture import ServiceFactory, pid_alive, pid_state, wait_gone
 from websockets.asyncio.client import connect
 
+from cc_executor.client import ExecutorClient
+
 pytestmark = pytest.mark.anyio
 
 LINES = 3000
@@ -244,3 +246,31 @@ async def test_a_queued_job_keeps_its_place_and_shutdown_ends_detached_ones(exec
     assert ends == {reply["job_id"]: "shutdown", queued["job_id"]: "shutdown"}
     await second.read_until(completed(queued["job_id"]))  # told before the server closed
     second.abort()
+
+
+async def test_the_client_with_resume_sees_one_unbroken_stream_across_aborts(svc, tmp_path):
+    gates = [tmp_path / "go1", tmp_path / "go2"]
+    gated = ("import os, sys, time\n"
+             "def wait(p):\n"
+             "    for _ in range(3000):\n"
+             "        if os.path.exists(p): return\n"
+             "        time.sleep(0.01)\n"
+             "for part in range(3):\n"
+             f"    if part: wait({[str(g) for g in gates]!r}[part - 1])\n"
+             "    for i in range(part * 500, part * 500 + 500):\n"
+             "        sys.stdout.write(f'{i}\\n'); sys.stdout.flush()\n")
+    async with await ExecutorClient.connect(svc.url, resume=True, detach_timeout=30) as client:
+        job = await client.start(args=["python3", "-c", gated])
+        events = []
+        async for ev in job:
+            events.append(ev)
+            # A network blip while the job is held at each gate (so it cannot have ended).
+            if ev.kind == "output" and gates and len(gates) + client.reconnects == 2:
+                client.ws.transport.abort()
+                gates.pop(0).write_text("go")
+        assert client.reconnects == 2
+        outs = [e.params for e in events if e.kind == "output"]
+        assert [p["seq"] for p in outs] == list(range(len(outs)))
+        assert "".join(p["data"] for p in outs) == "".join(f"{i}\n" for i in range(1500))
+        assert [e.kind for e in events].count("completed") == 1 and events[-1].kind == "completed"
+        assert (await client.ping())["pong"] is True  # the connection is usable again
