@@ -248,8 +248,11 @@ class ExecutorClient:
             self._pending.clear()
             if self._resuming is not None and not self._resuming.done():
                 pass  # a resume under way lost its new connection: it tries again itself
-            elif self._reconnect is not None and not self._closing and self._books.unfinished():
+            elif self._reconnect is not None and not self._closing:  # even with no job live:
+                # the caller's next request expects a working connection
                 self._resuming = asyncio.get_running_loop().create_task(self._resume())
+                # Jobs without a token (detach_timeout 0) ended with the connection.
+                self._fail_jobs(lost, set(self._jobs) - set(self._books.unfinished()))
             else:
                 self._fail_jobs(lost)
 
@@ -291,7 +294,7 @@ class ExecutorClient:
             return
         lost = ConnectionLost(f"could not resume within {self.resume_timeout:g} s: {why}")
         self._closed = lost
-        self._fail_jobs(lost, set(self._books.unfinished()))
+        self._fail_jobs(lost)
 
     async def _attach_all(self) -> None:
         for job_id, book in self._books.unfinished().items():

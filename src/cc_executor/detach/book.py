@@ -2,9 +2,9 @@
 
 A job with `detach_timeout` > 0 is entered here at `execute`, with a random token that only its
 `execute` reply carries. It leaves when it is given up: `detach_timeout` seconds after its
-connection dropped (if nobody attached by then), or that long after it ended and its
-completion went out (a client whose connection dropped right after can still attach and read
-the end). The book only keeps time and tokens; what giving up means (end the tree, drop the
+connection dropped (if nobody attached by then), or `DELIVERED_GRACE` (10 s, or
+`detach_timeout` if shorter) after its completion went out (a client whose connection dropped
+right then can still attach and read the end). The book only keeps time and tokens; what giving up means (end the tree, drop the
 queued job, free the spool) is the caller's `on_expire`.
 """
 
@@ -24,6 +24,12 @@ class Entry:
     timeout: float
     detached: bool = False
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+DELIVERED_GRACE = 10.0
+"""Seconds, at most, a job stays attachable after its completion went out: long enough for a
+client whose connection dropped right then to reconnect and read its end; short enough that
+finished jobs do not pile up their replay windows (a busy server finishes many a second)."""
 
 
 class ResumeBook:
@@ -53,10 +59,10 @@ class ResumeBook:
             self._arm(job_id, entry)
 
     def delivered(self, job_id: str) -> None:
-        """Its completion went out: keep it `timeout` more seconds for a late re-attach."""
+        """Its completion went out: keep it a little longer for a late re-attach."""
         entry = self.entries.get(job_id)
         if entry is not None:
-            self._arm(job_id, entry)
+            self._arm(job_id, entry, min(entry.timeout, DELIVERED_GRACE))
 
     def attached(self, job_id: str) -> None:
         entry = self.entries.get(job_id)
@@ -66,10 +72,11 @@ class ResumeBook:
                 entry.timer.cancel()
                 entry.timer = None
 
-    def _arm(self, job_id: str, entry: Entry) -> None:
+    def _arm(self, job_id: str, entry: Entry, seconds: float | None = None) -> None:
         if entry.timer is not None:
             entry.timer.cancel()
-        entry.timer = asyncio.get_running_loop().call_later(entry.timeout, self._expire, job_id)
+        entry.timer = asyncio.get_running_loop().call_later(
+            entry.timeout if seconds is None else seconds, self._expire, job_id)
 
     def _expire(self, job_id: str) -> None:
         entry = self.entries.pop(job_id, None)
