@@ -167,7 +167,7 @@ class JobManager:
                                    f"{self.settings.max_jobs_per_connection})",
                                    limit=self.settings.max_jobs_per_connection)
         job = Job(uuid.uuid4().hex[:12], owner, sink, argv, spec, is_claude)
-        if params.detach_timeout > 0:
+        if params.detach_timeout:
             self.resumer.enroll(job, params.detach_timeout)
         decision = self._may_start()
         ok, reason = decision.may_start, decision.reason
@@ -496,9 +496,13 @@ class JobManager:
 
     # ---- endings of owners and of the service -------------------------------------------------
 
-    async def end_owner(self, owner: Any) -> None:
-        """The client went away: end its jobs (whole trees) and wait for them."""
-        self.resumer.owner_gone(owner)  # resumable jobs wait for an `attach` instead
+    async def end_owner(self, owner: Any, detach: bool = True) -> None:
+        """The client went away: end its jobs (whole trees) and wait for them. `detach`: the
+        connection dropped (not closed by the client), so resumable jobs wait for an `attach`."""
+        if detach:
+            self.resumer.owner_gone(owner)
+        else:
+            self.resumer.owner_closed(owner)  # nothing to resume: ended below as any job
         waits = []
         for job in self.owner_jobs(owner):
             job.sink_broken = True

@@ -434,6 +434,7 @@ async def serve_connection(service: Service, websocket: WebSocket) -> None:
     service.connections.add(conn)
     s = service.settings
     outbox = Outbox()  # replies leave in order without holding up the reading of frames
+    clean = False
     try:
         await conn.send(protocol.notify(protocol.ConnectedParams(
             session_id=conn.id, version=__version__,
@@ -442,6 +443,9 @@ async def serve_connection(service: Service, websocket: WebSocket) -> None:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
+                # A close the client chose (1000) ends its jobs, resumable or not; any other
+                # end (a drop: 1006, a timeout...) lets resumable jobs wait for an `attach`.
+                clean = message.get("code") == 1000
                 break
             frame = message.get("text")
             if frame is None:
@@ -453,7 +457,7 @@ async def serve_connection(service: Service, websocket: WebSocket) -> None:
         conn.open = False
         service.connections.discard(conn)
         if service.jobs is not None:
-            await service.jobs.end_owner(conn)
+            await service.jobs.end_owner(conn, detach=not clean)
         await outbox.close(timeout=s.kill_grace + 1.0)
 
 

@@ -274,3 +274,19 @@ async def test_the_client_with_resume_sees_one_unbroken_stream_across_aborts(svc
         assert "".join(p["data"] for p in outs) == "".join(f"{i}\n" for i in range(1500))
         assert [e.kind for e in events].count("completed") == 1 and events[-1].kind == "completed"
         assert (await client.ping())["pong"] is True  # the connection is usable again
+
+
+async def test_a_clean_close_ends_resumable_jobs_as_any_other(svc):
+    first = await Raw.open(svc)
+    reply = (await first.call("execute", {"args": ["python3", "-c", TREE],
+                                          "detach_timeout": 60}))["result"]
+    await first.read_until(lambda fs: outputs(fs))
+    child = int(outputs(first.frames)[0]["data"])
+    await first.ws.close()  # code 1000: the client is done with it
+    assert await asyncio.to_thread(wait_gone, [reply["pid"], child], 15) == []
+    assert svc.health()["detached_jobs"] == 0
+    second = await Raw.open(svc)
+    late = await second.call("attach", {"job_id": reply["job_id"], "since_seq": -1,
+                                        "resume_token": reply["resume_token"]})
+    assert late["error"]["code"] == -32004
+    await second.ws.close()

@@ -12,7 +12,7 @@ from conftest import wait_until
 from service_fixture import pid_state
 
 from cc_executor import protocol
-from cc_executor.detach import Relay, Spool
+from cc_executor.detach import Relay, ResumeBook, Spool
 from cc_executor.process import RunSpec, start
 
 BLOBS = [bytes([i]) * 1000 + b"\xff\xfe\xc3" for i in range(40)]  # invalid UTF-8 on purpose
@@ -116,3 +116,22 @@ async def test_a_detached_relay_pauses_the_job_when_full_and_an_attach_resumes_i
     finally:
         run.cancel()
         await run.wait()
+
+
+@pytest.mark.anyio
+async def test_the_book_gives_a_job_only_for_its_own_token_and_expires_it_once():
+    expired = []
+    book = ResumeBook(expired.append)
+    token = book.add("j1", "JOB", 0.05)
+    other = book.add("j2", "OTHER", 60)
+    assert token != other and len(token) >= 32
+    assert book.find("j1", token) == "JOB"
+    assert book.find("j1", other) is None and book.find("j1", None) is None
+    assert book.find("j1", "") is None and book.find("nope", token) is None
+    book.detached("j1")
+    assert book.count_detached() == 1
+    assert await asyncio.to_thread(wait_until, lambda: expired, 5) == ["JOB"]
+    assert book.find("j1", token) is None and book.count_detached() == 0
+    book.detached("j2")
+    book.attached("j2")  # back in time: the clock stops
+    assert book.count_detached() == 0 and book.close() == ["OTHER"]

@@ -59,6 +59,13 @@ class Resumer:
                 self.book.detached(job.job_id)
                 log.info("job %s detached (%g s to attach)", job.job_id, entry.timeout)
 
+    def owner_closed(self, owner: Any) -> None:
+        """The owner closed its connection on purpose: its jobs are not waited for."""
+        for entry in list(self.book.entries.values()):
+            if entry.job.owner is owner:
+                self.book.forget(entry.job.job_id)
+                entry.job.relay.drop()
+
     def attach(self, owner: Any, sink: Any, params: protocol.AttachParams,
                position: Callable[[Any], int], keepalive: Callable[[Any], None]
                ) -> tuple[protocol.AttachResult, Callable[[], Awaitable[None]]]:

@@ -63,7 +63,8 @@ class ExecuteParams(_Params):
     timeout: Seconds | None = None
     stall_timeout: Seconds | None = None
     # Seconds the job outlives a dropped connection, waiting for `attach` (0: ended at once).
-    detach_timeout: Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)] = 0.0
+    detach_timeout: Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)] | None \
+        = None
 
     @field_validator("command")
     @classmethod
