@@ -531,8 +531,7 @@ class JobManager:
                 job.gate.set()
 
     def attach(self, owner: Any, params: protocol.AttachParams):
-        """Move a resumable job to `owner`: the result, and what replays its output after
-        `since_seq` once the reply is out."""
+        """Move a resumable job to `owner`: the result, and the replay to run after it."""
         return self.resumer.attach(owner, owner.send, params, self.position,
                                    self._start_keepalive)
 
@@ -555,6 +554,7 @@ class JobManager:
         if self._completing:  # completions of jobs cancelled while queued, still being sent
             await asyncio.wait(set(self._completing), timeout=self._end_wait())
         await self.runner.shutdown(timeout=self._end_wait())
+        await self.resumer.deliver_ends(timeout=self._end_wait())
         self.resumer.close()
         await asyncio.sleep(0)  # let the last queued job events be recorded (`_log`)
 

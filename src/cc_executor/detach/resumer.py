@@ -110,6 +110,18 @@ class Resumer:
         self._give_up(job)
         job.relay.drop()
 
+    async def deliver_ends(self, timeout: float) -> None:
+        """The service stops: let attached jobs' relays send their completions (bounded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for _ in range(100_000):
+            waiting = [e for e in self.book.entries.values() if e.job.relay.sink is not None
+                       and e.job.relay.completion is not None
+                       and not e.job.relay.completion_sent]
+            if not waiting or loop.time() >= deadline:
+                return
+            await asyncio.sleep(0.01)
+
     def close(self) -> None:
         """The service stops: every spool is freed (the manager ended the runs)."""
         for job in self.book.close():
