@@ -137,7 +137,7 @@ class ExecutorClient:
         models refuse (a newer server's new value, say) still reaches the job, untyped
         (`message` None), and is logged: one odd frame must not end the connection."""
         job_id = params["job_id"]
-        if not self._books.admit(job_id, method, params):
+        if self._reconnect is not None and not self._books.admit(job_id, method, params):
             return  # replayed after a resume, and already given to the caller
         if job_id in self._abandoned:
             if method == protocol.PROCESS_COMPLETED:

@@ -23,15 +23,20 @@ class Book:
 class ResumeBooks:
     def __init__(self) -> None:
         self.jobs: dict[str, Book] = {}
+        # Output routed before `add` (the reader goes on while `start` wakes up): its last seq.
+        self._early: dict[str, int] = {}
 
     def add(self, job_id: str, token: str | None) -> None:
+        early = self._early.pop(job_id, -1)
         if token:
-            self.jobs[job_id] = Book(token)
+            self.jobs[job_id] = Book(token, early)
 
     def admit(self, job_id: str, method: str, params: dict) -> bool:
         """Whether a notification is new (pass it on) or a replayed duplicate (drop it)."""
         book = self.jobs.get(job_id)
         if book is None:
+            if method == "process.output":
+                self._early[job_id] = max(self._early.get(job_id, -1), params.get("seq", -1))
             return True
         if book.completed:
             return False
@@ -49,6 +54,7 @@ class ResumeBooks:
 
     def forget(self, job_id: str) -> None:
         self.jobs.pop(job_id, None)
+        self._early.pop(job_id, None)
 
 
 def backoff(attempt: int, first: float = 0.05, cap: float = 2.0) -> float:
