@@ -27,14 +27,14 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__, aio, protocol, tree
-from .admission import Admission, Limits, RunningJob
+from .admission import QUICK_SAMPLE, Admission, Limits, RunningJob
 from .jobs import JobManager
 from .load import Decision, LoadMonitor
 from .outbox import Outbox
 from .process import ProcessRunner
 from .settings import Settings
 from .timing import load_factor
-from .usage import UsageRates, group_usage
+from .usage import FIRST_DEMAND_AGE, UsageRates, group_usage
 
 log = logging.getLogger("cc_executor.server")
 
@@ -168,6 +168,7 @@ class Service:
         self._live_processes: int | None = 0
         self.admission = Admission(settings.slow_start)
         self.usage = UsageRates()  # each running job's CPU rate and RSS, by process group
+        self._cores = os.cpu_count() or 1  # read once: glibc reads /sys for each call
         self._counting: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -194,7 +195,7 @@ class Service:
                       cpu_pressure=s.cpu_pressure_limit, memory_pressure=s.memory_pressure_limit,
                       io_pressure=s.io_pressure_limit, slow_start=s.slow_start,
                       job_load=s.job_load, job_cpu_share=s.job_cpu_share,
-                      cores=os.cpu_count() or 1, settle=s.sample_interval / 2)
+                      cores=self._cores, settle=min(s.sample_interval / 2, FIRST_DEMAND_AGE))
 
     def _admission(self) -> Decision:
         """May a job start now? The rule is `admission.Admission`'s; this gathers its inputs."""
@@ -203,7 +204,10 @@ class Service:
         reading = self.monitor.latest if self.monitor is not None else None
         if reading is None:  # no sample yet (or reads failing): do not block on the unknown
             return Decision(True, "host load unknown")
-        return self.admission.decide(reading, self._running(), self._limits())
+        decision = self.admission.decide(reading, self._running(), self._limits())
+        if decision.signal == "slow_start":  # measure the window's jobs soon, not in 0.5 s
+            self.monitor.hurry(QUICK_SAMPLE)
+        return decision
 
     def _running(self) -> list[RunningJob]:
         """The running jobs as admission sees them: age, and CPU rate once measured. A job
@@ -214,9 +218,12 @@ class Service:
         out = []
         for j in self.jobs.jobs.values():
             if j.state == "running" and j.run:
-                age, rate = now - j.started_at, self.usage.rate(j.run.pgid)
-                out.append(RunningJob(age, 0.0 if rate is None and age > unmeasured_for
-                                      else rate))
+                pgid = j.run.pgid
+                age, rate, demand = now - j.started_at, self.usage.rate(pgid), \
+                    self.usage.demand(pgid)
+                if rate is None and demand is None and age > unmeasured_for:
+                    rate = 0.0
+                out.append(RunningJob(age, rate, demand))
         return out
 
     def _timeout_factor(self) -> float:

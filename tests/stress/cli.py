@@ -70,6 +70,7 @@ from stress.run.plan import (
     build_plan,
     effective_threshold,
     executables,
+    explain_or_usage,
     list_plan,
     load_suites,
     matches_filter,
@@ -127,6 +128,9 @@ def build_parser(prog: str, default_suite: str, what: str) -> argparse.ArgumentP
     p.add_argument("suites", nargs="*", metavar="SUITE",
                    help=f"suite names (configs/<name>.json) or paths; default: {default_suite}")
     p.add_argument("--list", action="store_true", help="print the tests that would run, then exit 0")
+    p.add_argument("--explain", metavar="ID",
+                   help="show how a test (or case, or glob) was read: as written, as run, its "
+                        "assertions; then exit 0")
     p.add_argument("--concurrency", type=int_at_least(1), default=None, metavar="N",
                    help="run N tests at once (one client connection each; default 1)")
     p.add_argument("--repeat", type=int_at_least(1), metavar="N",
@@ -258,6 +262,8 @@ def _main(ns: argparse.Namespace, argv: list[str] | None, *, prog: str, tool: st
         if ns.claude_template:
             template = parse_template(ns.claude_template)
             suites = [apply_template(s, template) for s in suites]
+        if ns.explain is not None:
+            return explain_or_usage(suites, ns.explain)
         plan = build_plan(suites, ns.filter, ns.repeat)
         if not plan:
             raise UsageError("no test matches --filter " + " ".join(map(repr, ns.filter))

@@ -293,7 +293,8 @@ async def run_tests(s: Session, fleet: ServiceFleet, model: ModelEnvironment,
         first_spec.url, first_spec.token, s.plan, s.report_dir,
         RunOptions(concurrency=ns.concurrency, fail_fast=ns.fail_fast, model_env=model.env,
                    claude_env=claude_env, halt=s.halt, steal=not ns.no_steal,
-                   max_retries_per_test=ns.retries, retry_budget=ns.retry_budget),
+                   max_retries_per_test=ns.retries, retry_budget=ns.retry_budget,
+                   simulated_cost=model.mode == "local"),
         progress=s.progress, monitor=s.monitor, service=fleet)
     if s.interrupted:
         s.runner.interrupt(f"interrupted by {s.interrupted}")
@@ -480,7 +481,8 @@ def run_and_report(ns: argparse.Namespace, argv: list[str] | None, *, prog: str,
     run.options = run_options(ns, default_suite=default_suite, complex_mode=complex_mode,
                               halt=halt, history=history)
     run.suites = [{"name": s.name, "path": str(s.path), "format": s.format, "tests": len(s.tests),
-                   "selected": sum(1 for p in plan if p.suite == s.name)} for s in suites]
+                   "selected": sum(1 for p in plan if p.suite == s.name),
+                   "warnings": list(s.warnings)} for s in suites]
     session = Session(ns, tool, complex_mode, suites, plan, run, report_dir, halt=halt, load=load)
     try:
         code = asyncio.run(run_session(session))

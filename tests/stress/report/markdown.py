@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from stress.report.assertions import assertions_section
 from stress.report.markdown_history import history_section
 from stress.report.markdown_load import banner_lines, load_section
 from stress.report.markdown_usage import (
@@ -462,7 +463,7 @@ def footer_section(run: RunResult) -> list[str]:
 SECTIONS: tuple[Callable[[RunResult], list[str]], ...] = (
     title_section, summary_section, load_section, environment_section, tests_section,
     stability_section,
-    instances_section, failures_section, lost_section, skipped_section, previews_section,
+    instances_section, failures_section, assertions_section, lost_section, skipped_section, previews_section,
     claude_totals_section, servers_section, history_section, resources_section,
     distributions_section, footer_section)
 """report.md from top to bottom; a section with nothing to say returns no lines."""

@@ -38,6 +38,7 @@ from cc_executor.client import ConnectionLost, ExecutorClient, ExecutorError, Jo
 from cc_executor.load import read_load
 from cc_executor.timing import Timeouts, load_factor, stretch_timeouts
 from stress.run.attempt_record import Execution, judge_run, read_output
+from stress.run.code_runs import needs_python, run_code_checks
 from stress.run.leftovers import JOB_TAG_VAR, LEFTOVER_WAIT, end_leftovers
 from stress.run.observed import CaseRun, LiveJob, Observed
 from stress.run.planned import REQUEST_TIMEOUT, Planned, ProgressSink, RunOptions
@@ -158,6 +159,7 @@ class CaseExecutor:
         seen.wall = time.monotonic() - t0
         seen.resources = self.monitor.end(stem) if self.monitor is not None else None
         await self._end_leftovers(str(env[JOB_TAG_VAR]), seen)
+        await self._code_checks(client, run, seen)
         ex = self._finish(run, seen)
         ex.lost = None if seen.interrupted else seen.lost
         return ex
@@ -242,6 +244,17 @@ class CaseExecutor:
         wait = 0.0 if seen.interrupted and self.state.interrupted else LEFTOVER_WAIT
         try:
             seen.leftovers = await asyncio.to_thread(end_leftovers, tag, wait)
+        except asyncio.CancelledError:
+            _uncancel()
+            seen.interrupted = True
+            seen.detail = seen.detail or f"interrupted ({self.state.stop_reason or 'cancelled'})"
+
+    async def _code_checks(self, client: ExecutorClient, run: CaseRun, seen: Observed) -> None:
+        """python-runs assertions: the model's code as jobs on the same service (`code_runs`)."""
+        if not needs_python(run.planned):
+            return
+        try:
+            seen.code_runs = await run_code_checks(client, run.planned, seen)
         except asyncio.CancelledError:
             _uncancel()
             seen.interrupted = True

@@ -107,6 +107,8 @@ class RunOptions:
     """Dispatched runs: how often one attempt may move to another server after a loss."""
     retry_budget: int | None = None
     """Dispatched runs: how many such moves the whole run may make (None: no run-wide limit)."""
+    simulated_cost: bool = False
+    """The model is the loopback stand-in: its cost is made up, so `cost` assertions skip."""
 
 
 def invocation_summary(test: SuiteTest, limit: int = 120) -> str:
