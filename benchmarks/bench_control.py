@@ -77,10 +77,19 @@ async def open_jobs(url: str, argv: list[str], reading: bool):
         await ws.send(json.dumps({"jsonrpc": "2.0", "id": i, "method": "execute",
                                   "params": {"args": argv}}))
     jobs: dict[int, tuple[str, int]] = {}
+    ids: dict[str, int] = {}  # job_id -> request id, for jobs admission queued first
+    deadline = time.monotonic() + 120
     while len(jobs) < 2:
-        msg = json.loads(await asyncio.wait_for(ws.recv(), 15))
+        msg = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
         if "id" in msg:
-            jobs[msg["id"]] = (msg["result"]["job_id"], msg["result"]["pid"])
+            result = msg["result"]
+            if "pid" in result:
+                jobs[msg["id"]] = (result["job_id"], result["pid"])
+            else:
+                ids[result["job_id"]] = msg["id"]
+        elif msg.get("method") == "process.started" and msg["params"]["job_id"] in ids:
+            params = msg["params"]
+            jobs[ids[params["job_id"]]] = (params["job_id"], params["pid"])
     reader = asyncio.create_task(drain(ws)) if reading else None
     return ws, [jobs[0], jobs[1]], reader
 
