@@ -35,6 +35,7 @@ from collections.abc import Callable
 import uvicorn
 
 from . import aio
+from .policy.limits import preflight as containment_preflight
 from .settings import Settings
 from .settings_cli import build_parser, build_settings, explain
 
@@ -250,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     problem = port_problem(settings.host, settings.port)
     if problem:
         print(f"cc_executor: {problem}", file=sys.stderr)
+        return 2
+    problem = containment_preflight(settings)
+    if problem:
+        print(f"cc_executor: refusing to start: {problem}", file=sys.stderr)
         return 2
     setup_console_log(settings.log_level)
     if not _stderr_faulthandler(faulthandler.register, signal.SIGUSR1):

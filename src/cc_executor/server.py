@@ -28,10 +28,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__, aio, dashboard, hardware, protocol, tree
 from .admission import QUICK_SAMPLE, Admission, Limits, RunningJob
+from .containment.service import ServiceContainment
 from .jobs import JobManager
 from .load import Decision, LoadMonitor
 from .observe import Observation, install_metrics_route
 from .outbox import Outbox
+from .policy.limits import check_ceilings
 from .process import ProcessRunner
 from .settings import Settings
 from .timing import load_factor
@@ -173,13 +175,19 @@ class Service:
         self._counting: asyncio.Task | None = None
         self.gpus: list[protocol.Gpu] | None = None  # read once at start (hardware.detect_gpus)
         self.observe = Observation(self)  # /metrics, /dashboard's recent events, refusal log
+        self.containment: ServiceContainment | None = None
 
     async def start(self) -> None:
-        tree.become_subreaper()
         self.gpus = await asyncio.to_thread(hardware.detect_gpus)
         quiet_refused_upgrades()  # after uvicorn configured its loggers
         self._event_log = setup_event_log(Path(self.settings.log_dir))
-        self.runner = ProcessRunner(self.settings.run_dir)
+        self.containment = ServiceContainment(
+            self.settings.containment, grace=self.settings.kill_grace,
+            leaders=lambda: {run.pid for run in self.runner.runs.values()})
+        check_ceilings(self.settings, self.containment.cgroups)
+        self.runner = ProcessRunner(self.settings.run_dir, containment=self.containment.cgroups,
+                                    reaper=self.containment.reaper)
+        self.containment.start()
         for rec in self.runner.reaped:
             log.warning("ended a run left by a previous server: %s", rec)
         self.observe.start(orphans_ended=len(self.runner.reaped))
@@ -289,13 +297,6 @@ class Service:
         now = time.time()
         self.usage.update(usage, ages={run.pgid: now - run.started_at for run in runs})
 
-    async def _reap_adopted(self) -> None:
-        """As subreaper we adopt orphans; collect the ones that died so none linger as zombies."""
-        while True:
-            await asyncio.sleep(5.0)
-            leaders = {run.pid for run in self.runner.runs.values()}
-            tree.reap_adopted(leaders)
-
     async def _recheck_queue(self) -> None:
         """Each new load sample may admit queued jobs: re-check exactly then, not on a timer."""
         while True:
@@ -315,6 +316,8 @@ class Service:
                 task.cancel()
         if self.jobs is not None:
             await self.jobs.shutdown()
+        if self.containment is not None:
+            await self.containment.close()
         if self.monitor is not None:
             await self.monitor.stop()
         if self._event_log is not None:
@@ -337,6 +340,7 @@ class Service:
             "connections": len(self.connections),
             "hardware": self.hardware().wire(),
             "model": self.settings.model,
+            "containment": self.containment.describe() if self.containment else None,
         }
         if self.monitor is not None and self.monitor.latest is not None:
             body["load"] = self.monitor.latest.to_dict()

@@ -149,6 +149,16 @@ class Settings(BaseModel):
                        "`./dev serve --model local`; a label only, the service fakes nothing)")
     claude_telemetry: bool = Field(False, description="Turn on the Claude CLI's own "
                                    "OpenTelemetry export for claude jobs (docs/observability.md)")
+    containment: str = Field("auto", pattern="^(auto|cgroup|fallback)$", description="How "
+                             "jobs are contained: auto (a cgroup per job where the host offers a "
+                             "writable cgroup v2 tree, else fallback), cgroup (required), or "
+                             "fallback (process group, marker and subreaper sweep)")
+    max_memory_mb: int = Field(0, ge=0, description="Ceiling of a job's limits.memory_mb, and "
+                               "the limit of jobs that set none; 0: no ceiling")
+    max_processes: int = Field(0, ge=0, description="Same, for limits.processes")
+    max_cpu_seconds: int = Field(0, ge=0, description="Same, for limits.cpu_seconds")
+    max_open_files: int = Field(0, ge=0, description="Same, for limits.open_files")
+    max_output_mb: float = Field(0, ge=0, description="Same, for limits.output_mb")
 
     @field_validator("allow", "allow_origin", mode="before")
     @classmethod

@@ -109,6 +109,7 @@ from .params import (
     AttachParams,
     ControlParams,
     ExecuteParams,
+    JobLimits,
     NoParams,
 )
 
@@ -118,7 +119,7 @@ __all__ = [
     "CONTROL_TYPES", "Capabilities", "CompletedParams", "ConnectedParams", "ControlParams",
     "ControlResult", "ControlType", "DEFAULT_MAX_BATCH", "ERROR_NAMES", "ErrorReason",
     "ErrorReply", "ExecuteParams", "ExecuteQueued", "ExecuteStarted", "FRAME_TOO_LARGE", "Gpu", "Hardware",
-    "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "JOB_NOT_RUNNING", "JSONRPC_VERSION",
+    "JobLimits", "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "JOB_NOT_RUNNING", "JSONRPC_VERSION",
     "JobInfo", "JobState", "JobsResult", "MAX_SECONDS", "METHODS", "METHOD_NOT_FOUND", "Method",
     "NOTIFICATIONS", "NOTIFICATION_PARAMS", "NO_SUCH_JOB", "NoParams", "OutputParams",
     "PARSE_ERROR", "PROCESS_COMPLETED", "PROCESS_OUTPUT", "PROCESS_PROGRESS", "PROCESS_QUEUED",

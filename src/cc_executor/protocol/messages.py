@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import TypedDict
 
 from .names import (
     CONNECTED,
@@ -65,8 +66,18 @@ class _Wire(BaseModel):
 NonNegInt = Annotated[int, Field(ge=0)]
 
 
+class EnforcedLimit(TypedDict):
+    """One limit in force on a job: its value and the mechanism that enforces it. A plain
+    dict on the wire and in the model (`wire()` copies fields as they are)."""
+
+    value: int | float
+    by: str
+
+
 class _StartedJob(_Wire):
     """A job that started: the same fields in the `execute` result and in `process.started`."""
+
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"limits_enforced"})
 
     job_id: str
     pid: int
@@ -75,10 +86,13 @@ class _StartedJob(_Wire):
     timeout: float | None = Field(None, description="total limit in force, after the stretch")
     stall_timeout: float | None = Field(None, description="stall limit in force, after it")
     timeout_factor: float = Field(1.0, ge=1.0, description="load stretch applied at the start")
+    limits_enforced: dict[str, EnforcedLimit] | None = Field(
+        None, description="each limit in force: its value and what enforces it (left out when "
+        "the job has none)")
 
 
 class ExecuteStarted(_StartedJob):
-    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"resume_token"})
+    _omit_if_none: ClassVar[frozenset[str]] = _StartedJob._omit_if_none | {"resume_token"}
     status: Literal["started"] = "started"
     resume_token: str | None = Field(None, description="for `attach`; jobs with detach_timeout")
 
