@@ -133,9 +133,9 @@ def timeline_chart(run: RunResult) -> Chart | None:
     _legend(ax, [("passed", "passed"), ("failed", "failed"), ("lost", "lost"),
                  ("queued", "queued (hatched)")], hatch_key="queued")
     title = f"Timeline of {len(bars)} executions on {len(rows)} connections"
-    caption = ("Each bar is one execution on the connection that ran it; hatched: waiting in the "
-               "service's queue; an outlined bar is the chosen instance. Gaps are idle "
-               "connections, long bars the slow tests; ids are written where they fit.")
+    caption = ("Each bar is one execution on the connection that ran it (hatched: queued in the "
+               "service, outlined: the chosen instance); gaps are idle connections, long bars "
+               "slow tests.")
     return Chart("timeline", title, caption, figure_svg(fig, title))
 
 
@@ -197,9 +197,9 @@ def durations_chart(run: RunResult) -> Chart | None:
     ax.legend(fontsize=7, loc="lower right")
     more = len([1 for o in run.outcomes if _worst_attempt(o)]) - len(rows)
     title = "Duration per test against its timeout"
-    caption = ("The longest run of each test (colour: its result) and the limit it ran under "
-               "(|: stretched by load, x: configured); a bar near its mark is close to timing out."
-               + (f" The {len(rows)} tests closest to their limit; {more} more in report.json."
+    caption = ("Each test's longest run (colour: its result) against the limit it ran under "
+               "(|: stretched by load, x: configured): a bar near its mark nearly timed out."
+               + (f" The {len(rows)} closest to their limit; {more} more in report.json."
                   if more > 0 else ""))
     return Chart("durations", title, caption, figure_svg(fig, title))
 
