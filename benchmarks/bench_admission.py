@@ -9,7 +9,8 @@ Two figures, each from one real service started as a user starts it (`python -m 
    must not all run together (target: never more than 8 at once) and must all finish.
 
 Peak concurrency is counted from the service's own events (`process.started` ->
-`process.completed`) as the client receives them. Prints a table; exits 0 whatever the figures
+`process.completed`) as the client receives them, and "last start" is when the last job started,
+seconds after the batch was sent: the delay admission added. Prints a table; exits 0 whatever the figures
 (they are measurements), 1 only when a job did not end normally.
 
     .venv/bin/python benchmarks/bench_admission.py [--sleepers 60] [--burners 24]
@@ -41,12 +42,14 @@ async def run_batch(url: str, argv: list[str], n: int, limit: float) -> dict:
     queued = 0
     signals: dict[str, int] = {}
     bad = 0
+    last_start = 0.0
 
     def on_event(ev) -> None:
-        nonlocal running, peak, queued
+        nonlocal running, peak, queued, last_start
         if ev.kind == "started":
             running += 1
             peak = max(peak, running)
+            last_start = time.monotonic() - t0
         elif ev.kind == "queued":
             queued += 1
             sig = ev.params.get("signal") or "-"
@@ -61,7 +64,8 @@ async def run_batch(url: str, argv: list[str], n: int, limit: float) -> dict:
     for r in results:
         if not r.ok:
             bad += 1
-    return {"peak": peak, "wall": time.monotonic() - t0, "queued": queued,
+    return {"peak": peak, "wall": time.monotonic() - t0, "last_start": last_start,
+            "queued": queued,
             "signals": signals, "bad": bad}
 
 
@@ -84,11 +88,13 @@ def main() -> int:
         rows.append((f"{ns.burners} x burn a CPU {ns.burn:g} s at once", b, "peak <= 8",
                      b["peak"] <= 8))
         failed = s["bad"] + b["bad"]
-    print(f"{'figure':<36} {'peak':>5} {'wall s':>7} {'queued':>7}  {'held by':<28} "
+    print(f"{'figure':<36} {'peak':>5} {'wall s':>7} {'last start s':>12} {'queued':>7}  "
+          f"{'held by':<28} "
           f"{'target':<14} result")
     for name, r, target, ok in rows:
         held = ", ".join(f"{k} {v}" for k, v in sorted(r["signals"].items())) or "-"
-        print(f"{name:<36} {r['peak']:>5} {r['wall']:>7.1f} {r['queued']:>7}  {held:<28} "
+        print(f"{name:<36} {r['peak']:>5} {r['wall']:>7.1f} {r['last_start']:>12.2f} "
+              f"{r['queued']:>7}  {held:<28} "
               f"{target:<14} {'PASS' if ok else 'MISS'}")
     if failed:
         print(f"{failed} job(s) did not end normally", file=sys.stderr)

@@ -14,7 +14,8 @@ all on 127.0.0.1 with ephemeral ports, then takes four figures (see benchmarks/R
 
 Ours is measured twice: through a minimal WebSocket client (`_common.MiniWs`, the same one
 websocketd gets, so the client never sets the pace) and through `cc_executor.client` (what an
-agent sees). The sides run interleaved, round by round, so a noisy neighbour hurts them alike.
+agent sees). Figure 1 adds a third pair, ours and websocketd each through an ordinary client
+(`websockets`' own `connect`), which is what its <= 1.3x target is judged on. The sides run interleaved, round by round, so a noisy neighbour hurts them alike.
 Prints a table and writes it to benchmarks/results.md. Exits 0 whatever the figures (a
 measurement, not a test); 1 only when bytes arrived wrong or missing.
 """
@@ -39,6 +40,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as common  # noqa: E402
+from websockets.asyncio.client import connect as ws_connect  # noqa: E402
+from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from cc_executor.client import ExecutorClient  # noqa: E402
 
@@ -184,6 +187,69 @@ async def wsd(url: str, want: common.Payload) -> Marks:
     return m
 
 
+async def ours_websockets(url: str, want: common.Payload) -> Marks:
+    """An ordinary client: `websockets`' `connect`, `execute` sent once the upgrade is
+    answered, every notification parsed, the completion ends the run (the close handshake is
+    not timed: the job is over and its output in hand)."""
+    m = Marks()
+    h = hashlib.sha256()
+    n = 0
+    end = None
+    t0 = perf()
+    async with ws_connect(url, compression=None, max_size=None) as ws:
+        m.open = perf() - t0
+        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "execute",
+                                  "params": {"args": want.argv}}))
+        while end is None:
+            msg = json.loads(await ws.recv())
+            method = msg.get("method")
+            if method == "process.output":
+                p = msg["params"]
+                if not m.first:
+                    m.first = perf() - t0
+                b64 = p.get("data_base64")
+                data = base64.b64decode(b64) if b64 is not None else p["data"].encode()
+                h.update(data)
+                n += len(data)
+            elif method == "process.completed":
+                end = msg["params"]
+            elif method == "process.started":
+                m.started = perf() - t0
+            elif method == "connected":
+                m.connected = perf() - t0
+            elif "result" in msg:
+                m.reply = perf() - t0
+            elif "error" in msg:
+                raise WrongOutput(f"execute refused: {msg['error']}")
+        m.end = perf() - t0
+    if end["exit_code"] != 0:
+        raise WrongOutput(f"ended without success: {end}")
+    _check("ours (websockets)", n, h.hexdigest(), want)
+    return m
+
+
+async def wsd_websockets(url: str, want: common.Payload) -> Marks:
+    """websocketd through the same ordinary client; its closing the connection ends the run."""
+    m = Marks()
+    h = hashlib.sha256()
+    n = 0
+    t0 = perf()
+    async with ws_connect(url, compression=None, max_size=None) as ws:
+        m.open = m.connected = m.reply = m.started = perf() - t0
+        try:
+            while True:
+                line = await ws.recv(decode=False)
+                if not n:
+                    m.first = perf() - t0
+                h.update(line + b"\n")
+                n += len(line) + 1
+        except ConnectionClosed:
+            pass
+        m.end = perf() - t0
+    _check("websocketd (websockets)", n, h.hexdigest(), want)
+    return m
+
+
 async def plain(_url: str, want: common.Payload) -> Marks:
     """The floor: spawn with a pipe, read to EOF, reap. Blocking on purpose (no loop cost)."""
     m = Marks()
@@ -291,9 +357,11 @@ async def figure_echo(report: Report, service: common.Server, wsd_srv: common.Se
     sides: dict[str, tuple[Side, str, int | None]] = {
         "ours (raw)": (ours_raw, service.url, service.pid),
         "ours (client)": (ours_client, service.url, service.pid),
+        "ours (websockets)": (ours_websockets, service.url, service.pid),
         "plain": (plain, "", None)}
     if wsd_srv:
         sides["websocketd"] = (wsd, wsd_srv.url, wsd_srv.pid)
+        sides["websocketd (websockets)"] = (wsd_websockets, wsd_srv.url, wsd_srv.pid)
     marks: dict[str, list[Marks]] = {name: [] for name in sides}
     cpu: dict[str, float] = {name: 0.0 for name in sides}  # server process CPU, seconds
     for _ in range(10):  # warm: imports, page cache, the server's first-use paths
@@ -312,11 +380,14 @@ async def figure_echo(report: Report, service: common.Server, wsd_srv: common.Se
             return None
         return common.pct([getattr(m, attr) for m in marks[name]], qq) * 1e3
 
-    for variant in ("ours (raw)", "ours (client)"):
+    # Each of ours against websocketd through the same client; the issue's target (<= 1.3x)
+    # is for an ordinary client, the others are shown against the same bar.
+    for variant, against in (("ours (websockets)", "websocketd (websockets)"),
+                             ("ours (raw)", "websocketd"), ("ours (client)", "websocketd")):
         for label, qq in (("p50", 0.5), ("p90", 0.9)):
-            ours, base = q(variant, qq), q("websocketd", qq)
-            target = "<= 1.5x websocketd" if label == "p50" else "-"
-            ok = None if base is None or label != "p50" else ours <= 1.5 * base
+            ours, base = q(variant, qq), q(against, qq)
+            target = "<= 1.3x websocketd" if label == "p50" else "-"
+            ok = None if base is None or label != "p50" else ours <= 1.3 * base
             report.rows.append(Row(f"echo hi, connect -> end, {label}, {variant}", "ms",
                                    ours, base, q("plain", qq), target, ok))
 
@@ -331,14 +402,15 @@ async def figure_echo(report: Report, service: common.Server, wsd_srv: common.Se
              "server CPU is the server process alone, children excluded):", "",
              "| side | handshake | -> execute reply (spawn) | -> first output | -> end "
              "| total | server CPU per run |", "|---|---|---|---|---|---|---|"]
-    for name in ("ours (raw)", "ours (client)", "websocketd", "plain"):
+    for name in ("ours (websockets)", "ours (raw)", "ours (client)", "websocketd (websockets)",
+                 "websocketd", "plain"):
         if name not in marks:
             continue
         server_cpu = "-" if sides[name][2] is None else f"{cpu[name] / rounds * 1e3:.2f}"
         if name.startswith("ours"):
             cells = [part(name, "", "open"), part(name, "open", "reply"),
                      part(name, "reply", "first"), part(name, "first", "end")]
-        elif name == "websocketd":
+        elif name.startswith("websocketd"):
             cells = [part(name, "", "open"), "(with first output)", part(name, "open", "first"),
                      part(name, "first", "end")]
         else:
@@ -406,7 +478,7 @@ async def figure_many(report: Report, service: common.Server, wsd_srv: common.Se
             c0 = time.process_time()
             if name == "plain":
                 walls[name].append(await plain_many(payload, clients))
-            elif name == "websocketd":
+            elif name.startswith("websocketd"):
                 if wsd_srv is None:
                     continue
                 with common.PeakRss(wsd_srv.pid) as peak:

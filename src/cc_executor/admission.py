@@ -12,12 +12,16 @@ feels, each sample (every `sample_interval`, 0.5 s by default):
    under its limit (`cpu_pressure_limit`...); CPU counts while the jobs themselves use at least
    `job_cpu_share` of the cores (else the contention is the service's or another tenant's, and
    holding light jobs back would only serialise them);
-4. slow start, the burst protection: at most `slow_start` *young* jobs (started, CPU not measured
-   yet) at once; each calm sample after the window filled doubles it, a contended one (a counted
-   PSI share over half its limit) or an idle one (no start) puts it back. A stream of short jobs
-   one after another is never held by it. Sixty sleepers start in windows of 8, 16, 32 and run
-   together; a burst of CPU burners starts 8, which are measured busy and make the CPU contended,
-   and nothing more starts until they end.
+4. slow start, the burst protection: at most `slow_start` *young or heavy* jobs at once (young:
+   started, not measured yet; heavy: measured to want half a core or more, see `usage`: its
+   *demand*, the time it ran or waited for a CPU, so a burner sharing a busy CPU still reads
+   heavy). Each calm sample after the window filled doubles it; a contended one (a counted PSI
+   share over half its limit) or an idle one (no start) puts it back, and one in which under
+   half of it was used halves it (down to the start). While the window holds jobs back the service samples every `QUICK_SAMPLE` seconds
+   instead of every `sample_interval`, so a burst of light jobs starts in steps of 8, 16, 32,
+   64 a few tens of milliseconds apart. A stream of short jobs one after another is never held
+   by it. Sixty sleepers run together within a quarter second; a burst of CPU burners starts 8,
+   which are measured heavy and make the CPU contended, and nothing more starts until they end.
 
 Where PSI is missing (older kernels, some containers), rules 3 and 4 fall away and rule 2 counts
 every young job as `job_load` (the rule before PSI); /health and `python -m cc_executor.load`
@@ -38,6 +42,9 @@ RULE_FALLBACK = "load-pacing (PSI unavailable)"
 MAX_WINDOW = 1024
 HEAVY = 0.5
 """A job measured using this many cores or more counts against the slow-start window."""
+QUICK_SAMPLE = 0.06
+"""Seconds to the next sample while the slow-start window holds jobs back: just over the age
+at which a job's demand is first measured (`usage.FIRST_DEMAND_AGE`)."""
 
 
 @dataclass(frozen=True)
@@ -59,11 +66,22 @@ class Limits:
 
 @dataclass(frozen=True)
 class RunningJob:
-    """What admission knows of a running job: its age, and its CPU rate once measured (None
-    until the first usage pass after its start: a *young* job)."""
+    """What admission knows of a running job: its age, and its CPU rate and demand once
+    measured (None until the first usage pass after its start: a *young* job)."""
 
     age: float
     cpu_rate: float | None
+    demand: float | None = None
+    """Cores it ran or waited for (schedstat); None where unknown: then `cpu_rate` judges."""
+
+    @property
+    def young(self) -> bool:
+        return self.cpu_rate is None and self.demand is None
+
+    @property
+    def heavy(self) -> bool:
+        wants = self.demand if self.demand is not None else self.cpu_rate
+        return wants is not None and wants >= HEAVY
 
 
 class Admission:
@@ -92,7 +110,9 @@ class Admission:
         jobs = list(jobs)
         # Judged once per sample, with rates measured for it: between samples a job's rate is
         # stale (measured while it shared the CPU), and the pressure window is the same anyway.
-        jobs_cpu = sum(j.cpu_rate or 0.0 for j in jobs)
+        # Demand where measured: a burner sharing a contended CPU gets a quarter core but wants
+        # one, and it is the wanting that makes the contention.
+        jobs_cpu = sum(j.demand if j.demand is not None else j.cpu_rate or 0.0 for j in jobs)
         self.cpu_by_jobs = jobs_cpu >= limits.job_cpu_share * limits.cores
         calm = pressure is not None and not self._contended(pressure, limits, 0.5)
         settled = all(j.age >= limits.settle for j in jobs)
@@ -102,6 +122,11 @@ class Admission:
             self.window = max(1, limits.slow_start)
         elif self.young_peak >= self.window and settled:  # calm, with the jobs showing in it
             self.window = min(self.window * 2, MAX_WINDOW)
+        elif 2 * self.young_peak < self.window:
+            # A window a burst earned is kept only while used: under a steady stream of light
+            # jobs it shrinks back, so a burst of burners that follows starts `slow_start`,
+            # not the 64 the light burst grew it to (TCP's congestion window validation).
+            self.window = max(max(1, limits.slow_start), self.window // 2)
         self.started_in_window = 0
         self.young_peak = 0
         self.asked = False
@@ -131,7 +156,7 @@ class Admission:
                 limit))
         # Young jobs (not measured yet) and heavy ones (measured burning half a core or more)
         # share the window: a burst of burners is held to it even once measured.
-        young = sum(1 for j in jobs if j.cpu_rate is None or j.cpu_rate >= HEAVY)
+        young = sum(1 for j in jobs if j.young or j.heavy)
         self.young_peak = max(self.young_peak, young)  # a full window held back demand
         if young >= self.window:
             return self._note(Decision(

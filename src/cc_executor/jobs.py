@@ -34,6 +34,7 @@ from .protocol import (
     RpcError,
 )
 from .settings import Settings
+from .telemetry import claude_telemetry_env
 from .timing import stretch_timeouts
 
 Sink = Callable[[str], Awaitable[None]]
@@ -124,6 +125,7 @@ class JobManager:
             # The operator's decision alone: not inherited from the server's environment, and
             # a client's `env` cannot set it (it lets the CLI skip permissions as root).
             env["IS_SANDBOX"] = "1" if s.is_sandbox else None
+            env.update(claude_telemetry_env(s.claude_telemetry))
         if params.cwd is not None and not os.path.isdir(params.cwd):
             raise RpcError.because(SPAWN_FAILED, ErrorReason.CWD_NOT_FOUND,
                                    f"working directory not found: {params.cwd}", field="cwd")
@@ -175,7 +177,8 @@ class JobManager:
             job.queue_reason = reason or "waiting behind earlier jobs"
             job.queue_decision = None if ok else decision
             self.queue.append(job)
-            self._log("queued", job, position=len(self.queue), reason=job.queue_reason)
+            self._log("queued", job, position=len(self.queue), reason=job.queue_reason,
+                      **_held_by(job))
             self._ensure_queue_timer()
         return job
 

@@ -272,6 +272,8 @@ class LoadMonitor:
         self._latest: LoadReading | None = None
         self._seq = 0
         self._changed = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._hurry_at: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: concurrent.futures.Future[LoadReading] | None = None
@@ -332,10 +334,31 @@ class LoadMonitor:
         next_at = time.monotonic()
         while True:
             next_at += self.interval
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            if time.monotonic() - next_at > self.interval:
-                next_at = time.monotonic()  # fell behind (suspended host): do not burst
+            while True:
+                due = next_at if self._hurry_at is None else min(next_at, self._hurry_at)
+                self._hurry.clear()
+                try:  # sleep until due, or until `hurry` brings the next sample forward
+                    await aio.wait_for(self._hurry.wait(), max(0.0, due - time.monotonic()))
+                except asyncio.TimeoutError:
+                    break
+            now = time.monotonic()
+            if self._hurry_at is not None and self._hurry_at < next_at:
+                next_at = now  # a hurried sample: the regular rhythm restarts from it
+            elif now - next_at > self.interval:
+                next_at = now  # fell behind (suspended host): do not burst
+            self._hurry_at = None
             await self.sample()
+
+    def hurry(self, within: float) -> None:
+        """Take the next sample within `within` seconds instead of at the regular interval.
+
+        For admission: while its slow-start window holds jobs back, it wants the window's jobs
+        measured as soon as they can be, not half a second later. Idempotent; cheap enough to
+        call on every held decision."""
+        at = time.monotonic() + max(0.0, within)
+        if self._hurry_at is None or at < self._hurry_at:
+            self._hurry_at = at
+            self._hurry.set()
 
     def _read_with_psi(self) -> tuple[LoadReading, Totals | None]:
         totals = read_totals(self._psi_dir, time.monotonic()) if self._psi_dir else None

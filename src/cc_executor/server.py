@@ -26,14 +26,15 @@ from fastapi.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import __version__, aio, protocol, tree
-from .admission import Admission, Limits, RunningJob
+from . import __version__, aio, dashboard, hardware, protocol, tree
+from .admission import QUICK_SAMPLE, Admission, Limits, RunningJob
 from .jobs import JobManager
 from .load import Decision, LoadMonitor
+from .observe import Observation, install_metrics_route
 from .process import ProcessRunner
 from .settings import Settings
 from .timing import load_factor
-from .usage import UsageRates, group_usage
+from .usage import FIRST_DEMAND_AGE, UsageRates, group_usage
 
 log = logging.getLogger("cc_executor.server")
 
@@ -167,15 +168,20 @@ class Service:
         self._live_processes: int | None = 0
         self.admission = Admission(settings.slow_start)
         self.usage = UsageRates()  # each running job's CPU rate and RSS, by process group
+        self._cores = os.cpu_count() or 1  # read once: glibc reads /sys for each call
         self._counting: asyncio.Task | None = None
+        self.gpus: list[protocol.Gpu] | None = None  # read once at start (hardware.detect_gpus)
+        self.observe = Observation(self)  # /metrics, /dashboard's recent events, refusal log
 
     async def start(self) -> None:
         tree.become_subreaper()
+        self.gpus = await asyncio.to_thread(hardware.detect_gpus)
         quiet_refused_upgrades()  # after uvicorn configured its loggers
         self._event_log = setup_event_log(Path(self.settings.log_dir))
         self.runner = ProcessRunner(self.settings.run_dir)
         for rec in self.runner.reaped:
             log.warning("ended a run left by a previous server: %s", rec)
+        self.observe.start(orphans_ended=len(self.runner.reaped))
         self.monitor = LoadMonitor(self.settings.sample_interval, counters=self._counters,
                                    psi_dir=self.settings.psi_dir or None)
         await self.monitor.start()
@@ -193,7 +199,7 @@ class Service:
                       cpu_pressure=s.cpu_pressure_limit, memory_pressure=s.memory_pressure_limit,
                       io_pressure=s.io_pressure_limit, slow_start=s.slow_start,
                       job_load=s.job_load, job_cpu_share=s.job_cpu_share,
-                      cores=os.cpu_count() or 1, settle=s.sample_interval / 2)
+                      cores=self._cores, settle=min(s.sample_interval / 2, FIRST_DEMAND_AGE))
 
     def _admission(self) -> Decision:
         """May a job start now? The rule is `admission.Admission`'s; this gathers its inputs."""
@@ -202,7 +208,10 @@ class Service:
         reading = self.monitor.latest if self.monitor is not None else None
         if reading is None:  # no sample yet (or reads failing): do not block on the unknown
             return Decision(True, "host load unknown")
-        return self.admission.decide(reading, self._running(), self._limits())
+        decision = self.admission.decide(reading, self._running(), self._limits())
+        if decision.signal == "slow_start":  # measure the window's jobs soon, not in 0.5 s
+            self.monitor.hurry(QUICK_SAMPLE)
+        return decision
 
     def _running(self) -> list[RunningJob]:
         """The running jobs as admission sees them: age, and CPU rate once measured. A job
@@ -213,9 +222,12 @@ class Service:
         out = []
         for j in self.jobs.jobs.values():
             if j.state == "running" and j.run:
-                age, rate = now - j.started_at, self.usage.rate(j.run.pgid)
-                out.append(RunningJob(age, 0.0 if rate is None and age > unmeasured_for
-                                      else rate))
+                pgid = j.run.pgid
+                age, rate, demand = now - j.started_at, self.usage.rate(pgid), \
+                    self.usage.demand(pgid)
+                if rate is None and demand is None and age > unmeasured_for:
+                    rate = 0.0
+                out.append(RunningJob(age, rate, demand))
         return out
 
     def _timeout_factor(self) -> float:
@@ -306,6 +318,7 @@ class Service:
             await self.monitor.stop()
         if self._event_log is not None:
             self._event_log.flush()
+        self.observe.stop()
 
     def health(self) -> dict[str, Any]:
         jobs = self.jobs
@@ -319,6 +332,8 @@ class Service:
             "job_usage": {"cpu": round(sum(self.usage.rates.values()), 3),
                           "rss": self.usage.total_rss()},
             "connections": len(self.connections),
+            "hardware": self.hardware().wire(),
+            "model": self.settings.model,
         }
         if self.monitor is not None and self.monitor.latest is not None:
             body["load"] = self.monitor.latest.to_dict()
@@ -328,11 +343,15 @@ class Service:
             body["admission"] = self.admission.describe()
         return body
 
+    def hardware(self) -> protocol.Hardware:
+        return hardware.read_hardware(self.gpus)
+
     # ---- the upgrade checks --------------------------------------------------------------------
 
-    def refuse_reason(self, ws: WebSocket) -> tuple[int, str] | None:
+    def refuse_reason(self, ws: WebSocket, also_allowed: set[str] | frozenset[str] = frozenset()
+                      ) -> tuple[int, str] | None:
         origin = ws.headers.get("origin")
-        if origin is not None and origin not in self.allowed_origins:
+        if origin is not None and origin not in self.allowed_origins | also_allowed:
             return 403, f"origin not allowed: {origin}"
         token = self.settings.token
         if token:
@@ -411,7 +430,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         refused = service.refuse_reason(websocket)
         if refused is not None:
             status, message = refused
-            log.info("refused upgrade from %s: %s", websocket.client, message)
+            service.observe.refused(status, message, websocket.client, websocket.scope["path"])
             await websocket.send_denial_response(
                 JSONResponse({"error": message}, status_code=status))
             return
@@ -423,6 +442,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for path in WS_PATHS:
         app.router.routes.append(WebSocketRoute(path, endpoint))
     app.ws_endpoint = endpoint
+    install_metrics_route(app, service)
+    dashboard.install(app, service, choose_subprotocol)
     return app
 
 
@@ -434,7 +455,9 @@ async def serve_connection(service: Service, websocket: WebSocket) -> None:
         await conn.send(protocol.notify(protocol.ConnectedParams(
             session_id=conn.id, version=__version__,
             capabilities=protocol.Capabilities(shell=s.shell, allow=s.allow,
-                                               max_frame=s.max_frame, batch_bytes=s.batch_bytes))))
+                                               max_frame=s.max_frame, batch_bytes=s.batch_bytes),
+            hardware=service.hardware(),
+            model=s.model)))
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":

@@ -131,12 +131,24 @@ class Settings(BaseModel):
                             "assumed to bring until the 1-min average shows it (paces starts); "
                             "0 turns pacing off")
 
+    metrics_token: str | None = Field(None, description="Bearer token GET /metrics requires; "
+                                      "unset: /metrics is open like /health (counts only)")
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$",
+                           description="Console log level (debug, info, warning, error); info "
+                           "shows refused upgrades, rate-limited")
+    model: str = Field("real", pattern="^(real|simulated)$", description="What answers claude "
+                       "jobs, as `connected` and /health report it: real, or simulated (set by "
+                       "`./dev serve --model local`; a label only, the service fakes nothing)")
+    claude_telemetry: bool = Field(False, description="Turn on the Claude CLI's own "
+                                   "OpenTelemetry export for claude jobs (docs/observability.md)")
+
     @field_validator("allow", "allow_origin", mode="before")
     @classmethod
     def _lists(cls, v):  # noqa: D102
         return parse_list(v)
 
-    @field_validator("shell", "is_sandbox", "throttle", "stretch_timeouts", mode="before")
+    @field_validator("shell", "is_sandbox", "throttle", "stretch_timeouts", "claude_telemetry",
+                     mode="before")
     @classmethod
     def _bools(cls, v):  # noqa: D102
         return parse_bool(v)
@@ -146,7 +158,7 @@ class Settings(BaseModel):
     def _sizes(cls, v):  # noqa: D102
         return parse_size(v)
 
-    @field_validator("token", "claude_path", "default_timeout", mode="before")
+    @field_validator("token", "claude_path", "default_timeout", "metrics_token", mode="before")
     @classmethod
     def _empty_is_none(cls, v):  # noqa: D102
         return None if v == "" else v

@@ -8,6 +8,13 @@ each process's `stat` once, sums CPU time and resident memory per group. Process
 group (a `setsid` grandchild) are not counted here; they are found and ended by their marker
 (`tree`), this is only an estimate for admission.
 
+Besides the CPU time it got, each job's *demand*: the share of time its processes were running
+or waiting for a CPU (`/proc/PID/schedstat`, nanoseconds). On a contended host a burner gets a
+fraction of a core but is runnable all the time, so demand tells a burner from a waiter where the
+CPU rate cannot, and at nanosecond resolution it does so 50 ms after the start instead of the
+200 ms that 10 ms clock ticks need. That is what lets admission's slow start let light jobs
+through in quick steps while holding a burst of burners.
+
 `group_usage` reads /proc (keep it off the event loop: ~10 us a process); `UsageRates` turns two
 passes into rates and is pure.
 """
@@ -22,7 +29,10 @@ from dataclasses import dataclass
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 FIRST_MEASURE_AGE = 0.2
-"""Seconds a job must have run before its first pass gives it a rate (CPU time over age)."""
+"""Seconds a job must have run before its first pass gives it a CPU rate (CPU time over age):
+younger, one clock tick over a few ms would read as several cores."""
+FIRST_DEMAND_AGE = 0.05
+"""The same for demand, which schedstat counts in nanoseconds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +41,9 @@ class GroupUsage:
     """User plus system CPU time of the group's live processes."""
     rss: int
     """Their resident memory, bytes."""
+    runnable_seconds: float | None = None
+    """Time their main threads ran or waited to run (schedstat); None where schedstat is
+    missing (a kernel without CONFIG_SCHED_INFO)."""
 
 
 def _stat(pid: str) -> tuple[int, int, int] | None:
@@ -47,11 +60,22 @@ def _stat(pid: str) -> tuple[int, int, int] | None:
         return None
 
 
+def _runnable_ns(pid: str) -> int | None:
+    """Nanoseconds the process's main thread ran plus waited on a run queue; None if unknown."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as f:
+            ran, waited = f.read().split()[:2]
+        return int(ran) + int(waited)
+    except (OSError, ValueError):
+        return None
+
+
 def group_usage(pgids: Collection[int]) -> dict[int, GroupUsage]:
-    """CPU time and RSS of each of `pgids`, from one pass over /proc."""
+    """CPU time, RSS and runnable time of each of `pgids`, from one pass over /proc."""
     wanted = set(pgids)
     ticks: dict[int, int] = {}
     pages: dict[int, int] = {}
+    runnable: dict[int, int | None] = {}
     if not wanted:
         return {}
     try:
@@ -67,17 +91,34 @@ def group_usage(pgids: Collection[int]) -> dict[int, GroupUsage]:
         group, cpu, rss = stat
         ticks[group] = ticks.get(group, 0) + cpu
         pages[group] = pages.get(group, 0) + rss
-    return {g: GroupUsage(ticks[g] / _TICK, pages[g] * _PAGE) for g in ticks}
+        ns, before = _runnable_ns(name), runnable.get(group, 0)
+        runnable[group] = None if ns is None or before is None else before + ns
+    return {g: GroupUsage(ticks[g] / _TICK, pages[g] * _PAGE,
+                          None if runnable[g] is None else runnable[g] / 1e9) for g in ticks}
+
+
+def _rate(now_value: float, last: tuple[float, float] | None, now: float, age: float | None,
+          min_age: float) -> float | None:
+    """The growth per second of a cumulative figure since `last` (value, at), or over the
+    group's whole `age` on its first pass; None while too young to tell."""
+    if last is not None and now > last[1]:
+        return max(0.0, (now_value - last[0]) / (now - last[1]))
+    if age is not None and age >= min_age:
+        return now_value / age
+    return None
 
 
 class UsageRates:
-    """Each group's CPU rate (cores: 1.0 = one core busy) between two passes, and its RSS.
+    """Each group's CPU rate (cores: 1.0 = one core busy) and demand (cores it ran or waited
+    for) between two passes, and its RSS.
 
     A group not measured yet has no rate (None): admission counts it as young (slow start)."""
 
     def __init__(self) -> None:
         self._last: dict[int, tuple[float, float]] = {}  # pgid -> (cpu seconds, at)
+        self._last_runnable: dict[int, tuple[float, float]] = {}
         self.rates: dict[int, float] = {}
+        self.demands: dict[int, float] = {}
         self.rss: dict[int, int] = {}
 
     def update(self, usage: Mapping[int, GroupUsage], now: float | None = None,
@@ -85,20 +126,32 @@ class UsageRates:
         """Rates since the last pass; a group seen for the first time gets its CPU time over
         its age (`ages`, seconds since it started), so a job is measured at the first pass."""
         now = time.monotonic() if now is None else now
+        ages = ages or {}
         rates: dict[int, float] = {}
+        demands: dict[int, float] = {}
         for group, u in usage.items():
-            last = self._last.get(group)
-            if last is not None and now > last[1]:
-                rates[group] = max(0.0, (u.cpu_seconds - last[0]) / (now - last[1]))
-            elif ages and ages.get(group, 0.0) >= FIRST_MEASURE_AGE:
-                # Younger than that, one clock tick over a few ms would read as several cores.
-                rates[group] = u.cpu_seconds / ages[group]
+            rate = _rate(u.cpu_seconds, self._last.get(group), now, ages.get(group),
+                         FIRST_MEASURE_AGE)
+            if rate is not None:
+                rates[group] = rate
+            if u.runnable_seconds is not None:
+                demand = _rate(u.runnable_seconds, self._last_runnable.get(group), now,
+                               ages.get(group), FIRST_DEMAND_AGE)
+                if demand is not None:
+                    demands[group] = demand
         self._last = {g: (u.cpu_seconds, now) for g, u in usage.items()}
-        self.rates = rates
+        self._last_runnable = {g: (u.runnable_seconds, now) for g, u in usage.items()
+                               if u.runnable_seconds is not None}
+        self.rates, self.demands = rates, demands
         self.rss = {g: u.rss for g, u in usage.items()}
 
     def rate(self, pgid: int) -> float | None:
         return self.rates.get(pgid)
+
+    def demand(self, pgid: int) -> float | None:
+        """Cores the group ran or waited for since the last pass; None until measured (or
+        where schedstat is missing: then judge by `rate`)."""
+        return self.demands.get(pgid)
 
     def total_rss(self) -> int:
         return sum(self.rss.values())

@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from service_fixture import PY, ServiceFactory, clean_env
@@ -22,6 +23,7 @@ from cc_executor.admission import (
 from cc_executor.client import ExecutorClient
 from cc_executor.load import LoadReading
 from cc_executor.pressure import Pressure, Totals, parse, read_totals, window
+from cc_executor.usage import GroupUsage, UsageRates, group_usage
 
 pytestmark = pytest.mark.anyio
 
@@ -84,9 +86,29 @@ def test_slow_start_holds_young_jobs_and_grows_while_calm():
     assert a.window == 8  # filled on a calm host: doubled
     assert a.decide(reading(), measured, LIMITS).may_start  # measured jobs are not young
     a.on_sample(CALM, True, LIMITS, measured)
-    assert a.window == 8  # asked, not filled: kept
+    assert a.window == 4  # asked, but under half of it used: halved (down to the start)
+    a.window = 8
     a.on_sample(CALM, True, LIMITS, measured)
     assert a.window == 4  # idle (nothing asked to start): back to the start
+
+
+def test_a_window_grown_by_light_jobs_shrinks_before_a_burst_of_burners():
+    """Light jobs trickling in keep asking but use little of a grown window: it shrinks back,
+    so burners arriving next start `slow_start` at a time, not the grown window."""
+    a = Admission(LIMITS.slow_start)
+    a.window = 64
+    light = [RunningJob(age=1.0, cpu_rate=0.0, demand=0.01) for _ in range(10)]
+    for _ in range(5):  # five samples, each with one light job starting
+        assert a.decide(reading(), light, LIMITS).may_start
+        a.started()
+        a.on_sample(CALM, True, LIMITS, light)
+    assert a.window == LIMITS.slow_start
+    burners: list[RunningJob] = []
+    while a.decide(reading(), light + burners, LIMITS).may_start:
+        a.started()
+        burners.append(RunningJob(age=0.0, cpu_rate=None))
+        assert len(burners) <= 64
+    assert len(burners) == LIMITS.slow_start
 
 
 def test_a_held_queue_on_a_calm_host_grows_the_window():
@@ -214,3 +236,59 @@ def test_busy_jobs_count_against_the_window_once_measured():
         jobs.append(RunningJob(age=0.0, cpu_rate=None))
     d = a.decide(reading(), jobs, LIMITS)
     assert (d.may_start, d.signal, d.value, d.limit) == (False, "slow_start", 4, 4)
+
+
+def test_demand_tells_a_starved_burner_from_a_waiter():
+    """On a contended CPU a burner gets a quarter core (its CPU rate reads light) but is runnable
+    all the time: its demand reads heavy, so it still counts against the window; a job that
+    waits on the network has neither, and is not held."""
+    a = Admission(LIMITS.slow_start)
+    a.on_sample(CALM, True, LIMITS)
+    starved = [RunningJob(age=0.1, cpu_rate=0.25, demand=1.0) for _ in range(4)]
+    d = a.decide(reading(), starved, LIMITS)
+    assert (d.may_start, d.signal) == (False, "slow_start")
+    waiting = [RunningJob(age=0.1, cpu_rate=None, demand=0.02) for _ in range(40)]
+    assert a.decide(reading(), waiting, LIMITS).may_start  # measured by demand: not young
+
+
+def test_starved_burners_make_the_cpu_contention_theirs():
+    """The jobs' share of the CPU is judged by what they want: two burners starved to 0.2 core
+    each still make a 2-core host's CPU pressure count, and it holds the next job."""
+    limits = Limits(**{**LIMITS.__dict__, "cores": 2})
+    a = Admission(limits.slow_start)
+    starved = [RunningJob(age=1.0, cpu_rate=0.2, demand=1.0) for _ in range(2)]
+    a.on_sample(BUSY, True, limits, starved)
+    assert a.decide(reading(), starved, limits).signal == "cpu_pressure"
+
+
+def test_usage_rates_measure_demand_early_and_cpu_late():
+    """Demand (schedstat, nanoseconds) is measured from 50 ms of age, the CPU rate (clock ticks)
+    from 200 ms; later passes give the rate between passes."""
+    rates = UsageRates()
+    rates.update({7: GroupUsage(0.0, 1 << 20, 0.045)}, now=100.0, ages={7: 0.06})
+    assert rates.demand(7) == pytest.approx(0.75) and rates.rate(7) is None
+    rates.update({7: GroupUsage(0.1, 1 << 20, 0.055)}, now=100.1, ages={7: 0.16})
+    assert rates.demand(7) == pytest.approx(0.1) and rates.rate(7) == pytest.approx(1.0)
+    rates.update({7: GroupUsage(0.1, 1 << 20, None)}, now=100.2, ages={7: 0.26})
+    assert rates.demand(7) is None  # no schedstat: admission judges by the CPU rate
+
+
+def test_group_usage_reads_a_real_burner_as_demanding_a_core():
+    proc = subprocess.Popen([PY, "-c", BURN.format(s=0.5)], start_new_session=True)
+    try:
+        first = group_usage([proc.pid])[proc.pid]
+        if first.runnable_seconds is None:
+            pytest.skip("this kernel has no /proc/PID/schedstat")
+        t0 = time.monotonic()
+        deadline = t0 + 5.0
+        while time.monotonic() < deadline and proc.poll() is None:
+            now = group_usage([proc.pid]).get(proc.pid)
+            if now is not None and now.runnable_seconds - first.runnable_seconds > 0.1:
+                break
+            time.sleep(0.02)
+        # It was runnable (ran or waited for a CPU) for most of the time it lived.
+        grown = now.runnable_seconds - first.runnable_seconds
+        assert grown >= 0.5 * (time.monotonic() - t0) * 0.5, (grown, time.monotonic() - t0)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -290,6 +290,26 @@ async def test_monitor_stop_passes_on_a_cancel_of_its_caller():
     assert monitor._pool is None and not monitor.running
 
 
+@pytest.mark.anyio
+async def test_monitor_hurry_brings_the_next_sample_forward():
+    """Admission asks for a sample soon while its slow-start window holds jobs back: with a
+    10 s interval, `hurry(0.05)` gives the next sample within seconds, and the rhythm goes on
+    from it (no burst of catch-up samples)."""
+    monitor = LoadMonitor(interval=10.0)
+    await monitor.start()
+    try:
+        first = monitor.seq
+        t0 = time.monotonic()
+        monitor.hurry(0.05)
+        monitor.hurry(5.0)  # a later request never delays an earlier one
+        await monitor.wait_for_change(first, timeout=5.0)
+        assert monitor.seq == first + 1 and time.monotonic() - t0 < 5.0
+        await monitor.wait_for_change(first + 1, timeout=0.5)
+        assert monitor.seq == first + 1  # the next regular one is 10 s away again
+    finally:
+        await monitor.stop()
+
+
 async def _sample_until_ok(monitor: LoadMonitor) -> LoadReading:
     while (r := await monitor.sample()) is None:
         pass

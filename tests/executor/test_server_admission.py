@@ -115,8 +115,10 @@ async def test_queue_timeout_ends_the_job_with_a_clear_message(executor_service)
     assert "0.5 s" in p["error"] and "queue" in p["error"] and "load" in p["error"]
     protocol.CompletedParams.model_validate(p)  # the documented shape, nothing else
     assert 0.5 <= waited < 5
-    assert [e["event"] for e in svc.event_log() if e.get("job_id") == job_id] == [
-        "queued", "completed"]
+    # The event log is written beside the notification, not before it: poll, bounded.
+    events = wait_until(lambda: [e["event"] for e in svc.event_log()
+                                 if e.get("job_id") == job_id][1:], 5.0)
+    assert ["queued", *events] == ["queued", "completed"]
 
 
 async def test_sighup_reload_admits_the_queue_in_fifo_order(executor_service, tmp_path):

@@ -165,6 +165,9 @@ def test_find_capacity_ends_with_a_step_table_and_a_named_limit(tmp_path):
     assert "### Capacity" in r.md and "| 3 | 3 |" in r.md
     assert "capacity: sustains 2 tests in flight; limited by errors" in proc.stdout
     assert r.json["thresholds"] == [] and r.json["profile"]["kind"] == "find_capacity"
+    first = r.junit.findall("testsuite")[0]  # CI sees the search's answer, passed
+    assert first.get("name") == "thresholds" and first.get("failures") == "0"
+    assert "sustainable concurrency 2" in first.find("testcase/system-out").text
 
 
 def test_sigint_during_a_profile_writes_a_partial_report(tmp_path):

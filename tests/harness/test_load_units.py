@@ -328,6 +328,28 @@ def test_exit_status_precedence():
     assert exit_status(None, None, Totals(), capacity=Capacity(None, "interrupted", "", [], 2, 1.0, 5)) == 1
 
 
+def test_junit_lists_the_capacity_answer_and_fails_it_when_no_step_held():
+    """CI reads junit.xml, not the exit status alone: a search where no step held (exit 99)
+    is a failed testcase in the first testsuite, "thresholds"; a search that found its limit
+    a passed one carrying the answer."""
+    import xml.etree.ElementTree as ET
+
+    from stress.report.junit import render_junit
+    from stress.report.results import RunResult
+
+    def first_suite(capacity: Capacity) -> ET.Element:
+        run = RunResult(run_id="r", tool="stress.local", argv=[], started_at=0.0,
+                        capacity=capacity)
+        return ET.fromstring(render_junit(run)).findall("testsuite")[0]
+
+    none = first_suite(Capacity(None, "errors", "error rate 50% at 2", ["error_rate<1%"], 2,
+                                1.0, 5))
+    assert (none.get("name"), none.get("tests"), none.get("failures")) == ("thresholds", "1", "1")
+    assert "no step held (limited by errors)" in none.find("testcase/failure").get("message")
+    found = first_suite(Capacity(4, "errors", "", ["error_rate<1%"], 2, 1.0, 5))
+    assert found.get("failures") == "0" and found.find("testcase/failure") is None
+
+
 # --- /health, read defensively -----------------------------------------------------------------
 
 
@@ -369,7 +391,7 @@ def test_health_is_read_defensively(body, expected):
     (["--find-capacity", "--repeat", "2"], "--repeat contradicts --find-capacity"),
     (["--find-capacity", "--fail-fast"], "--fail-fast contradicts --find-capacity"),
     (["--stages", "1s:1", "--find-capacity"], "two load profiles"),
-    (["--stages", "1s:1", "--servers", "2"], "drives one service"),
+    (["--stages", "1s:1", "--cluster", "local:2"], "cannot be combined with --cluster"),
     (["--step", "2"], "--step is only used with --find-capacity"),
     (["--max-in-flight", "2"], "--max-in-flight is only used with --arrival-rate"),
     (["--find-capacity", "--step-duration", "0s"], "--step-duration: '0s'"),

@@ -42,13 +42,7 @@ import cc_executor
 from cc_executor.load import read_load
 from stress.argtypes import redact_argv, split_server
 from stress.exits import EXIT_SIGNAL, EarlyStop, exit_status
-from stress.fleet import (
-    ServiceFleet,
-    build_fleet,
-    describe_services,
-    health_probe,
-    stop_json,
-)
+from stress.fleet import ServiceFleet, build_fleet, describe_services, stop_json
 from stress.history import History
 from stress.history.link import history_line, record_history
 from stress.live.view import LiveView
@@ -60,7 +54,7 @@ from stress.report.simulated import is_simulated, totals_line
 from stress.report.text import fmt_metric
 from stress.run.driver import LoadDriver
 from stress.run.flaky import HaltRule
-from stress.run.plan import count_runs, executables, unmet_requirement
+from stress.run.plan import count_runs, unmet_requirement
 from stress.run.profile import ArrivalRate, LoadPlan
 from stress.run.runner import CLAUDE_CAPABILITY, Planned, Runner, RunOptions
 from stress.service.managed import ServiceError
@@ -75,9 +69,6 @@ from stress.service.preflight import (
 from stress.service.sampling import HostSampler
 from stress.suite import Suite
 from stress.suite import claude_stream as claude_mod
-
-PROBE_INTERVAL = 5.0
-"""Seconds between health probes of a lost server (it rejoins when /health answers ok)."""
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -189,10 +180,15 @@ async def run_session(s: Session) -> int:
         async with model_environment(s.ns.model, **plan_needs(s.plan)) as model:
             s.run.environment["model_description"] = model.description
             s.run.environment.update(model_effective=model.mode, model_reason=model.reason)
-            fleet = await start_services(s)
-            await check_services(s, fleet)
-            claude_env = await check_claude(s, fleet, model)
-            await run_tests(s, fleet, model, claude_env)
+            if s.ns.cluster:  # a Dask fleet (Dask is imported only then)
+                from stress.cluster.hook import run_cluster
+
+                await run_cluster(s, model)
+            else:
+                fleet = await start_services(s)
+                await check_services(s, fleet)
+                claude_env = await check_claude(s, fleet, model)
+                await run_tests(s, fleet, model, claude_env)
     except Interrupted:
         pass
     finally:
@@ -216,17 +212,10 @@ async def start_services(s: Session) -> ServiceFleet:
 
 
 async def check_services(s: Session, fleet: ServiceFleet) -> None:
-    """Every --server's token, then (several servers) each one's allow-list; record the
-    services in the report. No server accepting its token is an early stop (exit 3); a server
-    left out is named on stderr."""
+    """The --server's token; record the service in the report. A refused token is an early
+    stop (exit 3, one message)."""
     refused = await s.phase(fleet.check_access())
-    if len(fleet.services) > 1 and refused is None:
-        await s.phase(fleet.leave_out_unfit(executables(s.plan)))
     s.run.service.update(describe_services(fleet, s.plan))
-    if len(fleet.services) > 1 and not s.ns.quiet:
-        for sp, err in zip(fleet.specs, fleet.errors):
-            if err:
-                print(f"{s.tool}: server {sp.name} left out: {err}", file=sys.stderr)
     s.run.environment["cc_executor_service"] = fleet.live()[0][1].health.get("version")
     if refused is not None:  # no server accepted its token: one message, exit 3
         error = f"preflight: {access_failure(refused)}"
@@ -286,7 +275,7 @@ async def claude_preflight(s: Session, fleet: ServiceFleet, model: ModelEnvironm
 
 async def run_tests(s: Session, fleet: ServiceFleet, model: ModelEnvironment,
                     claude_env: dict[str, str]) -> None:
-    """Run the plan: through the one service, or dealt over several (stress.dispatch)."""
+    """Run the plan through the one service (a cluster run goes through stress.cluster.hook)."""
     ns = s.ns
     first_spec, svc = fleet.live()[0]
     if s.complex_mode:
@@ -307,16 +296,13 @@ async def run_tests(s: Session, fleet: ServiceFleet, model: ModelEnvironment,
     s.runner = Runner(
         first_spec.url, first_spec.token, s.plan, s.report_dir,
         RunOptions(concurrency=ns.concurrency, fail_fast=ns.fail_fast, model_env=model.env,
-                   claude_env=claude_env, halt=s.halt, steal=not ns.no_steal,
-                   max_retries_per_test=ns.retries, retry_budget=ns.retry_budget),
+                   claude_env=claude_env, halt=s.halt,
+                   simulated_cost=model.mode == "local"),
         progress=s.progress, monitor=s.monitor, service=fleet)
     if s.interrupted:
         s.runner.interrupt(f"interrupted by {s.interrupted}")
     if s.load is not None:
         await run_load(s, fleet)
-    elif len(fleet.services) > 1:
-        s.run.outcomes = await s.runner.run_dispatched(
-            [sp for sp, _ in fleet.live()], probe=health_probe, probe_interval=PROBE_INTERVAL)
     else:
         s.run.outcomes = await s.runner.run()
 
@@ -340,9 +326,7 @@ async def run_load(s: Session, fleet: ServiceFleet) -> None:
     runner = s.runner
     fixed = None
     if s.load.profile is None:
-        fixed = runner.run if len(fleet.services) == 1 else (
-            lambda: runner.run_dispatched([sp for sp, _ in live], probe=health_probe,
-                                          probe_interval=PROBE_INTERVAL))
+        fixed = runner.run
     result = await driver.run(fixed)
     s.run.outcomes = result.outcomes
     s.run.profile, s.run.thresholds, s.run.capacity = (result.profile, result.thresholds,
@@ -364,6 +348,9 @@ async def shut_down(s: Session) -> None:
         await s.live.stop(run)
     fleet: ServiceFleet | None = s.service
     if fleet is None:
+        return
+    if s.ns.cluster:  # stress.cluster.connect.Fleet: workers we started
+        await fleet.close()
         return
     infos = await fleet.stop()
     stops = [stop_json(i) for i in infos]
@@ -472,9 +459,8 @@ def run_options(ns: argparse.Namespace, *, default_suite: str, complex_mode: boo
         "suites": ns.suites or [default_suite], "concurrency": ns.concurrency, "repeat": ns.repeat,
         "filter": ns.filter, "fail_fast": ns.fail_fast, "out": ns.out, "quiet": ns.quiet,
         "model": ns.model, "claude_template": ns.claude_template, "max_load": ns.max_load,
-        "server": [split_server(t)[0] for t in ns.server] or None, "servers": ns.servers,
-        "weights": ns.weights, "steal": not ns.no_steal, "retries": ns.retries,
-        "retry_budget": ns.retry_budget,
+        "server": [split_server(t)[0] for t in ns.server] or None,
+        "cluster": ns.cluster, "steal": not ns.no_steal, "retries": ns.retries,
         "halt": str(halt), "history_db": None if history is None else str(history.path),
         "baseline": ns.baseline, "duration_threshold": ns.duration_threshold,
         "duration_min": ns.duration_min, "learned_timeouts": ns.learned_timeouts,
@@ -502,7 +488,8 @@ def run_and_report(ns: argparse.Namespace, argv: list[str] | None, *, prog: str,
     run.options = run_options(ns, default_suite=default_suite, complex_mode=complex_mode,
                               halt=halt, history=history)
     run.suites = [{"name": s.name, "path": str(s.path), "format": s.format, "tests": len(s.tests),
-                   "selected": sum(1 for p in plan if p.suite == s.name)} for s in suites]
+                   "selected": sum(1 for p in plan if p.suite == s.name),
+                   "warnings": list(s.warnings)} for s in suites]
     session = Session(ns, tool, complex_mode, suites, plan, run, report_dir, halt=halt, load=load)
     try:
         code = asyncio.run(run_session(session))

@@ -51,6 +51,8 @@ class _Wire(BaseModel):
             d.update(self.__pydantic_extra__)
         for key in self._nested:
             value = d[key]
+            if value is None:
+                continue
             d[key] = ([item.wire() for item in value] if isinstance(value, list)
                       else value.wire())
         for key in self._omit_if_none:
@@ -137,13 +139,40 @@ class Capabilities(_Wire):
     batch_bytes: int = Field(gt=0)
 
 
+class Gpu(_Wire):
+    """One GPU as `nvidia-smi --query-gpu` names it."""
+
+    index: NonNegInt
+    model: str
+    memory_mib: NonNegInt | None = Field(None, description="total memory, MiB")
+
+
+class Hardware(_Wire):
+    """The service's host, for capacity decisions (a fleet worker derives its slots from it):
+    cores this process may use, memory, load, and GPUs (left out when the host has none or
+    `nvidia-smi` is absent)."""
+
+    _nested: ClassVar[tuple[str, ...]] = ("gpus",)
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"gpus"})
+    cores: int = Field(ge=1)
+    memory_total: NonNegInt = Field(description="bytes")
+    memory_available: NonNegInt = Field(description="bytes")
+    load: tuple[float, float, float] = Field(description="1, 5, 15-minute load averages")
+    gpus: list[Gpu] | None = None
+
+
 class ConnectedParams(_Wire):
     METHOD: ClassVar[str] = CONNECTED
-    _nested: ClassVar[tuple[str, ...]] = ("capabilities",)
+    _nested: ClassVar[tuple[str, ...]] = ("capabilities", "hardware")
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"hardware"})
 
     session_id: str
     version: str
     capabilities: Capabilities
+    hardware: Hardware | None = None
+    model: Literal["real", "simulated"] = "real"
+    """What answers claude jobs: `simulated` when the service was started beside the loopback
+    model (`./dev serve --model local`)."""
 
 
 class QueuedParams(_Held):

@@ -79,12 +79,6 @@ class LiveState:
                           message: str) -> None:
         self._end(key, label, status, duration, counted=False)
 
-    def requeued(self, key: str, label: str, detail: str) -> None:
-        with self._lock:
-            self._running.pop(key, None)
-            self._notes.append(f"DROP {label}: {detail}")
-            self._changed()
-
     def skipped(self, label: str, reason: str, runs: int = 1) -> None:
         with self._lock:
             self.counts["skipped"] += runs

@@ -2,7 +2,9 @@
 
 Shape: testsuites > testsuite (one per suite) > testcase (one per attempt) with failure, error or
 skipped, and system-out for the output preview; a run with --threshold has a first testsuite
-"thresholds", one testcase per threshold, failed when crossed. Why one testcase per attempt, not per test: CI
+"thresholds", one testcase per threshold, failed when crossed, and a --find-capacity search a
+testcase "capacity: ..." there too, failed when no step held (exit 99). Why one testcase per
+attempt, not per test: CI
 dashboards count and time test cases, and a repeated test's attempts are separate runs with
 separate outcomes. A lost attempt is an `error` (the harness could not judge it), a failed one a
 `failure` (an `error` when the verdict reason is "error").
@@ -17,6 +19,7 @@ import re
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 
+from stress.report.assertions import failure_lines, junit_properties
 from stress.report.results import FAILED, LOST, SKIPPED, Attempt, Outcome, RunResult
 
 _XML_BAD = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -50,7 +53,7 @@ def render_junit(run: RunResult) -> bytes:
     by_suite: dict[str, list[Outcome]] = {}
     for o in run.outcomes:
         by_suite.setdefault(o.suite, []).append(o)
-    counted = [_add_thresholds(root, run)] if run.thresholds else []
+    counted = [_add_thresholds(root, run)] if run.thresholds or run.capacity else []
     for suite_name, outcomes in by_suite.items():
         counted.append(_add_testsuite(root, run, suite_name, outcomes))
     for n in counted:
@@ -81,6 +84,19 @@ def _add_thresholds(root: ET.Element, run: RunResult) -> dict[str, float]:
             text = (f"{t.expr}: observed {t.observed} ({t.unit}), limit {t.limit}"
                     + (f"; {t.note}" if t.note else "") + ("; aborted the run" if t.aborted else ""))
             ET.SubElement(case, "failure", message=_xml_text(text, 1000), type="threshold")
+    cap = run.capacity
+    if cap is not None:  # the search's answer: failed when no step held (the exit status 99)
+        case = ET.SubElement(ts, "testcase", classname="thresholds",
+                             name=f"capacity: {', '.join(cap.criteria)}", time="0.000")
+        n["tests"] += 1
+        if cap.crossed:
+            n["failures"] += 1
+            ET.SubElement(case, "failure", type="threshold", message=_xml_text(
+                f"no step held (limited by {cap.limited_by}): {cap.reason}", 1000))
+        else:
+            ET.SubElement(case, "system-out").text = _xml_text(
+                f"max sustainable concurrency {cap.max_sustainable_concurrency}, limited by "
+                f"{cap.limited_by}: {cap.reason}", 1000)
     for k in COUNTS:
         ts.set(k, str(n[k]))
     ts.set("time", "0.000")
@@ -119,6 +135,10 @@ def _add_testcase(ts: ET.Element, suite_name: str, o: Outcome, a: Attempt) -> st
     name = o.id if o.repeat == 1 else f"{o.id} [attempt {a.attempt}]"
     case = ET.SubElement(ts, "testcase", classname=suite_name, name=name,
                          time=f"{a.duration:.3f}", file=o.source.split(":$", 1)[0])
+    if a.assertions:
+        props = ET.SubElement(case, "properties")
+        for name, value in junit_properties(a):
+            ET.SubElement(props, "property", name=_xml_text(name, 200), value=_xml_text(value, 500))
     counted = None
     if a.status == SKIPPED:
         counted = "skipped"
@@ -146,6 +166,7 @@ def _failure_details(o: Outcome, a: Attempt) -> list[str]:
         details.append("missing patterns: " + ", ".join(a.patterns_missing))
     if a.forbidden_seen:
         details.append("forbidden seen: " + ", ".join(a.forbidden_seen))
+    details += failure_lines(a)
     if a.stdout_path:
         details.append(f"output: {a.stdout_path}, {a.stderr_path}")
     return details

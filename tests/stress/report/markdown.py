@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from stress.report.assertions import assertions_section
+from stress.report.markdown_fleet import workers_section
 from stress.report.markdown_history import history_section
 from stress.report.markdown_load import banner_lines, load_section
 from stress.report.markdown_usage import (
@@ -191,7 +193,7 @@ def _model_mode_text(env: dict) -> str:
 
 def tests_section(run: RunResult) -> list[str]:
     """One row per test: its result, the attempt that stands for it, the limits it ran under."""
-    multi = bool(run.servers and run.servers.get("mode") == "dispatch")
+    multi = bool(run.servers and run.servers.get("mode") == "cluster")
     srv_head, srv_rule = (" server |", "---|") if multi else ("", "")
     lines = ["## Tests", "",
              "Limits are the configured ones stretched by the host's load when the test started "
@@ -475,8 +477,9 @@ def footer_section(run: RunResult) -> list[str]:
 SECTIONS: tuple[Callable[[RunResult], list[str]], ...] = (
     title_section, summary_section, load_section, environment_section, tests_section,
     stability_section,
-    instances_section, failures_section, lost_section, skipped_section, previews_section,
-    claude_totals_section, servers_section, history_section, resources_section,
+    instances_section, failures_section, assertions_section, lost_section, skipped_section,
+    previews_section, claude_totals_section, servers_section, workers_section,
+    history_section, resources_section,
     distributions_section, footer_section)
 """report.md from top to bottom; a section with nothing to say returns no lines."""
 

@@ -48,19 +48,16 @@ def servers_section(run: RunResult) -> list[str]:
     """Per server: what it was dealt, ran, stole and lost; makespan and fairness of the run."""
     if run.servers is None:
         return []
+    if run.servers.get("mode") == "cluster":
+        return []  # stress.report.markdown_fleet's Workers section
     sv = run.servers or {}
     servers = sv.get("servers") or []
     lines = ["## Servers", ""]
-    if sv.get("mode") == "dispatch":
-        lines += ["Tests were dealt longest expected first (history median, else the timeout) by "
-                  "weight; an idle server steals half of the most loaded queue; a lost server's "
-                  "tests are retried elsewhere.", ""]
     fair = sv.get("fairness_cv")
-    budget = (run.options or {}).get("retry_budget") if sv.get("mode") == "dispatch" else None
     lines += [f"Makespan {fmt_seconds(sv.get('makespan'))}; fairness (coefficient of variation of "
               f"the servers' completion times, 0 = all finished together): "
               f"{'-' if fair is None else f'{fair:.3f}'}; retries used: {sv.get('retries_used', 0)}"
-              + ("" if budget is None else f" (run-wide budget {budget})") + ".", "",
+              + ".", "",
               "| server | weight | concurrency | dealt | tests run | busy | idle | steals in/out | "
               "retries | lost items | state |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]

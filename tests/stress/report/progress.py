@@ -103,13 +103,6 @@ class Progress:
             self.counts["skipped"] += runs
         self._print(f"SKIP {label}: {reason}")
 
-    def requeued(self, key: str, label: str, detail: str) -> None:
-        """An execution whose server was lost: not finished; the dispatcher retries or loses it."""
-        self._tell("requeued", key, label, detail)
-        with self._lock:
-            self.running.pop(key, None)
-        self._print(f"DROP {label}: {_short(detail)}")
-
     def step(self, step: dict) -> None:
         """A finished --find-capacity step (its terminal line came through `note`)."""
         self._tell("step", step)

@@ -98,6 +98,9 @@ class Attempt:
     """The server the attempt ran on (its last try)."""
     tries: list[str] | None = None
     """Every server it started on, in order, when several servers ran the run."""
+    assertions: list[dict[str, Any]] | None = None
+    """The test's `assert` list judged on this attempt: index, type, label, status, why, weight
+    (`stress.suite.assert_eval.AssertionResult`); None for a test without assertions."""
 
     @property
     def ran(self) -> bool:
@@ -125,7 +128,7 @@ class Attempt:
             "failures": self.failures, "claude": self.claude, "cli_failure": self.cli_failure,
             "resources": self.resources, "instances": self.instances,
             "instance_selection": self.instance_selection, "server": self.server,
-            "tries": self.tries,
+            "tries": self.tries, "assertions": self.assertions,
         }
 
 

@@ -27,6 +27,8 @@ from stress.run.observed import CaseRun, Observed
 from stress.run.planned import PREVIEW_CHARS, Planned, RunOptions
 from stress.suite import SuiteTest
 from stress.suite import claude_stream as claude_mod
+from stress.suite.answer import answer_from
+from stress.suite.assert_eval import AssertionResult, evaluate_all
 from stress.suite.verdict import Reason, Verdict, judge, pattern_coverage
 
 SERVICE_ENDS = ("exited", "signalled", "timeout", "stalled", "cancelled", "shutdown")
@@ -170,6 +172,17 @@ def _claude_failure(exit_code: int | None, end: str, detail: str | None,
         end_reason=end, stdout_tail=tail + ("\n" + detail if detail else ""))
 
 
+def assertion_results(test: SuiteTest, seen: Observed, out: Output,
+                      options: RunOptions) -> tuple[AssertionResult, ...]:
+    """The test's `assert` list on this run's answer (`stress.suite.answer`); the latency is the
+    job's run time, queue wait excluded."""
+    if not test.assertions:
+        return ()
+    answer = answer_from(out.stdout, out.stderr, latency=_timing(seen)[2], stream=out.stream,
+                         cost_simulated=options.simulated_cost, code_runs=seen.code_runs)
+    return evaluate_all(test.assertions, answer)
+
+
 def _timing(seen: Observed) -> tuple[bool, float | None, float]:
     """(queued, seconds in the service's queue, seconds the job ran): a queued job's run time
     starts when the service started it."""
@@ -191,7 +204,8 @@ def judge_run(run: CaseRun, seen: Observed, out: Output, options: RunOptions, *,
         # Cut short by the user: not a verdict on the test, so it counts as not run.
         verdict = judge(test, None, "skipped", out.hay, detail=detail)
     else:
-        verdict = judge(test, exit_code, end, out.hay, detail=detail, leftovers=seen.leftovers)
+        verdict = judge(test, exit_code, end, out.hay, detail=detail, leftovers=seen.leftovers,
+                        assertions=assertion_results(test, seen, out, options))
     notes = [verdict.message, *_limit_notes(test, seen, end, out, options.guard_grace)]
     cli_failure = None
     if run.planned.uses_claude and not verdict.passed and not seen.interrupted:
@@ -218,6 +232,7 @@ def judge_run(run: CaseRun, seen: Observed, out: Output, options: RunOptions, *,
         patterns_required=verdict.patterns_required,
         forbidden_seen=list(verdict.forbidden_seen),
         failures=[f.value for f in verdict.failures],
+        assertions=[r.to_json() for r in verdict.assertions] or None,
         claude=out.stream.to_json() if out.stream is not None else None,
         cli_failure=cli_failure, resources=seen.resources,
         first_output=(None if live.first_output is None

@@ -13,12 +13,12 @@ start. When one passes, the harness sends control CANCEL, waits a bounded time, 
 job, and records which guard fired. A run can therefore never take longer than its limits plus a
 fixed overhead.
 
-Why a lost connection is a typed outcome: a dispatched run retries a lost attempt on another
-server, and a single-service run drops its broken connection. Whether an attempt was lost is
+Why a lost connection is a typed outcome: the run drops a broken connection (the next attempt
+connects afresh) and reports the attempt's end as a lost connection. Whether an attempt was lost is
 decided where `ConnectionLost` (or the request's timeout) is caught - `Followed.lost`,
 `Observed.lost` - never by reading the text shown to people, which may be reworded freely.
 
-Must not import: the Runner (runner.py: it imports this module) or the dispatcher; the service only
+Must not import: the Runner (runner.py: it imports this module); the service only
 through `cc_executor.client` and the shared libraries (`aio`, `load`, `timing`), never
 `cc_executor.jobs/server/process/tree/registry`.
 """
@@ -38,6 +38,7 @@ from cc_executor.client import ConnectionLost, ExecutorClient, ExecutorError, Jo
 from cc_executor.load import read_load
 from cc_executor.timing import Timeouts, load_factor, stretch_timeouts
 from stress.run.attempt_record import Execution, judge_run, read_output
+from stress.run.code_runs import needs_python, run_code_checks
 from stress.run.leftovers import JOB_TAG_VAR, LEFTOVER_WAIT, end_leftovers
 from stress.run.observed import CaseRun, LiveJob, Observed
 from stress.run.planned import REQUEST_TIMEOUT, Planned, ProgressSink, RunOptions
@@ -52,11 +53,6 @@ class RunState(Protocol):
     interrupted: bool
     """The user interrupted the run."""
     stop_reason: str | None
-
-    @property
-    def dispatched(self) -> bool:
-        """The run goes over several services (a lost attempt may be retried elsewhere)."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -158,6 +154,7 @@ class CaseExecutor:
         seen.wall = time.monotonic() - t0
         seen.resources = self.monitor.end(stem) if self.monitor is not None else None
         await self._end_leftovers(str(env[JOB_TAG_VAR]), seen)
+        await self._code_checks(client, run, seen)
         ex = self._finish(run, seen)
         ex.lost = None if seen.interrupted else seen.lost
         return ex
@@ -247,25 +244,32 @@ class CaseExecutor:
             seen.interrupted = True
             seen.detail = seen.detail or f"interrupted ({self.state.stop_reason or 'cancelled'})"
 
+    async def _code_checks(self, client: ExecutorClient, run: CaseRun, seen: Observed) -> None:
+        """python-runs assertions: the model's code as jobs on the same service (`code_runs`)."""
+        if not needs_python(run.planned):
+            return
+        try:
+            seen.code_runs = await run_code_checks(client, run.planned, seen)
+        except asyncio.CancelledError:
+            _uncancel()
+            seen.interrupted = True
+            seen.detail = seen.detail or f"interrupted ({self.state.stop_reason or 'cancelled'})"
+
     def _finish(self, run: CaseRun, seen: Observed) -> Execution:
-        """Judge the run and report it: finished, or (a dispatched run that lost its server)
-        handed back to the dispatcher, which decides between a retry elsewhere and lost."""
+        """Judge the run and report it finished."""
         out = read_output(run.planned, seen)
         if out.is_claude_stream:
             assert out.stream is not None
             self.claude_streams.append(out.stream)
         halted_only = self.state.halted is not None and not self.state.interrupted
         ex = judge_run(run, seen, out, self.options, halted_only=halted_only)
-        requeued = getattr(self.progress, "requeued", None)
-        if seen.lost is not None and not seen.interrupted and self.state.dispatched and requeued:
-            requeued(run.stem, run.stem, seen.lost)
-        else:
-            a = ex.attempt
-            # An instance is one of the attempt's K jobs: the attempt is counted once, by the
-            # runner, when its best instance is known (stress.report.progress).
-            done = getattr(self.progress, "instance_finished", None) if run.instance is not None else None
-            (done or self.progress.finished)(run.stem, run.stem, a.status, a.reason, a.duration,
-                                             a.message)
+        a = ex.attempt
+        # An instance is one of the attempt's K jobs: the attempt is counted once, by the
+        # runner, when its best instance is known (stress.report.progress).
+        done = getattr(self.progress, "instance_finished", None) if run.instance is not None \
+            else None
+        (done or self.progress.finished)(run.stem, run.stem, a.status, a.reason, a.duration,
+                                         a.message)
         return ex
 
     def _note_job(self, stem: str, live: LiveJob) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO
 
 from cc_executor.client import Event, ExecutorError, JobHandle
@@ -117,6 +117,8 @@ class Observed:
     resources: dict | None = None
     leftovers: Sequence[str] = ()
     """Tagged processes still alive after the end ("pid: cmdline"), killed since."""
+    code_runs: dict = field(default_factory=dict)
+    """python-runs assertions: the model's code run as jobs after this one (`stress.run.code_runs`)."""
 
 
 __all__ = ["CaseRun", "LiveJob", "Observed"]

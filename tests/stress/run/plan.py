@@ -37,6 +37,7 @@ from stress.suite import (
     read_json,
 )
 from stress.suite import claude_stream as claude_mod
+from stress.suite.explain import explain
 from stress.suite.model import REAL_MODEL
 from stress.suite.verdict import MatchRule, PassThreshold
 
@@ -54,6 +55,8 @@ def load_suites(names: list[str], *, complex_mode: bool) -> list[Suite]:
             continue
         if complex_mode and suite.format == FORMAT_OURS:
             suite = _default_complex_match(suite)
+        for w in suite.warnings:
+            print(f"{suite.path}: warning: {w}", file=sys.stderr)
         suites.append(suite)
     if errors:
         raise UsageError("\n".join(errors))
@@ -66,7 +69,7 @@ def _default_complex_match(suite: Suite) -> Suite:
     if "match" in (raw.get("defaults") or {}):
         return suite
     explicit = {t.get("id") for t in raw.get("tests", []) if isinstance(t, dict) and "match" in t}
-    tests = tuple(t if t.id in explicit else replace(t, match=COMPLEX_DEFAULT_MATCH)
+    tests = tuple(t if (t.test_id or t.id) in explicit else replace(t, match=COMPLEX_DEFAULT_MATCH)
                   for t in suite.tests)
     return replace(suite, tests=tests)
 
@@ -103,10 +106,11 @@ def apply_template(suite: Suite, template: list[str]) -> Suite:
 
 
 def matches_filter(test: SuiteTest, filters: list[str]) -> bool:
-    """`--filter`: a glob on the test's id or any of its tags; no filter keeps every test."""
+    """`--filter`: a glob on the case's id, its test's id (every case of a matrix) or any of its
+    tags; no filter keeps every test."""
     if not filters:
         return True
-    names = [test.id, *test.tags]
+    names = [test.id, *([test.test_id] if test.test_id else []), *test.tags]
     return any(fnmatch.fnmatchcase(n, f) for f in filters for n in names)
 
 
@@ -162,6 +166,8 @@ def executables(plan: list[Planned]) -> list[str]:
             names.append("sh" if inv.command is not None else (inv.args or ("sh",))[0])
         if p.uses_claude:
             names.append("claude")
+        if any(a.type == "python-runs" for a in t.assertions):
+            names.append("python3")  # stress.run.code_runs runs the model's code on the service
     return list(dict.fromkeys(names))
 
 
@@ -188,6 +194,16 @@ def count_runs(plan: list[Planned]) -> int:
     return sum(p.repeat for p in plan)
 
 
+def explain_or_usage(suites: list[Suite], wanted: str, out: TextIO | None = None) -> int:
+    """`--explain ID`: print how it was read (exit 0), or UsageError when nothing is named so."""
+    text = explain(suites, wanted)
+    if text is None:
+        raise UsageError(f"--explain: no test or case {wanted!r} in "
+                         + ", ".join(s.name for s in suites))
+    print(text, file=out or sys.stdout)
+    return 0
+
+
 def list_plan(suites: list[Suite], plan: list[Planned], out: TextIO | None = None) -> None:
     """`--list`: per suite, the selected tests with their limits, tags and invocation."""
     out = out or sys.stdout
@@ -208,6 +224,8 @@ def list_plan(suites: list[Suite], plan: list[Planned], out: TextIO | None = Non
                 bits.append("requires " + ",".join(t.requires))
             if t.instances:
                 bits.append(f"{t.instances.count} instances ({t.instances.criterion})")
+            if t.assertions:
+                bits.append(f"{len(t.assertions)} assertions")
             tags = ",".join(t.tags) or "-"
             print(f"  {t.id}\t{t.name}\ttags={tags}\t{'; '.join(bits)}\t{invocation_summary(t)}", file=out)
     print(f"{len(plan)} tests", file=out)

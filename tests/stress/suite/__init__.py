@@ -1,4 +1,4 @@
-"""stress.suite: what a suite says and how an answer is judged. Load one (`load_suite`) from our JSON format or the two older formats, read as is.
+"""stress.suite: what a suite says and how an answer is judged. Load one (`load_suite`) from our JSON format or the older formats, read as is.
 
 Why one entry point for three formats: the suites written for earlier harnesses (the unified task
 list of seed 004, the simple/medium/complex task lists of seed 002) are the corpus we are judged
@@ -17,8 +17,12 @@ Where each part lives (this module finds the file, detects its format and dispat
   json_file           reading a file as JSON (line/column, duplicate keys)
   placeholders        ${TIMESTAMP}, ${PROMPT}, ...
   ours                our format (pydantic models mirroring suite.schema.json)
-  unified             seed 004's unified task list
-  task_list           seed 002's task lists
+  unified             seed 004's unified task list (and categories holding `tests`)
+  task_list           seed 002's task lists (also `test_id`-named, with `validation`)
+  fixtures            the earlier Python API's prompt fixtures (`params`, `json_mode`)
+  older               one test of any older shape; `validation` -> assertions
+  matrix              `vars` / `params` matrices, case ids, {{name}} placeholders
+  assertions          the `assert` list, read and checked; assert_eval judges it on an `answer`
 Every name other modules import from here stays importable from here.
 
 Imports those modules only: never the runner or the CLI (they import this), never the service's
@@ -31,10 +35,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from stress.suite.fixtures import FIXTURE_TEST_KEYS, load_fixtures
 from stress.suite.json_file import read_json
 from stress.suite.model import (
+    CASE_ID_RE,
     CRITERIA,
     DEFAULT_TIMEOUT,
+    FORMAT_FIXTURES,
     FORMAT_OURS,
     FORMAT_TASK_LIST,
     FORMAT_UNIFIED,
@@ -71,12 +78,12 @@ from stress.suite.task_list import (
 from stress.suite.unified import SEED004_DEFAULT_COMMAND, load_unified
 
 __all__ = [
-    "COMPLEX_MIN_RATIO", "CRITERIA", "DEFAULT_CLAUDE_COMMAND", "DEFAULT_TIMEOUT", "ENV_NAME_RE",
-    "FORMATS", "FORMAT_OURS", "FORMAT_TASK_LIST", "FORMAT_UNIFIED", "ID_RE", "PLACEHOLDERS",
+    "CASE_ID_RE", "COMPLEX_MIN_RATIO", "CRITERIA", "DEFAULT_CLAUDE_COMMAND", "DEFAULT_TIMEOUT", "ENV_NAME_RE",
+    "FORMATS", "FORMAT_FIXTURES", "FORMAT_OURS", "FORMAT_TASK_LIST", "FORMAT_UNIFIED", "ID_RE", "PLACEHOLDERS",
     "REPO_ROOT", "SCHEMA_PATH", "SEED004_DEFAULT_COMMAND", "SPEC_MODELS", "WORD_RE",
     "DefaultsSpec", "Instances", "InstancesSpec", "Invocation", "Problem", "Source", "Suite",
     "SuiteError", "SuiteSpec", "SuiteTest", "SuiteTestSpec", "Variant", "VariantSpec",
-    "detect_format", "is_complex_task_list", "json_path", "list_suites", "load_suite",
+    "detect_format", "is_complex_task_list", "not_a_suite", "json_path", "list_suites", "load_suite",
     "new_timestamp", "read_json", "resolve_suite_path", "suite_to_json",
 ]
 
@@ -92,18 +99,48 @@ _OUR_ONLY_TEST_KEYS = {"args", "prompt", "match", "must_not_contain", "expect_ex
 
 
 def detect_format(raw: Any) -> str:
-    """Which format a parsed file is in. Ambiguous files are taken as ours (strictest checks)."""
+    """Which format a parsed file is in. Ambiguous files are taken as ours (strictest checks).
+
+    Older shapes are known by what only they have: `categories` (unified task lists), a test
+    with `params` / `json_mode` / `stream`, or named tests without ids under a suite `name`
+    (prompt fixtures), a `task_list_id` / `test_id` / suite `timeout`, or a test with a
+    `validation` object or only a `name` (task lists) - and never a key only ours has."""
     if not isinstance(raw, dict):
         return FORMAT_OURS
-    if "categories" in raw and "tests" not in raw and not (_OUR_ONLY_SUITE_KEYS & set(raw)):
+    keys = set(raw)
+    if "categories" in raw and "tests" not in raw and not (_OUR_ONLY_SUITE_KEYS & keys):
         return FORMAT_UNIFIED
-    if _OUR_ONLY_SUITE_KEYS & set(raw):
-        return FORMAT_OURS
     tests = raw.get("tests")
-    if (isinstance(tests, list) and ("task_list_id" in raw or "timeout" in raw)
-            and not any(isinstance(t, dict) and _OUR_ONLY_TEST_KEYS & set(t) for t in tests)):
+    if (_OUR_ONLY_SUITE_KEYS - {"name"}) & keys or not isinstance(tests, list):
+        return FORMAT_OURS
+    dicts = [t for t in tests if isinstance(t, dict)]
+    fixture_like = any(FIXTURE_TEST_KEYS & set(t) for t in dicts) or (
+        "name" in keys and dicts and all("id" not in t for t in dicts))
+    if fixture_like and not any((_OUR_ONLY_TEST_KEYS - {"prompt", "repeat", "tags"}) & set(t) for t in dicts):
+        return FORMAT_FIXTURES
+    if any(_OUR_ONLY_TEST_KEYS & set(t) for t in dicts):
+        return FORMAT_OURS
+    if "name" in keys:
+        return FORMAT_OURS
+    if {"task_list_id", "test_id", "timeout"} & keys or any(
+            "validation" in t or "id" not in t for t in dicts):
         return FORMAT_TASK_LIST
     return FORMAT_OURS
+
+
+SUITE_KEYS = {"tests", "categories", "name", "$schema", "defaults", "task_list_id", "test_id"}
+"""A JSON object with none of these is not a suite in any format we read."""
+
+
+def not_a_suite(raw: Any) -> str | None:
+    """One line saying what a suite looks like, for a file that is not one at all; else None."""
+    if isinstance(raw, dict) and SUITE_KEYS & set(raw):
+        return None
+    shape = ('with a "tests" list (our format, task lists, prompt fixtures) or a "categories" '
+             'object (unified task lists)')
+    if not isinstance(raw, dict):
+        return f"a suite must be a JSON object {shape}; got {describe_json(raw)}"
+    return f"not a suite: expected a JSON object {shape}; got keys {', '.join(sorted(raw)[:6]) or 'none'}"
 
 
 def resolve_suite_path(path_or_name: str | os.PathLike[str], configs_dir: Path = Path("configs")) -> Path:
@@ -149,6 +186,9 @@ def load_suite(
     """
     file = resolve_suite_path(path_or_name, configs_dir)
     raw = read_json(file)
+    refusal = None if suite_format else not_a_suite(raw)
+    if refusal:
+        raise SuiteError(file, [Problem("$", refusal)])
     fmt = suite_format or detect_format(raw)
     if fmt not in FORMATS:
         raise ValueError(f"unknown suite format {fmt!r} (expected one of {FORMATS})")
@@ -159,4 +199,6 @@ def load_suite(
         raise SuiteError(file, [Problem("$", f"a suite must be a JSON object, got {describe_json(raw)}")])
     if fmt == FORMAT_UNIFIED:
         return load_unified(raw, file, ts)
+    if fmt == FORMAT_FIXTURES:
+        return load_fixtures(raw, file, ts)
     return load_task_list(raw, file, ts, complex_suite)

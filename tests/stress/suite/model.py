@@ -8,10 +8,10 @@ Words (the harness's glossary): a *test* is an entry of a suite (`SuiteTest`); a
 expansion of a test; an *attempt* is one run of a case (repeats, retries); an *instance* is one
 of K concurrent runs of an instances test (`Instances`, `Variant`).
 
-Why a module of its own: three loaders build these values and the runner, the CLI and the
+Why a module of its own: four loaders build these values and the runner, the CLI and the
 reports read them; none of those readers should need a loader to name a type. So this module
-imports only `stress.suite.verdict` (the rules a test carries): never a loader, never `stress.suite`,
-never the service's internals (`cc_executor.jobs/server/process/tree/registry`).
+imports only `stress.suite.verdict` and `stress.suite.assertions` (the rules a test carries):
+never a loader, never `stress.suite`, never the service's internals (`cc_executor.jobs/server/process/tree/registry`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from stress.suite.assertions import Assertion
 from stress.suite.verdict import (
     ALL_REPEATS,
     ExitExpectation,
@@ -35,7 +36,9 @@ FORMAT_UNIFIED = "unified-tasks"
 """Seed 004's `unified_stress_test_tasks.json`: categories.<name>.tasks[]."""
 FORMAT_TASK_LIST = "task-list"
 """Seed 002's simple/medium/complex files: a top-level tests[] with a suite-level timeout."""
-FORMATS = (FORMAT_OURS, FORMAT_UNIFIED, FORMAT_TASK_LIST)
+FORMAT_FIXTURES = "prompt-fixtures"
+"""The earlier project's Python API fixtures: named tests with a prompt and `params`."""
+FORMATS = (FORMAT_OURS, FORMAT_UNIFIED, FORMAT_TASK_LIST, FORMAT_FIXTURES)
 
 REAL_MODEL = "real-model"
 """The requirement of a test that needs the real model API (skipped offline: --model real)."""
@@ -46,6 +49,10 @@ DEFAULT_TIMEOUT = 120.0
 ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 ID_RULE = "1-128 letters, digits, '_', '.', '-', starting with a letter or digit"
 """`ID_RE` in words, for the message that refuses an id (ids name tests on the command line)."""
+CASE_ID_RE = (r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+              r"(\([A-Za-z_][A-Za-z0-9_]*=(#[0-9]+|[A-Za-z0-9._-]{1,24})"
+              r"(,[A-Za-z_][A-Za-z0-9_]*=(#[0-9]+|[A-Za-z0-9._-]{1,24}))*\))?$")
+"""A case's id: the test's id, then `(name=value,...)` for a test with vars (`stress.suite.matrix`)."""
 Criterion = Literal["fastest", "longest", "cheapest", "most_patterns"]
 """How the best of a test's concurrent instances is picked (the one list of these names)."""
 CRITERIA: tuple[str, ...] = get_args(Criterion)
@@ -156,6 +163,16 @@ class SuiteTest:
     extra: Mapping[str, Any] = field(default_factory=dict)
     expect_end: Literal["exited", "stalled", "timeout"] | None = None
     """How the run must end; None: by itself (judged by expect_exit). See verdict.EXPECTABLE_ENDS."""
+    assertions: tuple[Assertion, ...] = ()
+    """The `assert` list (`stress.suite.assertions`), {{vars}} filled."""
+    threshold: float | None = None
+    """Weighted share of assertions that must pass; None: every one (promptfoo's rule)."""
+    test_id: str | None = None
+    """The id of the test this case expands (None: the same as `id`, a test without vars)."""
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    """This case's values of the test's vars."""
+    origin: Any = None
+    """The test object as the file wrote it, for --explain."""
 
     def invocation(self, instance: int | None = None) -> Invocation:
         """What to start, for the whole test or for one of its concurrent instances."""
@@ -208,7 +225,13 @@ class SuiteTest:
             out["input"] = self.input
         if self.instances is not None:
             out["instances"] = self.instances.to_json()
+        if self.assertions:
+            out["assert"] = [a.to_json() for a in self.assertions]
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
         extra = dict(self.extra)
+        if self.vars:
+            extra.setdefault("vars", dict(self.vars))
         if self.prompt is not None:
             extra.setdefault("prompt", self.prompt)
         extra.setdefault("source", str(self.source))
@@ -228,6 +251,8 @@ class Suite:
     """The one ${TIMESTAMP} value substituted everywhere in this load."""
     tests: tuple[SuiteTest, ...]
     extra: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    """What an older format says that we read but do not act on ("$.path: message")."""
 
     def test(self, test_id: str) -> SuiteTest:
         for t in self.tests:
@@ -250,12 +275,36 @@ class Suite:
         return replace(self, tests=kept)
 
 
+_TEXT_KEYS = ("name", "description", "command", "args", "expected_patterns", "must_not_contain",
+              "env", "input", "assert")
+"""Where our format reads {{var}} placeholders: a literal `{{` there is written `\\{{`."""
+
+
+def _escape_braces(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("{{", "\\{{")
+    if isinstance(value, list):
+        return [_escape_braces(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _escape_braces(v) for k, v in value.items()}
+    return value
+
+
 def suite_to_json(suite: Suite) -> dict[str, Any]:
     """A loaded suite (any format) written in our format, with every per-test value explicit."""
     out: dict[str, Any] = {"name": suite.name}
     if suite.description:
         out["description"] = suite.description
-    out["tests"] = [t.to_json() for t in suite.tests]
+    out["tests"] = []
+    position: dict[str, int] = {}
+    for t in suite.tests:
+        doc = {k: (_escape_braces(v) if k in _TEXT_KEYS else v) for k, v in t.to_json().items()}
+        if t.test_id is not None and t.test_id != t.id:
+            # A case of a matrix: its filled values stand alone under an id the format accepts.
+            position[t.test_id] = position.get(t.test_id, 0) + 1
+            doc["id"] = f"{t.test_id}-{position[t.test_id]}"
+            doc["extra"]["case_id"] = t.id
+        out["tests"].append(doc)
     extra = {"converted_from": {"file": str(suite.path), "format": suite.format}}
     if suite.extra:
         extra["original"] = dict(suite.extra)

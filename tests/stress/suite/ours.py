@@ -19,11 +19,14 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 
+from stress.suite.assertions import Assertion, parse_assertion
+from stress.suite.matrix import PlaceholderError, check_vars, expand, fill_json
 from stress.suite.model import (
     DEFAULT_TIMEOUT,
     FORMAT_OURS,
@@ -98,6 +101,7 @@ MatchField = Annotated[MatchRule, _plain(MatchRule.from_json)]
 ExitField = Annotated[ExitExpectation, _plain(ExitExpectation.from_json)]
 ThresholdField = Annotated[PassThreshold, _plain(PassThreshold.from_json)]
 TemplateField = Annotated[str | tuple[str, ...], _plain(_parse_template)]
+AssertionField = Annotated[Assertion, _plain(parse_assertion)]
 Seconds = Annotated[float, Field(gt=0, le=86400)]
 Repeat = Annotated[int, Field(ge=1, le=1000)]
 Word = Annotated[str, Field(pattern=WORD_RE)]
@@ -134,6 +138,7 @@ class DefaultsSpec(_Spec):
     repeat: Repeat | None = None
     expect_exit: ExitField | None = None
     claude_command: TemplateField | None = None
+    assert_: list[AssertionField] = Field([], alias="assert")
 
 
 class SuiteTestSpec(_Spec):
@@ -160,6 +165,9 @@ class SuiteTestSpec(_Spec):
     cwd: NonEmpty | None = None
     input: str | None = None
     instances: InstancesSpec | None = None
+    assert_: list[AssertionField] = Field([], alias="assert")
+    threshold: Annotated[float, Field(ge=0, le=1)] | None = None
+    vars: dict[str, Any] = {}
     extra: dict[str, Any] = {}
 
 
@@ -195,8 +203,49 @@ def load_ours(raw: Any, file: Path, timestamp: str) -> Suite:
     spec = _validate(raw, file)
     d = spec.defaults
     template = d.claude_command if d.claude_command is not None else DEFAULT_CLAUDE_COMMAND
-    tests = tuple(_resolve_test(t, i, d, template, file, timestamp) for i, t in enumerate(spec.tests))
-    return Suite(spec.name, spec.description, file, FORMAT_OURS, timestamp, tests, dict(spec.extra))
+    tests: list[SuiteTest] = []
+    located: list[Located] = []
+    for i, t in enumerate(raw["tests"]):
+        tests += _cases(t, i, d, template, file, timestamp, located, raw.get("defaults"))
+    if located:
+        raise SuiteError(file, ordered_problems(located))
+    return Suite(spec.name, spec.description, file, FORMAT_OURS, timestamp, tuple(tests), dict(spec.extra))
+
+
+FILLED_KEYS = ("name", "description", "command", "args", "prompt", "expected_patterns",
+               "must_not_contain", "assert", "env", "input")
+"""Where {{var}} placeholders are filled (and `\\{{` unescaped) in a test of our format."""
+
+
+def _cases(raw_t: dict[str, Any], i: int, d: DefaultsSpec, template: str | tuple[str, ...],
+           file: Path, timestamp: str, located: list[Located],
+           raw_defaults: dict[str, Any] | None = None) -> list[SuiteTest]:
+    """Test `i` as its cases: one per combination of its vars (one when it has none), each
+    with the placeholders filled (`defaults.assert` put before the test's own assertions),
+    validated again and resolved under the case id."""
+    out = []
+    shared = (raw_defaults or {}).get("assert", [])
+    for case in expand(raw_t.get("vars") or {}):
+        filled = {k: (fill_json(v, case.values, typed=k == "assert") if k in FILLED_KEYS else v)
+                  for k, v in raw_t.items()}
+        if shared:
+            try:
+                filled["assert"] = fill_json(shared, case.values, typed=True) + filled.get("assert", [])
+            except PlaceholderError as e:
+                loc = ("defaults", "assert")
+                located.append((loc, Problem(json_path(loc), f"{e} (in test {raw_t['id']!r})")))
+                continue
+        try:
+            spec_t = SuiteTestSpec.model_validate(filled)
+        except ValidationError as e:
+            for loc, p in _pydantic_problems(e):
+                full = ("tests", i, *loc)
+                located.append((full, Problem(json_path(full), f"{p.message} (case {raw_t['id']}{case.suffix})")))
+            continue
+        t = _resolve_test(spec_t, i, d, template, file, timestamp)
+        out.append(replace(t, id=t.id + case.suffix, test_id=t.id if case.suffix else None,
+                           vars=dict(case.values), origin=raw_t))
+    return out
 
 
 def _validate(raw: dict[str, Any], file: Path) -> SuiteSpec:
@@ -311,6 +360,23 @@ def _test_problems(t: dict[str, Any], i: int, defaults: dict[str, Any], base_dir
     cwd = t.get("cwd")
     if isinstance(cwd, str) and cwd and not (base_dir / cwd).is_dir():
         add(loc + ("cwd",), f"directory {cwd!r} does not exist (relative to {base_dir})")
+    out += _var_problems(t, loc)
+    return out
+
+
+def _var_problems(t: dict[str, Any], loc: tuple) -> list[Located]:
+    """A bad `vars` object, and every {{name}} that names no var (found per key)."""
+    out: list[Located] = []
+    raw_vars = t.get("vars", {})
+    for msg in check_vars(raw_vars):
+        out.append((loc + ("vars",), Problem(json_path(loc + ("vars",)), msg)))
+    names = {k: None for k in raw_vars} if isinstance(raw_vars, dict) else {}
+    for key in FILLED_KEYS:
+        if key in t:
+            try:
+                fill_json(t[key], names)
+            except PlaceholderError as e:
+                out.append((loc + (key,), Problem(json_path(loc + (key,)), str(e))))
     return out
 
 
@@ -354,6 +420,8 @@ def _resolve_test(t: SuiteTestSpec, i: int, d: DefaultsSpec, template: str | tup
         source=Source(str(file), json_path(("tests", i))),
         extra=dict(t.extra),
         expect_end=t.expect_end,
+        assertions=tuple(t.assert_),
+        threshold=t.threshold,
     )
 
 

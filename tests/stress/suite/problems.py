@@ -112,9 +112,23 @@ class ProblemCollector:
 
     def __init__(self) -> None:
         self.problems: list[Located] = []
+        self.warnings: list[str] = []
+        """What the file says that we read but do not act on: "$.path: message"."""
 
     def add(self, loc: tuple, msg: str) -> None:
         self.problems.append((loc, Problem(json_path(loc), msg)))
+
+    def warn(self, loc: tuple, msg: str) -> None:
+        self.warnings.append(f"{json_path(loc)}: {msg}")
+
+    def warn_unknown(self, obj: Mapping[str, Any], loc: tuple, known: Iterable[str]) -> dict[str, Any]:
+        """Every key of `obj` not in `known`, warned with its path (an older format's key may
+        carry meaning we do not act on: never silently dropped); returned to keep in `extra`."""
+        known = set(known)
+        unknown = {k: v for k, v in obj.items() if k not in known}
+        for k in unknown:
+            self.warn(loc + (k,), "unknown key: read, kept, not acted on")
+        return unknown
 
     def get(self, obj: Mapping[str, Any], key: str, loc: tuple, kind: str, *, required: bool = False,
             default: Any = None) -> Any:

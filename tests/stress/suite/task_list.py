@@ -18,29 +18,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cc_executor.claude_cli import mentions_claude
-from stress.suite.model import (
-    DEFAULT_TIMEOUT,
-    FORMAT_TASK_LIST,
-    Source,
-    Suite,
-    SuiteTest,
-)
-from stress.suite.placeholders import substitute
-from stress.suite.problems import ProblemCollector, json_path
-from stress.suite.verdict import (
-    ALL_REPEATS,
-    EXIT_ZERO,
-    MATCH_ALL,
-    MatchRule,
-    TextPattern,
-    describe_json,
-)
+from stress.suite.model import DEFAULT_TIMEOUT, FORMAT_TASK_LIST, Suite, SuiteTest
+from stress.suite.older import OlderContext, read_older_test
+from stress.suite.problems import ProblemCollector
+from stress.suite.verdict import MATCH_ALL, MatchRule, describe_json
 
 COMPLEX_MIN_RATIO = 0.8
 """Seed 002's complex runner passed a test at >= 80% of its patterns."""
 
-_TASK_LIST_TEST_KEYS = {"id", "name", "description", "command", "expected_patterns"}
+_TASK_LIST_SUITE_KEYS = {"task_list_id", "test_id", "name", "description", "timeout", "tests"}
 
 
 def is_complex_task_list(raw: Mapping[str, Any], file: Path) -> bool:
@@ -50,7 +36,8 @@ def is_complex_task_list(raw: Mapping[str, Any], file: Path) -> bool:
 
 
 def load_task_list(raw: dict[str, Any], file: Path, timestamp: str, complex_suite: bool | None) -> Suite:
-    """Every entry of `tests` as a test; SuiteError lists every problem in the file."""
+    """Every entry of `tests` as a test (`stress.suite.older` reads each, `validation` and
+    `params` included); SuiteError lists every problem in the file, unknown keys are warnings."""
     ck = ProblemCollector()
     timeout = ck.get(raw, "timeout", (), "number", default=DEFAULT_TIMEOUT)
     tests_raw = ck.get(raw, "tests", (), "list", required=True, default=[])
@@ -59,40 +46,27 @@ def load_task_list(raw: dict[str, Any], file: Path, timestamp: str, complex_suit
     is_complex = complex_suite if complex_suite is not None else is_complex_task_list(raw, file)
     # The earlier simple and medium runners failed a test unless every pattern was found.
     match = MatchRule("min_ratio", COMPLEX_MIN_RATIO) if is_complex else MATCH_ALL
-    seen: dict[str, tuple] = {}
+    name = suite_name(raw, file)
+    ctx = OlderContext(file, timestamp, ck, float(timeout), match,
+                       tags=(raw["task_list_id"],) if isinstance(raw.get("task_list_id"), str) else ())
     tests: list[SuiteTest] = []
     for i, t in enumerate(tests_raw):
-        loc = ("tests", i)
         if not isinstance(t, dict):
-            ck.add(loc, f"a test must be an object, got {describe_json(t)}")
+            ck.add(("tests", i), f"a test must be an object, got {describe_json(t)}")
             continue
-        tid = ck.get(t, "id", loc, "string", required=True)
-        ck.check_id(tid, loc + ("id",), seen)
-        command = ck.get(t, "command", loc, "string", required=True)
-        if isinstance(command, str) and not command.strip():
-            ck.add(loc + ("command",), "must not be empty")
-        patterns = ck.get(t, "expected_patterns", loc, "strings", default=[])
-        name = ck.get(t, "name", loc, "string", default=tid)
-        desc = ck.get(t, "description", loc, "string", default="")
-        if not isinstance(tid, str) or not isinstance(command, str):
-            continue
-        command = substitute(command, {"TIMESTAMP": timestamp, "TEST_ID": tid})
-        claude = mentions_claude(command)
-        tests.append(SuiteTest(
-            id=tid, name=name or tid, description=desc or "",
-            tags=(raw["task_list_id"],) if isinstance(raw.get("task_list_id"), str) else (),
-            kind="command", command=command, args=None, prompt=None,
-            expected_patterns=tuple(TextPattern(p) for p in patterns),
-            match=match, must_not_contain=(), expect_exit=EXIT_ZERO,
-            timeout=float(timeout), stall_timeout=None, repeat=1, pass_threshold=ALL_REPEATS,
-            requires=("claude", "real-model") if claude else (),
-            env={}, cwd=None, input=None, instances=None,
-            source=Source(str(file), json_path(loc)),
-            extra={k: v for k, v in t.items() if k not in _TASK_LIST_TEST_KEYS},
-        ))
+        tests += read_older_test(t, ("tests", i), ctx)
     ck.raise_if_any(file)
-    name = raw.get("task_list_id") if isinstance(raw.get("task_list_id"), str) else file.stem
     desc = raw.get("description") if isinstance(raw.get("description"), str) else ""
+    ck.warn_unknown(raw, (), _TASK_LIST_SUITE_KEYS)
     suite_extra = {k: v for k, v in raw.items() if k not in ("tests", "description")}
     suite_extra["complex"] = is_complex
-    return Suite(name, desc, file, FORMAT_TASK_LIST, timestamp, tuple(tests), suite_extra)
+    return Suite(name, desc, file, FORMAT_TASK_LIST, timestamp, tuple(tests), suite_extra,
+                 warnings=tuple(ck.warnings))
+
+
+def suite_name(raw: dict[str, Any], file: Path) -> str:
+    """An older suite's name: `task_list_id`, `test_id` or `name`, else the file's stem."""
+    for key in ("task_list_id", "test_id", "name"):
+        if isinstance(raw.get(key), str) and raw[key].strip():
+            return raw[key]
+    return file.stem

@@ -33,12 +33,15 @@ from stress.suite.model import (
     SuiteTest,
     Variant,
 )
+from stress.suite.older import OlderContext, read_older_test, validation_assertions
 from stress.suite.placeholders import substitute
 from stress.suite.problems import ProblemCollector, json_path
+from stress.suite.task_list import suite_name
 from stress.suite.verdict import (
     ALL_REPEATS,
     EXIT_NONZERO,
     EXIT_ZERO,
+    MATCH_ALL,
     MATCH_ANY,
     MATCH_NONE_REQUIRED,
     TextPattern,
@@ -55,8 +58,10 @@ SEED_CRITERIA = {"FASTEST": "fastest", "MOST_DETAILED": "longest", "LONGEST": "l
 """Seed 004's evaluation_criteria words, as our instance criteria."""
 
 _UNIFIED_TASK_KEYS = {"id", "name", "natural_language_request", "command_template", "metatags",
-                      "verification", "concurrent_instances", "evaluation_criteria", "models",
+                      "verification", "validation", "concurrent_instances", "evaluation_criteria", "models",
                       "temperature_range"}
+_UNIFIED_SUITE_KEYS = {"task_list_id", "test_id", "name", "description", "categories",
+                       "execution_config"}
 _UNIFIED_VERIFY_KEYS = {"expected_patterns", "timeout", "stall_timeout", "marker",
                         "expect_non_zero_exit", "save_output", "description"}
 
@@ -116,13 +121,18 @@ def load_unified(raw: dict[str, Any], file: Path, timestamp: str) -> Suite:
     elif categories and not tests and not ck.problems:
         ck.add(("categories",), "contains no tasks")
     ck.raise_if_any(file)
-    name = raw.get("task_list_id") if isinstance(raw.get("task_list_id"), str) else file.stem
+    ck.warn_unknown(raw, (), _UNIFIED_SUITE_KEYS)
+    exec_cfg = raw.get("execution_config")
+    if isinstance(exec_cfg, dict):
+        ck.warn_unknown(exec_cfg, ("execution_config",), {"default_timeout"})
+    name = suite_name(raw, file)
     desc = raw.get("description") if isinstance(raw.get("description"), str) else ""
     suite_extra = {k: v for k, v in raw.items() if k not in ("categories", "description")}
     suite_extra["categories"] = {
         c: {k: v for k, v in b.items() if k != "tasks"} for c, b in categories.items() if isinstance(b, dict)
     }
-    return Suite(name, desc, file, FORMAT_UNIFIED, timestamp, tuple(tests), suite_extra)
+    return Suite(name, desc, file, FORMAT_UNIFIED, timestamp, tuple(tests), suite_extra,
+                 warnings=tuple(ck.warnings))
 
 
 def _default_timeout(raw: dict[str, Any]) -> float:
@@ -152,6 +162,9 @@ class _UnifiedReader:
         if not isinstance(body, dict):
             self.ck.add(cloc, f"must be an object with 'tasks', got {describe_json(body)}")
             return []
+        self.ck.warn_unknown(body, cloc, {"description", "tasks", "tests", "timeout"})
+        if "tests" in body and "tasks" not in body:
+            return self.category_tests(cat, body, cloc)
         tasks = self.ck.get(body, "tasks", cloc, "list", required=True, default=[])
         cat_desc = body.get("description") if isinstance(body.get("description"), str) else ""
         tests = []
@@ -164,6 +177,21 @@ class _UnifiedReader:
             if test is not None:
                 tests.append(test)
         return tests
+
+    def category_tests(self, cat: str, body: dict[str, Any], cloc: tuple) -> list[SuiteTest]:
+        """A category holding `tests` (the earlier implementation's shape): each read like a task
+        list's test (`stress.suite.older`), tagged with the category, under its `timeout`."""
+        tests_raw = self.ck.get(body, "tests", cloc, "list", default=[])
+        timeout = self.ck.get(body, "timeout", cloc, "number", default=self.default_timeout)
+        ctx = OlderContext(self.file, self.timestamp, self.ck, float(timeout), MATCH_ALL,
+                           tags=(cat,), seen=self.seen)
+        out: list[SuiteTest] = []
+        for i, t in enumerate(tests_raw):
+            if not isinstance(t, dict):
+                self.ck.add(cloc + ("tests", i), f"a test must be an object, got {describe_json(t)}")
+                continue
+            out += read_older_test(t, cloc + ("tests", i), ctx)
+        return out
 
     def task(self, task: dict[str, Any], loc: tuple, cat: str, cat_desc: str) -> SuiteTest | None:
         """One task as a test; None when it has no usable id. Every check runs, in file order,
@@ -186,6 +214,10 @@ class _UnifiedReader:
         non_zero = ck.get(ver, "expect_non_zero_exit", vloc, "bool", default=False)
         ck.get(ver, "save_output", vloc, "bool")
         instances = _unified_instances(ck, task, loc)
+        ck.warn_unknown(task, loc, _UNIFIED_TASK_KEYS)
+        assertions = validation_assertions(task["validation"], loc + ("validation",), ck) \
+            if "validation" in task else []
+        ck.warn_unknown(ver, vloc, _UNIFIED_VERIFY_KEYS)
         if not isinstance(tid, str):
             return None
 
@@ -228,6 +260,8 @@ class _UnifiedReader:
             instances=instances,
             source=Source(str(self.file), json_path(loc)),
             extra=_kept_keys(extra, task, ver, default_command=template is None),
+            origin=task,
+            assertions=tuple(assertions),
         )
 
 

@@ -10,7 +10,8 @@ Owns: why a verdict is what it is (`Reason`), the rules a test sets (`MatchRule`
 together (`judge_repeats`). The patterns and the matching are in `stress.suite.patterns`; their names are
 re-exported here, since most callers import them with the rules.
 
-Imports only `stress.suite.patterns`: never the suite loaders, the runner, or the service's internals
+Imports only `stress.suite.patterns` and `stress.suite.assert_eval` (the `assert` list's
+results, scored here into the verdict): never the suite loaders, the runner, or the service's internals
 (`cc_executor.jobs/server/process/tree/registry`).
 """
 
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from stress.suite.assert_eval import AssertionResult, score
 from stress.suite.patterns import (
     REGEX_FLAGS,
     Coverage,
@@ -60,6 +62,8 @@ class Reason(str, enum.Enum):
     """The test set `expect_end` (e.g. "stalled") and the run ended another way."""
     LEFTOVER_PROCESSES = "leftover_processes"
     """Processes of the job were still alive after the service reported its end."""
+    ASSERTION_FAILED = "assertion_failed"
+    """The test's `assert` list did not pass (an assertion failed, or the score missed `threshold`)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,6 +238,8 @@ class Verdict:
     forbidden_seen: tuple[str, ...]
     failures: tuple[Reason, ...]
     """Every failure found, not only the first (empty when passed)."""
+    assertions: tuple[AssertionResult, ...] = ()
+    """Every assertion of the test's `assert` list with passed / failed / skipped and why."""
 
     @property
     def coverage(self) -> float:
@@ -252,6 +258,7 @@ class Verdict:
             "patterns_required": self.patterns_required,
             "forbidden_seen": list(self.forbidden_seen),
             "failures": [f.value for f in self.failures],
+            "assertions": [r.to_json() for r in self.assertions],
         }
 
 
@@ -282,6 +289,7 @@ def judge(
     *,
     detail: str | None = None,
     leftovers: Sequence[str] = (),
+    assertions: Sequence[AssertionResult] = (),
 ) -> Verdict:
     """Judge one attempt of `test`.
 
@@ -291,6 +299,9 @@ def judge(
     `leftovers` describes processes of the job still alive after its end ("pid: cmdline"); any
     fails the run (reason leftover_processes, after how it ended).
     A test's `expect_end` ("stalled" / "timeout") turns that end into the expected one.
+    `assertions` are the results of the test's `assert` list on this attempt's answer
+    (`stress.suite.assert_eval`); they fail the run (assertion_failed, last in order) unless they
+    pass, or their weighted score reaches the test's `threshold`.
 
     Failures are collected in a fixed order (how it ended, leftovers, exit code, forbidden,
     missing) so that `reason`, the first, is the most fundamental one.
@@ -300,9 +311,18 @@ def judge(
     matched = _match_output(test, output_text or "")
     failures = _end_failures(test, end, expect_end, exit_code, detail)
     failures += _result_failures(test, end, expect_end, exit_code, leftovers, matched)
+    if end != "skipped" and assertions:
+        sc = score(assertions, getattr(test, "threshold", None))
+        if not sc.passed:
+            failures.append((Reason.ASSERTION_FAILED, sc.describe()))
     passed = not failures
     if passed:
         message = _passed_message(test, end, expect_end, exit_code, matched)
+        if assertions:
+            ok = sum(r.status == "passed" for r in assertions)
+            skipped = sum(r.status == "skipped" for r in assertions)
+            message += f", {ok}/{len(assertions)} assertions passed" + (
+                f" ({skipped} skipped)" if skipped else "")
     else:
         message = "; ".join(note for _, note in failures)
     return Verdict(
@@ -316,6 +336,7 @@ def judge(
         patterns_required=matched.required,
         forbidden_seen=matched.forbidden,
         failures=tuple(r for r, _ in failures),
+        assertions=tuple(assertions),
     )
 
 
