@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from stress.report.html.svg import PALETTE, figure_svg, new_figure
 from stress.report.results import Attempt, Outcome, RunResult
-from stress.report.text import attempts_that_ran
+from stress.report.text import attempts_that_ran, fmt_bytes
 
 MAX_LABELLED_BARS = 60
 """The timeline writes test ids on bars up to this many bars; beyond, colour only."""
@@ -192,7 +192,7 @@ def durations_chart(run: RunResult) -> Chart | None:
     ax.scatter(configured, list(ys), marker="x", s=18, color=PALETTE["limit"], zorder=3,
                label="configured timeout")
     ax.set_yticks(list(ys), [o.id for o, _ in rows], fontsize=7)
-    ax.set_xscale("log")
+    log_axis(ax, seconds=True)
     ax.set_xlabel("seconds (log scale)")
     ax.legend(fontsize=7, loc="lower right")
     more = len([1 for o in run.outcomes if _worst_attempt(o)]) - len(rows)
@@ -220,12 +220,12 @@ def distributions_chart(run: RunResult) -> Chart | None:
     durs = [max(a.duration, 1e-3) for a in ran]
     sizes = [max(a.stdout_bytes + a.stderr_bytes, 1) for a in ran]
     left.hist(durs, bins=_log_bins(durs, 1e-3), color=PALETTE["accent"])
-    left.set_xscale("log")
+    log_axis(left, seconds=True)
     left.set_xlabel("duration (s, log scale)")
     left.set_ylabel("runs")
     left.set_title("Run durations")
     right.hist(sizes, bins=_log_bins(sizes, 1), color=PALETTE["passed"])
-    right.set_xscale("log")
+    log_axis(right, seconds=False)
     right.set_xlabel("stdout + stderr (bytes, log scale)")
     right.set_ylabel("runs")
     right.set_title("Output sizes")
@@ -236,14 +236,21 @@ def distributions_chart(run: RunResult) -> Chart | None:
 
 
 def _pair():
-    from matplotlib.ticker import NullFormatter
-
     from stress.report.html.svg import pyplot
 
-    fig, axes = pyplot().subplots(1, 2, figsize=(9.0, 3.0))
-    for ax in axes:
-        ax.xaxis.set_minor_formatter(NullFormatter())  # log axes: decades only, no clutter
-    return fig, axes
+    return pyplot().subplots(1, 2, figsize=(9.0, 3.0))
+
+
+def log_axis(ax, *, seconds: bool) -> None:
+    """A log x axis labelled in plain numbers (`0.01`, `10`; `1 KiB` for bytes) at decades only:
+    matplotlib's default `10^-2` labels go through its TeX parser, which cost more than the rest
+    of the page together."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(
+        lambda v, _: f"{v:g}" if seconds else fmt_bytes(int(v)).replace(".0 ", " ")))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 __all__ = ["Bar", "Chart", "distributions_chart", "durations_chart", "pack_rows",
