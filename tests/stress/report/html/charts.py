@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from stress.report.html.svg import PALETTE, figure_svg, new_figure
 from stress.report.results import Attempt, Outcome, RunResult
-from stress.report.text import attempts_that_ran, fmt_bytes
+from stress.report.text import attempts_that_ran
 
 MAX_LABELLED_BARS = 60
 """The timeline writes test ids on bars up to this many bars; beyond, colour only."""
@@ -241,15 +241,22 @@ def _pair():
     return pyplot().subplots(1, 2, figsize=(9.0, 3.0))
 
 
+def _decimal(v: float) -> str:
+    """A decade of bytes as people read it on a log axis: `10 B`, `1 kB`, `100 MB`."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if v >= size:
+            return f"{v / size:g} {unit}"
+    return f"{v:g} B"
+
+
 def log_axis(ax, *, seconds: bool) -> None:
-    """A log x axis labelled in plain numbers (`0.01`, `10`; `1 KiB` for bytes) at decades only:
+    """A log x axis labelled in plain numbers (`0.01`, `10`; `1 kB` for bytes) at decades only:
     matplotlib's default `10^-2` labels go through its TeX parser, which cost more than the rest
     of the page together."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(
-        lambda v, _: f"{v:g}" if seconds else fmt_bytes(int(v)).replace(".0 ", " ")))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}" if seconds else _decimal(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
