@@ -65,7 +65,8 @@ def default_run_dir() -> Path:
 
 
 # Fields given in bytes: read with `parse_size`, shown with `format_size`.
-SIZE_FIELDS = ("max_frame", "batch_bytes", "max_buffer", "min_free_mem")
+SIZE_FIELDS = ("max_frame", "batch_bytes", "max_buffer", "min_free_mem", "spool_memory",
+               "spool_limit", "replay_window")
 
 
 class Settings(BaseModel):
@@ -103,6 +104,13 @@ class Settings(BaseModel):
                                   description="Longest wait before a partial batch")
     max_buffer: int = Field(defaults.MAX_BUFFER, gt=0, description="Undelivered output per job "
                             "before the runner stops reading the pipe (back-pressure)")
+    spool_memory: int = Field(4 * 1024**2, ge=0, description="Output of one resumable job "
+                              "(detach_timeout) kept in memory; more goes to an unlinked file "
+                              "under run_dir")
+    spool_limit: int = Field(256 * 1024**2, gt=0, description="Undelivered output a detached "
+                             "job may hold before it is paused (never truncated)")
+    replay_window: int = Field(4 * 1024**2, ge=0, description="Output already sent that a "
+                               "resumable job keeps for a replay after a dropped connection")
     is_sandbox: bool = Field(False, description="Set IS_SANDBOX=1 for claude (root + skip-perms)")
     claude_path: str | None = Field(None, description="Path of the claude executable")
     claude_capture: str = Field("file", pattern="^(file|pipe)$",
