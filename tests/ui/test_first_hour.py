@@ -161,3 +161,18 @@ def test_dev_names_a_bad_subcommand_and_help_exits_0():
     for flag in ("--help", "-h", "help"):
         ok = run(["./dev", flag])
         assert ok.returncode == 0 and "./dev serve" in ok.stdout and "--browser" in ok.stdout
+
+
+def test_the_service_never_imports_the_harness():
+    """The simulated model is the launcher's business (`./dev serve`); `cc_executor` itself
+    imports nothing of `stress`, so `python -m cc_executor` can never fake answers."""
+    import ast  # noqa: PLC0415
+
+    found = []
+    for path in sorted((REPO / "src" / "cc_executor").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            found += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "stress"]
+    assert found == []

@@ -125,3 +125,22 @@ def test_metrics_count_holds_timeouts_stalls_and_cancels(executor_service):
     assert m["cc_executor_job_cancels_total"][()] == 1.0
     # The held job waited for the first one's timeout before its own end.
     assert m["cc_executor_job_wait_seconds_sum"][(("reason", "cancelled"),)] > 0.3
+
+
+def test_a_dropped_resumable_job_is_counted_as_detached_until_it_expires(executor_service):
+    svc = executor_service(allow=["sleep"])
+
+    async def start_and_drop():
+        client = await ExecutorClient.connect(svc.url)
+        await client.start(args=["sleep", "30"], detach_timeout=1.0)
+        client.abort()  # a dropped transport, not a clean close: the job detaches
+    asyncio.run(start_and_drop())
+
+    def gauge(name):
+        return scrape(svc).get(name, {}).get(())
+    assert wait_until(lambda: gauge("cc_executor_jobs_detached") == 1.0, 10.0, interval=0.05)
+    assert gauge("cc_executor_jobs_running") == 1.0
+    # Nobody attached within detach_timeout: ended as a disconnect always was.
+    assert wait_until(lambda: gauge("cc_executor_jobs_detached") == 0.0, 15.0, interval=0.1)
+    assert wait_until(lambda: scrape(svc).get("cc_executor_jobs_completed_total", {}).get(
+        (("reason", "cancelled"),)) == 1.0, 10.0, interval=0.1)

@@ -71,3 +71,4 @@ def test_a_claude_job_that_is_not_logged_in_gets_a_hint(executor_service, tmp_pa
     assert done.returncode != 0
     assert "Not logged in" in done.stdout + done.stderr
     assert "./dev serve --model local" in done.stderr and "ANTHROPIC_API_KEY" in done.stderr
+

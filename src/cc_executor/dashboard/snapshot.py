@@ -30,7 +30,11 @@ def _output_bytes(job: Any) -> int:
 
 def _job_row(job: Any, now: float, position: int | None) -> FeedJob:
     run = job.run
-    state = "paused" if run is not None and getattr(run, "paused", False) else job.state
+    state = job.state
+    if run is not None and run.paused:
+        state = "paused"
+    elif state == "running" and job.owner is None:  # a resumable job whose client left
+        state = "detached"
     since = job.started_at if job.started_at is not None else job.queued_at
     return FeedJob(job_id=job.job_id, state=state, argv_head=argv_head(job.argv),
                    elapsed=round(max(0.0, now - since), 3), bytes=_output_bytes(job),
@@ -47,7 +51,7 @@ def _jobs(service: Any) -> tuple[list[FeedJob], dict[str, int]]:
     counts = {
         "running": jobs.running if jobs is not None else 0,
         "queued": len(jobs.queue) if jobs is not None else 0,
-        "detached": sum(1 for j in live if j.state == "detached" or getattr(j, "detached", False)),
+        "detached": jobs.resumer.count_detached() if jobs is not None else 0,
         "connections": len(service.connections),
     }
     return rows, counts

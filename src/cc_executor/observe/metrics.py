@@ -144,8 +144,7 @@ class LiveCollector(Collector):
     def _jobs(self) -> list[GaugeMetricFamily | None]:
         s = self.service
         jobs = s.jobs
-        table = list(jobs.jobs.values()) if jobs is not None else []
-        detached = sum(1 for j in table if j.state == "detached" or getattr(j, "detached", False))
+        detached = jobs.resumer.count_detached() if jobs is not None else 0
         info = GaugeMetricFamily("cc_executor_build_info", "Version, and what answers claude "
                                  "jobs (real or simulated); always 1", labels=["version", "model"])
         info.add_metric([__version__, s.settings.model], 1)
