@@ -26,11 +26,13 @@ from fastapi.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import __version__, aio, hardware, protocol, tree
+from . import __version__, aio, dashboard, hardware, protocol, tree
 from .admission import QUICK_SAMPLE, Admission, Limits, RunningJob
 from .containment.service import ServiceContainment
 from .jobs import JobManager
 from .load import Decision, LoadMonitor
+from .observe import Observation, install_metrics_route
+from .outbox import Outbox
 from .policy.limits import check_ceilings
 from .process import ProcessRunner
 from .settings import Settings
@@ -172,6 +174,7 @@ class Service:
         self._cores = os.cpu_count() or 1  # read once: glibc reads /sys for each call
         self._counting: asyncio.Task | None = None
         self.gpus: list[protocol.Gpu] | None = None  # read once at start (hardware.detect_gpus)
+        self.observe = Observation(self)  # /metrics, /dashboard's recent events, refusal log
         self.containment: ServiceContainment | None = None
 
     async def start(self) -> None:
@@ -187,6 +190,7 @@ class Service:
         self.containment.start()
         for rec in self.runner.reaped:
             log.warning("ended a run left by a previous server: %s", rec)
+        self.observe.start(orphans_ended=len(self.runner.reaped))
         self.monitor = LoadMonitor(self.settings.sample_interval, counters=self._counters,
                                    psi_dir=self.settings.psi_dir or None)
         await self.monitor.start()
@@ -318,6 +322,7 @@ class Service:
             await self.monitor.stop()
         if self._event_log is not None:
             self._event_log.flush()
+        self.observe.stop()
 
     def health(self) -> dict[str, Any]:
         jobs = self.jobs
@@ -327,11 +332,14 @@ class Service:
             "uptime": round(time.time() - self.started, 3),
             "jobs": {"running": jobs.running if jobs else 0,
                      "queued": len(jobs.queue) if jobs else 0},
+            # Resumable jobs whose connection dropped, waiting for `attach` (a count only).
+            "detached_jobs": jobs.resumer.count_detached() if jobs else 0,
             # What the running jobs cost, measured: CPU in cores (1.0 = one busy), RSS bytes.
             "job_usage": {"cpu": round(sum(self.usage.rates.values()), 3),
                           "rss": self.usage.total_rss()},
             "connections": len(self.connections),
             "hardware": self.hardware().wire(),
+            "model": self.settings.model,
             "containment": self.containment.describe() if self.containment else None,
         }
         if self.monitor is not None and self.monitor.latest is not None:
@@ -347,9 +355,10 @@ class Service:
 
     # ---- the upgrade checks --------------------------------------------------------------------
 
-    def refuse_reason(self, ws: WebSocket) -> tuple[int, str] | None:
+    def refuse_reason(self, ws: WebSocket, also_allowed: set[str] | frozenset[str] = frozenset()
+                      ) -> tuple[int, str] | None:
         origin = ws.headers.get("origin")
-        if origin is not None and origin not in self.allowed_origins:
+        if origin is not None and origin not in self.allowed_origins | also_allowed:
             return 403, f"origin not allowed: {origin}"
         token = self.settings.token
         if token:
@@ -428,7 +437,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         refused = service.refuse_reason(websocket)
         if refused is not None:
             status, message = refused
-            log.info("refused upgrade from %s: %s", websocket.client, message)
+            service.observe.refused(status, message, websocket.client, websocket.scope["path"])
             await websocket.send_denial_response(
                 JSONResponse({"error": message}, status_code=status))
             return
@@ -440,6 +449,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for path in WS_PATHS:
         app.router.routes.append(WebSocketRoute(path, endpoint))
     app.ws_endpoint = endpoint
+    install_metrics_route(app, service)
+    dashboard.install(app, service, choose_subprotocol)
     return app
 
 
@@ -447,27 +458,34 @@ async def serve_connection(service: Service, websocket: WebSocket) -> None:
     conn = Connection(websocket)
     service.connections.add(conn)
     s = service.settings
+    outbox = Outbox()  # replies leave in order without holding up the reading of frames
+    clean = False
     try:
         await conn.send(protocol.notify(protocol.ConnectedParams(
             session_id=conn.id, version=__version__,
             capabilities=protocol.Capabilities(shell=s.shell, allow=s.allow,
                                                max_frame=s.max_frame, batch_bytes=s.batch_bytes),
-            hardware=service.hardware())))
+            hardware=service.hardware(),
+            model=s.model)))
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
+                # A close the client chose (1000) ends its jobs, resumable or not; any other
+                # end (a drop: 1006, a timeout...) lets resumable jobs wait for an `attach`.
+                clean = message.get("code") == 1000
                 break
             frame = message.get("text")
             if frame is None:
                 frame = message.get("bytes") or b""
-            await handle_frame(service, conn, frame)
+            await handle_frame(service, conn, frame, outbox.put)
     except (WebSocketDisconnect, ConnectionError, RuntimeError):
         pass
     finally:
         conn.open = False
         service.connections.discard(conn)
         if service.jobs is not None:
-            await service.jobs.end_owner(conn)
+            await service.jobs.end_owner(conn, detach=not clean)
+        await outbox.close(timeout=s.kill_grace + 1.0)
 
 
 Answer = tuple[str | None, Callable[[], Awaitable[None]] | None]
@@ -475,19 +493,25 @@ Answer = tuple[str | None, Callable[[], Awaitable[None]] | None]
 run once that response is out (a started job's announcement)."""
 
 
-async def handle_frame(service: Service, conn: Connection, frame: str | bytes) -> None:
-    """Decode one frame and answer it. Never raises: a bad frame gets an error, nothing more.
+async def handle_frame(service: Service, conn: Connection, frame: str | bytes,
+                       post: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]]) -> None:
+    """Decode one frame and carry it out now; hand its reply to `post` (the connection's
+    outbox), which sends it in order. Never raises: a bad frame gets an error, nothing more.
 
-    A batch is answered with one array of the responses of its calls, sent before anything
-    that follows from them (a started job's `process.started`), as a single request's is."""
+    Carrying out never waits for a send: a control acts when its frame is decoded, whatever
+    the output backlog (the reply may wait; the action does not). A batch is answered with one
+    array of the responses of its calls, sent before anything that follows from them (a
+    started job's `process.started`), as a single request's is."""
     parsed = protocol.decode_frame(frame, service.settings.max_frame, service.settings.max_batch)
     if isinstance(parsed, protocol.Batch):
         answers = [await answer(service, conn, item) for item in parsed.items]
         reply = protocol.batch_json(text for text, _ in answers if text is not None)
-        await _send_then(conn, reply, [after for _, after in answers if after is not None])
-        return
-    text, after = await answer(service, conn, parsed)
-    await _send_then(conn, text, [after] if after is not None else [])
+        afters = [after for _, after in answers if after is not None]
+    else:
+        reply, after = await answer(service, conn, parsed)
+        afters = [after] if after is not None else []
+    if reply is not None or afters:
+        await post(lambda: _send_then(conn, reply, afters))
 
 
 async def _send_then(conn: Connection, text: str | None,
@@ -495,6 +519,8 @@ async def _send_then(conn: Connection, text: str | None,
     try:
         if text is not None:
             await conn.send(text)
+    except Exception as e:  # the client left: the frame loop sees it and ends the connection
+        log.debug("reply not sent: %s", e)
     finally:
         # Also when the reply could not be written (the client left): each `after` releases a
         # spawned job's pump, which ends the job and gives its slot back; one that fails must
@@ -530,11 +556,13 @@ async def dispatch(service: Service, conn: Connection, req: protocol.Request):
         job = jobs.submit(conn, req.params, conn.send)
         return jobs.result_of(job), (lambda: jobs.begin(job))
     if req.method == "control":
-        return await jobs.control(conn, req.params.job_id, req.params.type), None
+        return await jobs.control(conn, req.params.job_id, req.params.type)
     if req.method == "jobs":
         rows = [j.describe(jobs.position(j) if j.state == "queued" else 0)
                 for j in jobs.owner_jobs(conn)]
         return protocol.JobsResult(jobs=rows), None
+    if req.method == "attach":
+        return jobs.attach(conn, req.params)
     if req.method == "ping":
         return protocol.PingResult(time=time.time()), None
     raise protocol.RpcError(protocol.METHOD_NOT_FOUND, f"method not found: {req.method}")

@@ -275,10 +275,10 @@ def test_history_compares_runs_and_tracks_the_suite_ratio(tmp_path):
     assert c["against"] == "previous and baseline" and c["baseline_id"] == run1.json["run_id"]
     assert c["new_failures"] == ["hist/breaks"] and c["fixed"] == [] and c["regressed"]
     ratios = {r["suite"]: r for r in h["suite_ratios"]}
-    assert (ratios["hist"]["passes"], ratios["hist"]["failures"], ratios["hist"]["text"]) == (3, 1, "3.0:1")
+    assert (ratios["hist"]["passes"], ratios["hist"]["failures"], ratios["hist"]["text"]) == (3, 1, "3:1")
     assert ratios["hist"]["graduated"] is False
     assert "**New failures (1):** `hist/breaks`" in run2.md
-    assert "| hist | 3 | 1 | 3.0:1 | no |" in run2.md
+    assert "| hist | 3 | 1 | 3:1 | no |" in run2.md
     # Learned timeout: 500% of a ~10 ms median is below the 1 s floor, so 1 s (configured 20 s).
     lt = run2.tests["steady"]["learned_timeout"]
     assert lt["median"] == pytest.approx(run1.tests["steady"]["attempts"][0]["duration"], abs=1e-3)

@@ -55,6 +55,7 @@ from stress.history.link import (
     open_history,
     record_history,
 )
+from stress.live.view import add_dashboard_option, check_dashboard
 from stress.load_cli import add_load_options, check_load_options, check_plan_fits
 from stress.run.flaky import HaltRule, HaltRuleError
 from stress.run.plan import (
@@ -176,6 +177,7 @@ def build_parser(prog: str, default_suite: str, what: str) -> argparse.ArgumentP
                    help=f"a learned timeout is at least this long (default {LEARNED_FLOOR:g})")
     add_load_options(p)
     add_cluster_options(p)
+    add_dashboard_option(p)
     return p
 
 
@@ -238,6 +240,7 @@ def _main(ns: argparse.Namespace, argv: list[str] | None, *, prog: str, tool: st
     try:
         load = check_load_options(ns)
         halt = check_options(ns)
+        check_dashboard(ns)
         suites = load_suites(ns.suites or [default_suite], complex_mode=complex_mode)
         if ns.claude_template:
             template = parse_template(ns.claude_template)

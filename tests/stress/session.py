@@ -45,9 +45,12 @@ from stress.exits import EXIT_SIGNAL, EarlyStop, exit_status
 from stress.fleet import ServiceFleet, build_fleet, describe_services, stop_json
 from stress.history import History
 from stress.history.link import history_line, record_history
+from stress.live.view import LiveView
 from stress.report import write_reports
+from stress.report.host_trace import HostTrace
 from stress.report.progress import Progress
 from stress.report.results import RunResult, Totals
+from stress.report.simulated import is_simulated, totals_line
 from stress.report.text import fmt_metric
 from stress.run.driver import LoadDriver
 from stress.run.flaky import HaltRule
@@ -108,6 +111,10 @@ class Session:
     monitor: Any = None
     load: LoadPlan | None = None
     """--stages / --arrival-rate / --find-capacity / --threshold (stress.load_cli); None: a plain run."""
+    trace: Any = None
+    """The host and service sampled once a second for the HTML report (stress.report.host_trace)."""
+    live: Any = None
+    """--dashboard: the run's live page (stress.live.view.LiveView), None without it."""
 
     def on_signal(self, signame: str) -> None:
         if self.interrupted is not None:
@@ -167,6 +174,8 @@ async def run_session(s: Session) -> int:
     loop = asyncio.get_running_loop()
     for sig in SIGNALS:
         loop.add_signal_handler(sig, s.on_signal, sig.name)
+    if getattr(s.ns, "dashboard", None) is not None:
+        s.live = await LiveView.start(s.ns.dashboard, f"{s.tool} {s.run.run_id}", s.tool)
     try:
         async with model_environment(s.ns.model, **plan_needs(s.plan)) as model:
             s.run.environment["model_description"] = model.description
@@ -274,10 +283,16 @@ async def run_tests(s: Session, fleet: ServiceFleet, model: ModelEnvironment,
 
         s.monitor = ResourceMonitor(svc.pid)
         s.monitor.start()
-    s.progress = Progress(progress_total(s), quiet=ns.quiet)
+    live = s.live.state if s.live is not None else None
+    s.trace = HostTrace([sv.pid for _, sv in fleet.live() if sv.managed],
+                        listener=live.host if live is not None else None)
+    s.trace.start()
+    s.progress = Progress(progress_total(s), quiet=ns.quiet, listener=live)
+    if live is not None:
+        live.set_phase("running tests", progress_total(s))
     for p in s.plan:
         if p.skip is not None:
-            s.progress.note(f"SKIP {p.test.id}: {p.skip}")
+            s.progress.skipped(p.test.id, p.skip, p.repeat)
     s.runner = Runner(
         first_spec.url, first_spec.token, s.plan, s.report_dir,
         RunOptions(concurrency=ns.concurrency, fail_fast=ns.fail_fast, model_env=model.env,
@@ -327,6 +342,10 @@ async def shut_down(s: Session) -> None:
     if s.monitor is not None:
         s.monitor.stop()
         run.resources = s.monitor.run_summary()
+    if s.trace is not None:
+        run.trace = s.trace.stop()
+    if s.live is not None:
+        await s.live.stop(run)
     fleet: ServiceFleet | None = s.service
     if fleet is None:
         return
@@ -365,7 +384,7 @@ def settle(s: Session) -> int:
             totals = claude_mod.ClaudeTotals()
             for st in s.runner.claude_streams:
                 totals.add(st)
-            run.claude_totals = totals.to_json()
+            run.claude_totals = {**totals.to_json(), "simulated": is_simulated(run.environment)}
     return exit_status(s.interrupted, s.early_stop, Totals.of(run.outcomes),
                        thresholds=run.thresholds, capacity=run.capacity)
 
@@ -403,8 +422,11 @@ def summary_line(tool: str, run: RunResult) -> str:
              else " HALTED" if run.halted else "")
     dur = (run.finished_at or time.time()) - run.started_at
     lost = f", {t.lost} lost" if t.lost else ""
+    runs = "" if t.attempts == t.tests else (
+        f" ({t.attempts} runs: {t.attempts_passed} passed, {t.attempts_failed} failed, "
+        f"{t.attempts_skipped} skipped" + (f", {t.attempts_lost} lost" if t.attempts_lost else "") + ")")
     return (f"{tool}{state}: {t.tests} tests: {t.passed} passed, {t.failed} failed, {t.skipped} skipped"
-            f"{lost}; success ratio {ratio.text()} ({'graduates' if ratio.graduates else 'does not graduate'}"
+            f"{lost}{runs}; success ratio {ratio.text()} ({'graduates' if ratio.graduates else 'does not graduate'}"
             f" at 10:1); {dur:.1f} s")
 
 
@@ -496,6 +518,8 @@ def write_run(s: Session, history: History | None, code: int) -> None:
         for line in load_lines(s.tool, run, quiet=ns.quiet):
             print(line)
         print(summary_line(s.tool, run))
+        if (line := totals_line(s.tool, run.claude_totals, is_simulated(run.environment))) and not ns.quiet:
+            print(line)
         if run.history is not None and not ns.quiet:
             print(history_line(run.history))
         print(f"report: {paths['markdown']}", flush=True)

@@ -68,6 +68,10 @@ class Run:
     _queued = property(lambda self: self._batcher.queued)
     _held_back = property(lambda self: self._batcher.held_back)
 
+    def output_bytes(self) -> int:
+        """Output read so far, both streams (for live views; the end's counts are in RunEnd)."""
+        return sum(self._reader.totals().values())
+
     # ---- start -----------------------------------------------------------------------------
 
     def _spawn(self) -> None:

@@ -62,10 +62,12 @@ from .errors import (
 )
 from .messages import (
     NOTIFICATION_PARAMS,
+    AttachResult,
     Capabilities,
     CompletedParams,
     ConnectedParams,
     ControlResult,
+    DetachedParams,
     ExecuteQueued,
     ExecuteStarted,
     Gpu,
@@ -86,6 +88,7 @@ from .names import (
     METHODS,
     NOTIFICATIONS,
     PROCESS_COMPLETED,
+    PROCESS_DETACHED,
     PROCESS_OUTPUT,
     PROCESS_PROGRESS,
     PROCESS_QUEUED,
@@ -103,6 +106,7 @@ from .params import (
     ARG_MAX,
     MAX_SECONDS,
     SHELL,
+    AttachParams,
     ControlParams,
     ExecuteParams,
     JobLimits,
@@ -110,7 +114,8 @@ from .params import (
 )
 
 __all__ = [
-    "ARG_MAX", "BINARY_FRAME", "Batch", "COMMAND_NOT_ALLOWED", "CONNECTED", "CONTROL_STATUS",
+    "ARG_MAX", "AttachParams", "AttachResult", "DetachedParams", "PROCESS_DETACHED",
+    "BINARY_FRAME", "Batch", "COMMAND_NOT_ALLOWED", "CONNECTED", "CONTROL_STATUS",
     "CONTROL_TYPES", "Capabilities", "CompletedParams", "ConnectedParams", "ControlParams",
     "ControlResult", "ControlType", "DEFAULT_MAX_BATCH", "ERROR_NAMES", "ErrorReason",
     "ErrorReply", "ExecuteParams", "ExecuteQueued", "ExecuteStarted", "FRAME_TOO_LARGE", "Gpu", "Hardware",

@@ -109,6 +109,9 @@ class ExecuteParams(_Params):
     input: str | None = None
     timeout: Seconds | None = None
     stall_timeout: Seconds | None = None
+    # Seconds the job outlives a dropped connection, waiting for `attach` (0: ended at once).
+    detach_timeout: Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)] | None \
+        = None
     limits: JobLimits | None = None
 
     @field_validator("command")
@@ -218,6 +221,16 @@ class ControlParams(_Params):
         return v.upper() if isinstance(v, str) else v
 
 
+class AttachParams(_Params):
+    """Params of `attach`: the job, the token its `execute` reply carried, and the last output
+    `seq` the client holds (-1: replay from the start). A missing token is let through here
+    and refused like a wrong one (-32004), so the two cannot be told apart."""
+
+    job_id: str = Field(min_length=1)
+    resume_token: str | None = None
+    since_seq: int = Field(-1, ge=-1)
+
+
 class NoParams(_Params):
     """Params of `jobs` and `ping`: none (absent, null or {})."""
 
@@ -227,6 +240,7 @@ METHOD_PARAMS: dict[str, type[_Params]] = {
     "control": ControlParams,
     "jobs": NoParams,
     "ping": NoParams,
+    "attach": AttachParams,
 }
 
 # The rule each field breaks, phrased for the error message `params.<field>: <rule>`.
@@ -238,6 +252,9 @@ _FIELD_RULES: dict[str, str] = {
     "input": "must be a string",
     "timeout": "must be a number > 0",
     "stall_timeout": "must be a number > 0",
+    "detach_timeout": "must be a number >= 0 (seconds)",
+    "resume_token": "must be a string",
+    "since_seq": "must be an integer >= -1",
     "type": "must be one of PAUSE, RESUME, CANCEL (any case)",
     "job_id": "must be a non-empty string",
     "limits": "must be an object of limits (memory_mb, processes, cpu_seconds, open_files, "

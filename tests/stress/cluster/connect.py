@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cc_executor import aio
 from stress.cluster.security import ClusterError, TlsFiles, check_address, security
 
 CONFIG_FILE = Path(__file__).with_name("dask.yaml")
@@ -88,7 +89,7 @@ class Fleet:
     async def close(self) -> None:
         """Close the client; stop our workers (SIGTERM, bounded wait, SIGKILL of the group)."""
         try:
-            await asyncio.wait_for(self.client.close(), 10)
+            await aio.wait_for(self.client.close(), 10)
         except (asyncio.TimeoutError, OSError, Exception):  # noqa: BLE001 - best effort
             pass
         for p in self.procs:
@@ -102,7 +103,7 @@ class Fleet:
                 p.wait(5)
         if self.cluster is not None:
             try:
-                await asyncio.wait_for(self.cluster.close(), 10)
+                await aio.wait_for(self.cluster.close(), 10)
             except (asyncio.TimeoutError, OSError, Exception):  # noqa: BLE001 - best effort
                 pass
 
@@ -121,7 +122,7 @@ async def connect(spec: ClusterSpec, tls: TlsFiles | None, *, timeout: float) ->
     assert spec.address is not None
     check_address(spec.address, tls)
     try:
-        client = await asyncio.wait_for(
+        client = await aio.wait_for(
             Client(spec.address, asynchronous=True, security=security(tls, "client"),
                    timeout=timeout, set_as_default=False), timeout + 5)
     except (OSError, asyncio.TimeoutError, TimeoutError) as e:

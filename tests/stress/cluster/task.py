@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cc_executor import aio
 from stress.run.attempt_record import Execution
 from stress.run.runner import Planned, Runner, RunOptions
 
@@ -100,7 +101,7 @@ def run_attempt(key: str, run_id: str, planned: Planned, n: int, options: RunOpt
             runner.begin(1)
             client = await runner.run_item(None, 0, n)
             if client is not None:
-                await asyncio.wait_for(client.close(), 5)
+                await aio.wait_for(client.close(), 5)
 
         asyncio.run(go())
         files = {str(p.relative_to(report_dir)): zlib.compress(p.read_bytes(), 6)

@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cc_executor import aio
 from cc_executor.client import ExecutorClient
 from stress.cluster import capacity
 from stress.cluster.security import (
@@ -149,7 +150,7 @@ async def join(ns: argparse.Namespace, setup: WorkerSetup, tls: Any) -> int:
                         name=setup.name, security=security(tls, "worker"), host=listen,
                         dashboard=False, memory_limit=0, death_timeout=CONNECT_TIMEOUT,
                         validate=False)
-        await asyncio.wait_for(worker.start(), CONNECT_TIMEOUT + 5)
+        await aio.wait_for(worker.start(), CONNECT_TIMEOUT + 5)
     except (OSError, asyncio.TimeoutError) as e:
         print(f"stress.worker: cannot reach the scheduler at {ns.scheduler}: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -264,7 +264,12 @@ class CaseExecutor:
         halted_only = self.state.halted is not None and not self.state.interrupted
         ex = judge_run(run, seen, out, self.options, halted_only=halted_only)
         a = ex.attempt
-        self.progress.finished(run.stem, run.stem, a.status, a.reason, a.duration, a.message)
+        # An instance is one of the attempt's K jobs: the attempt is counted once, by the
+        # runner, when its best instance is known (stress.report.progress).
+        done = getattr(self.progress, "instance_finished", None) if run.instance is not None \
+            else None
+        (done or self.progress.finished)(run.stem, run.stem, a.status, a.reason, a.duration,
+                                         a.message)
         return ex
 
     def _note_job(self, stem: str, live: LiveJob) -> None:

@@ -256,8 +256,11 @@ class Runner:
         return list(self._results.values())
 
     async def _connect(self) -> ExecutorClient:
+        # resume: a network blip reconnects and re-attaches the jobs (no gap, no duplicate)
+        # instead of failing them; a service that is really gone is lost after 10 s of tries.
         return await ExecutorClient.connect(self.url, self.token, open_timeout=10.0,
-                                            ping_timeout=None)
+                                            ping_timeout=None, resume=True,
+                                            detach_timeout=30.0, resume_timeout=10.0)
 
     async def _attempt(self, client: ExecutorClient | None, p: Planned, n: int
                        ) -> tuple[Execution, ExecutorClient | None]:
@@ -288,7 +291,11 @@ class Runner:
         def instance(i: int, instance_stem: str):
             return self._executor.execute(client, p, n, i, instance_stem)
 
-        return await run_instances(instance, inst, stem)
+        ex = await run_instances(instance, inst, stem)
+        if ex.lost is None or not self.dispatched:  # a lost one may still run elsewhere
+            a = ex.attempt
+            self.progress.finished(stem, stem, a.status, a.reason, a.duration, a.message)
+        return ex
 
     def _failed_to_start(self, p: Planned, n: int, stem: str, detail: str) -> Execution:
         ex = attempt_record.failed_to_start(p, n, detail)
