@@ -77,11 +77,14 @@ def _record_errors(page, errors: list[str]) -> None:
     page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
 
 
-def _browser_pids(playwright_pids_before: set[int]) -> set[int]:
-    """Children of this process that Playwright started (its node driver, chromium under it)."""
+def _browser_pids(roots: set[int]) -> set[int]:
+    """`roots` (Playwright's driver and the browser it launched) and every descendant."""
     from cc_executor import tree  # noqa: PLC0415
 
-    return set(tree.descendants(os.getpid())) - playwright_pids_before
+    found = set(roots)
+    for pid in roots:
+        found |= set(tree.descendants(pid))
+    return found
 
 
 @pytest.fixture
@@ -104,15 +107,17 @@ def browser_page(tmp_path):
         context = pw.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM, headless=True, chromium_sandbox=False,
             args=CHROMIUM_ARGS, timeout=30_000)
-        started = _browser_pids(before)
+        # What Playwright started, taken before the test body starts anything else.
+        started = _browser_pids(set(tree.descendants(os.getpid())) - before)
         page = context.pages[0] if context.pages else context.new_page()
         browsed = BrowsedPage(page)
         _record_errors(page, browsed.errors)
         yield browsed
+        started = _browser_pids(started)  # with the renderers the pages started since
         context.close()
     finally:
+        started = _browser_pids(started)
         pw.stop()
-        started |= _browser_pids(before)
         shutil.rmtree(profile, ignore_errors=True)
     left = wait_until(lambda: not [p for p in started if tree.is_alive(p)], CLOSE_TIMEOUT) or None
     if left is None:

@@ -21,8 +21,9 @@ from typing import Any
 
 from . import defaults, protocol
 from .claude_cli import adapt_claude_argv
+from .detach import Resumer
 from .load import Decision
-from .policy import AllowList, check_env
+from .policy import AllowList, check_env, grant_limits
 from .process import OutputBatch, ProcessRunner, Run, RunEnd, RunSpec, SpawnError
 from .protocol import (
     INVALID_PARAMS,
@@ -34,6 +35,7 @@ from .protocol import (
     RpcError,
 )
 from .settings import Settings
+from .telemetry import claude_telemetry_env
 from .timing import stretch_timeouts
 
 Sink = Callable[[str], Awaitable[None]]
@@ -71,6 +73,8 @@ class Job:
     keepalive_timer: asyncio.TimerHandle | None = None
     keepalive: asyncio.Task | None = None  # a progress frame being sent
     timeout_factor: float = 1.0  # the load stretch applied to spec's limits when it started
+    relay: Any = None  # a resumable job's output path (`detach.Relay`); None: straight to sink
+    resume_token: str | None = None
 
     def describe(self, position: int = 0) -> protocol.JobInfo:
         """This job's row of the `jobs` result; `position` counts for queued jobs only."""
@@ -101,12 +105,15 @@ class JobManager:
         self._queue_timer: asyncio.Task | None = None
         self._completing: set[asyncio.Task] = set()  # completions being sent by `_end_unstarted`
         self._closing = False
+        self.resumer = Resumer(settings.run_dir, settings.spool_memory, settings.spool_limit,
+                               settings.replay_window, settings.max_buffer, self._give_up)
 
     # ---- building a job ------------------------------------------------------------------
 
     def prepare(self, params: protocol.ExecuteParams) -> tuple[list[str], RunSpec, bool]:
         s = self.settings
         check_env(params.env)  # before the program's checks: a bad param, whatever the program
+        limits, _ = grant_limits(params.limits, s, self.runner.containment)
         shell = None
         if params.command is not None and s.shell:
             argv = params.argv(shell=True)  # [SHELL, "-c", command]: the protocol's one spelling
@@ -121,9 +128,9 @@ class JobManager:
                 argv = adapt_claude_argv(argv)
         env = dict(params.env or {})
         if is_claude:
-            # The operator's decision alone: not inherited from the server's environment, and
-            # a client's `env` cannot set it (it lets the CLI skip permissions as root).
+            # The operator's alone (not inherited, no client `env`): skips permissions as root.
             env["IS_SANDBOX"] = "1" if s.is_sandbox else None
+            env.update(claude_telemetry_env(s.claude_telemetry))
         if params.cwd is not None and not os.path.isdir(params.cwd):
             raise RpcError.because(SPAWN_FAILED, ErrorReason.CWD_NOT_FOUND,
                                    f"working directory not found: {params.cwd}", field="cwd")
@@ -131,18 +138,14 @@ class JobManager:
         spec = RunSpec(
             argv=None if shell is not None else argv,
             shell=shell,
-            cwd=params.cwd,
-            env=env,
-            input=params.input.encode() if params.input is not None else None,
-            timeout=timeout,
+            cwd=params.cwd, env=env,
+            input=params.input.encode() if params.input is not None else None, timeout=timeout,
             stall_timeout=params.stall_timeout,
-            kill_grace=s.kill_grace,
-            batch_bytes=s.batch_bytes,
-            batch_interval=s.batch_interval,
-            max_buffer=s.max_buffer,
-            # Claude Code 2.1.x can exit with output still unflushed to a pipe (lost, exit 0);
-            # a regular file always gets everything.
+            kill_grace=s.kill_grace, max_buffer=s.max_buffer,
+            batch_bytes=s.batch_bytes, batch_interval=s.batch_interval,
+            # Claude Code 2.1.x may exit with output unflushed to a pipe; a file gets it all.
             capture_to="file" if is_claude and s.claude_capture == "file" else "pipe",
+            limits=limits,
         )
         return argv, spec, is_claude
 
@@ -162,6 +165,8 @@ class JobManager:
                                    f"{self.settings.max_jobs_per_connection})",
                                    limit=self.settings.max_jobs_per_connection)
         job = Job(uuid.uuid4().hex[:12], owner, sink, argv, spec, is_claude)
+        if params.detach_timeout:
+            self.resumer.enroll(job, params.detach_timeout)
         decision = self._may_start()
         ok, reason = decision.may_start, decision.reason
         if not ok and len(self.queue) >= self.settings.max_queue:
@@ -175,7 +180,8 @@ class JobManager:
             job.queue_reason = reason or "waiting behind earlier jobs"
             job.queue_decision = None if ok else decision
             self.queue.append(job)
-            self._log("queued", job, position=len(self.queue), reason=job.queue_reason)
+            self._log("queued", job, position=len(self.queue), reason=job.queue_reason,
+                      **_held_by(job))
             self._ensure_queue_timer()
         return job
 
@@ -183,14 +189,17 @@ class JobManager:
         """The `execute` result: queued (with its place and why), or started."""
         if job.state == "queued":
             return protocol.ExecuteQueued(job_id=job.job_id, position=self.position(job),
-                                          reason=job.queue_reason, **_held_by(job))
+                                          reason=job.queue_reason, resume_token=job.resume_token,
+                                          **_held_by(job))
         return protocol.ExecuteStarted(job_id=job.job_id, pid=job.run.pid, pgid=job.run.pgid,
-                                       argv=job.argv, **self._limits(job))
+                                       argv=job.argv, resume_token=job.resume_token,
+                                       **self._limits(job))
 
-    @staticmethod
-    def _limits(job: Job) -> dict[str, Any]:
+    def _limits(self, job: Job) -> dict[str, Any]:
         return {"timeout": job.spec.timeout, "stall_timeout": job.spec.stall_timeout,
-                "timeout_factor": job.timeout_factor}
+                "timeout_factor": job.timeout_factor,
+                "limits_enforced": grant_limits(job.spec.limits, self.settings,
+                                                self.runner.containment)[1] or None}
 
     def _stretch(self, job: Job) -> None:
         """Stretch the job's limits by the load factor of the moment it starts (not when it
@@ -317,7 +326,10 @@ class JobManager:
             self._start_keepalive(job)
             async for ev in run.events():
                 if isinstance(ev, OutputBatch):
-                    if not job.sink_broken:
+                    if job.relay is not None:  # resumable: kept for replay, sent by the relay
+                        await job.relay.output(ev.stream, ev.seq, ev.offset, ev.data, run)
+                        job.last_output = time.monotonic()
+                    elif not job.sink_broken:
                         await self._send(job, protocol.encode_output(
                             job.job_id, ev.stream, ev.seq, ev.offset, ev.data))
                         job.last_output = job.last_sent
@@ -403,7 +415,7 @@ class JobManager:
                   duration=round(end.duration, 4), stdout_bytes=end.stdout_bytes,
                   stderr_bytes=end.stderr_bytes, killed=end.killed,
                   pid=job.run.pid if job.run else None, pgid=job.run.pgid if job.run else None)
-        await self._send(job, protocol.notify(params))
+        await self._send_end(job, protocol.notify(params))
         self.jobs.pop(job.job_id, None)
 
     async def _complete_unstarted(self, job: Job, reason: str, message: str) -> None:
@@ -413,9 +425,17 @@ class JobManager:
         job.completed = True
         await self._stop_keepalive(job)
         self._log("completed", job, reason=reason, message=message)
-        await self._send(job, protocol.notify(_completion(
+        await self._send_end(job, protocol.notify(_completion(
             job_id=job.job_id, reason=reason, exit_code=-1, duration=0.0, error=message)))
         self.jobs.pop(job.job_id, None)
+
+    async def _send_end(self, job: Job, text: str) -> None:
+        """The completion: straight to the sink, or after the last output through the relay
+        (to whichever connection holds the job, once)."""
+        if job.relay is not None:
+            job.relay.finish(text)
+        else:
+            await self._send(job, text)
 
     def _end_unstarted(self, job: Job, reason: str, message: str) -> None:
         """End a job that never ran, now, and send its completion from a task of its own.
@@ -448,31 +468,41 @@ class JobManager:
         raise RpcError.because(NO_SUCH_JOB, ErrorReason.UNKNOWN_JOB, f"no such job: {job_id}",
                                job_id=job_id)
 
-    async def control(self, owner: Any, job_id: str | None, kind: str) -> protocol.ControlResult:
+    async def control(self, owner: Any, job_id: str | None, kind: str
+                      ) -> tuple[protocol.ControlResult, Callable[[], Awaitable[None]] | None]:
+        """Act now; return the result and what to send once the reply is out (the completion
+        of a job cancelled while queued, which must follow the reply)."""
         job = self.find(owner, job_id)
         if job.state == "queued":
             if kind == "CANCEL":
                 self.queue.remove(job)
-                self._end_unstarted(job, "cancelled", "cancelled while queued")
-                return protocol.ControlResult.for_type(kind, job.job_id)
+                job.state = "ended"
+                return protocol.ControlResult.for_type(kind, job.job_id), (
+                    lambda: self._complete_unstarted(job, "cancelled", "cancelled while queued"))
             raise RpcError.because(JOB_NOT_RUNNING, ErrorReason.WRONG_STATE,
                                    f"job {job.job_id} is queued, not running",
                                    job_id=job.job_id, state="queued")
         run = job.run
         ok = {"PAUSE": run.pause, "RESUME": run.resume, "CANCEL": run.cancel}[kind]()
+        acted_at = time.time()  # when the signal went to the group: what latency is read from
         if not ok:
             state = "paused" if run.paused else "ending" if run.done or job.state == "ended" \
                 else "running"
             raise RpcError.because(JOB_NOT_RUNNING, ErrorReason.WRONG_STATE,
                                    f"cannot {kind.lower()} job {job.job_id}: it is {state}",
                                    job_id=job.job_id, state=state)
-        self._log(kind.lower(), job, pid=run.pid)
-        return protocol.ControlResult.for_type(kind, job.job_id)
+        self._log(kind.lower(), job, pid=run.pid, at=round(acted_at, 6))
+        return protocol.ControlResult.for_type(kind, job.job_id), None
 
     # ---- endings of owners and of the service -------------------------------------------------
 
-    async def end_owner(self, owner: Any) -> None:
-        """The client went away: end its jobs (whole trees) and wait for them."""
+    async def end_owner(self, owner: Any, detach: bool = True) -> None:
+        """The client went away: end its jobs (whole trees) and wait for them. `detach`: the
+        connection dropped (not closed by the client), so resumable jobs wait for an `attach`."""
+        if detach:
+            self.resumer.owner_gone(owner)
+        else:
+            self.resumer.owner_closed(owner)  # nothing to resume: ended below as any job
         waits = []
         for job in self.owner_jobs(owner):
             job.sink_broken = True
@@ -487,6 +517,23 @@ class JobManager:
                     waits.append(job.pump)
         if waits:
             await asyncio.wait(waits, timeout=self._end_wait())
+
+    def _give_up(self, job: Job) -> None:
+        """A detached job nobody attached to in time: end it as a disconnect always did
+        (whole tree), or drop it from the queue."""
+        if job.state == "queued" and job in self.queue:
+            self.queue.remove(job)
+            self._end_unstarted(job, "cancelled", "detach_timeout ran out (nobody attached)")
+        elif job.run is not None and job.state == "running":
+            job.run.resume()  # a spool-paused tree must run to take its SIGTERM
+            job.run.cancel()
+            if job.gate is not None:
+                job.gate.set()
+
+    def attach(self, owner: Any, params: protocol.AttachParams):
+        """Move a resumable job to `owner`: the result, and the replay to run after it."""
+        return self.resumer.attach(owner, owner.send, params, self.position,
+                                   self._start_keepalive)
 
     async def shutdown(self) -> None:
         """End every job (reason shutdown), tell clients that are still there, and wait."""
@@ -507,6 +554,8 @@ class JobManager:
         if self._completing:  # completions of jobs cancelled while queued, still being sent
             await asyncio.wait(set(self._completing), timeout=self._end_wait())
         await self.runner.shutdown(timeout=self._end_wait())
+        await self.resumer.deliver_ends(timeout=self._end_wait())
+        self.resumer.close()
         await asyncio.sleep(0)  # let the last queued job events be recorded (`_log`)
 
     def _end_wait(self) -> float:

@@ -26,10 +26,14 @@ from fastapi.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import __version__, aio, hardware, protocol, tree
+from . import __version__, aio, dashboard, hardware, protocol, tree
 from .admission import QUICK_SAMPLE, Admission, Limits, RunningJob
+from .containment.service import ServiceContainment
 from .jobs import JobManager
 from .load import Decision, LoadMonitor
+from .observe import Observation, install_metrics_route
+from .outbox import Outbox
+from .policy.limits import check_ceilings
 from .process import ProcessRunner
 from .settings import Settings
 from .timing import load_factor
@@ -170,15 +174,23 @@ class Service:
         self._cores = os.cpu_count() or 1  # read once: glibc reads /sys for each call
         self._counting: asyncio.Task | None = None
         self.gpus: list[protocol.Gpu] | None = None  # read once at start (hardware.detect_gpus)
+        self.observe = Observation(self)  # /metrics, /dashboard's recent events, refusal log
+        self.containment: ServiceContainment | None = None
 
     async def start(self) -> None:
-        tree.become_subreaper()
         self.gpus = await asyncio.to_thread(hardware.detect_gpus)
         quiet_refused_upgrades()  # after uvicorn configured its loggers
         self._event_log = setup_event_log(Path(self.settings.log_dir))
-        self.runner = ProcessRunner(self.settings.run_dir)
+        self.containment = ServiceContainment(
+            self.settings.containment, grace=self.settings.kill_grace,
+            leaders=lambda: {run.pid for run in self.runner.runs.values()})
+        check_ceilings(self.settings, self.containment.cgroups)
+        self.runner = ProcessRunner(self.settings.run_dir, containment=self.containment.cgroups,
+                                    reaper=self.containment.reaper)
+        self.containment.start()
         for rec in self.runner.reaped:
             log.warning("ended a run left by a previous server: %s", rec)
+        self.observe.start(orphans_ended=len(self.runner.reaped))
         self.monitor = LoadMonitor(self.settings.sample_interval, counters=self._counters,
                                    psi_dir=self.settings.psi_dir or None)
         await self.monitor.start()
@@ -285,13 +297,6 @@ class Service:
         now = time.time()
         self.usage.update(usage, ages={run.pgid: now - run.started_at for run in runs})
 
-    async def _reap_adopted(self) -> None:
-        """As subreaper we adopt orphans; collect the ones that died so none linger as zombies."""
-        while True:
-            await asyncio.sleep(5.0)
-            leaders = {run.pid for run in self.runner.runs.values()}
-            tree.reap_adopted(leaders)
-
     async def _recheck_queue(self) -> None:
         """Each new load sample may admit queued jobs: re-check exactly then, not on a timer."""
         while True:
@@ -311,10 +316,13 @@ class Service:
                 task.cancel()
         if self.jobs is not None:
             await self.jobs.shutdown()
+        if self.containment is not None:
+            await self.containment.close()
         if self.monitor is not None:
             await self.monitor.stop()
         if self._event_log is not None:
             self._event_log.flush()
+        self.observe.stop()
 
     def health(self) -> dict[str, Any]:
         jobs = self.jobs
@@ -324,11 +332,15 @@ class Service:
             "uptime": round(time.time() - self.started, 3),
             "jobs": {"running": jobs.running if jobs else 0,
                      "queued": len(jobs.queue) if jobs else 0},
+            # Resumable jobs whose connection dropped, waiting for `attach` (a count only).
+            "detached_jobs": jobs.resumer.count_detached() if jobs else 0,
             # What the running jobs cost, measured: CPU in cores (1.0 = one busy), RSS bytes.
             "job_usage": {"cpu": round(sum(self.usage.rates.values()), 3),
                           "rss": self.usage.total_rss()},
             "connections": len(self.connections),
             "hardware": self.hardware().wire(),
+            "model": self.settings.model,
+            "containment": self.containment.describe() if self.containment else None,
         }
         if self.monitor is not None and self.monitor.latest is not None:
             body["load"] = self.monitor.latest.to_dict()
@@ -343,9 +355,10 @@ class Service:
 
     # ---- the upgrade checks --------------------------------------------------------------------
 
-    def refuse_reason(self, ws: WebSocket) -> tuple[int, str] | None:
+    def refuse_reason(self, ws: WebSocket, also_allowed: set[str] | frozenset[str] = frozenset()
+                      ) -> tuple[int, str] | None:
         origin = ws.headers.get("origin")
-        if origin is not None and origin not in self.allowed_origins:
+        if origin is not None and origin not in self.allowed_origins | also_allowed:
             return 403, f"origin not allowed: {origin}"
         token = self.settings.token
         if token:
@@ -424,7 +437,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         refused = service.refuse_reason(websocket)
         if refused is not None:
             status, message = refused
-            log.info("refused upgrade from %s: %s", websocket.client, message)
+            service.observe.refused(status, message, websocket.client, websocket.scope["path"])
             await websocket.send_denial_response(
                 JSONResponse({"error": message}, status_code=status))
             return
@@ -436,6 +449,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for path in WS_PATHS:
         app.router.routes.append(WebSocketRoute(path, endpoint))
     app.ws_endpoint = endpoint
+    install_metrics_route(app, service)
+    dashboard.install(app, service, choose_subprotocol)
     return app
 
 
@@ -443,27 +458,34 @@ async def serve_connection(service: Service, websocket: WebSocket) -> None:
     conn = Connection(websocket)
     service.connections.add(conn)
     s = service.settings
+    outbox = Outbox()  # replies leave in order without holding up the reading of frames
+    clean = False
     try:
         await conn.send(protocol.notify(protocol.ConnectedParams(
             session_id=conn.id, version=__version__,
             capabilities=protocol.Capabilities(shell=s.shell, allow=s.allow,
                                                max_frame=s.max_frame, batch_bytes=s.batch_bytes),
-            hardware=service.hardware())))
+            hardware=service.hardware(),
+            model=s.model)))
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
+                # A close the client chose (1000) ends its jobs, resumable or not; any other
+                # end (a drop: 1006, a timeout...) lets resumable jobs wait for an `attach`.
+                clean = message.get("code") == 1000
                 break
             frame = message.get("text")
             if frame is None:
                 frame = message.get("bytes") or b""
-            await handle_frame(service, conn, frame)
+            await handle_frame(service, conn, frame, outbox.put)
     except (WebSocketDisconnect, ConnectionError, RuntimeError):
         pass
     finally:
         conn.open = False
         service.connections.discard(conn)
         if service.jobs is not None:
-            await service.jobs.end_owner(conn)
+            await service.jobs.end_owner(conn, detach=not clean)
+        await outbox.close(timeout=s.kill_grace + 1.0)
 
 
 Answer = tuple[str | None, Callable[[], Awaitable[None]] | None]
@@ -471,19 +493,25 @@ Answer = tuple[str | None, Callable[[], Awaitable[None]] | None]
 run once that response is out (a started job's announcement)."""
 
 
-async def handle_frame(service: Service, conn: Connection, frame: str | bytes) -> None:
-    """Decode one frame and answer it. Never raises: a bad frame gets an error, nothing more.
+async def handle_frame(service: Service, conn: Connection, frame: str | bytes,
+                       post: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]]) -> None:
+    """Decode one frame and carry it out now; hand its reply to `post` (the connection's
+    outbox), which sends it in order. Never raises: a bad frame gets an error, nothing more.
 
-    A batch is answered with one array of the responses of its calls, sent before anything
-    that follows from them (a started job's `process.started`), as a single request's is."""
+    Carrying out never waits for a send: a control acts when its frame is decoded, whatever
+    the output backlog (the reply may wait; the action does not). A batch is answered with one
+    array of the responses of its calls, sent before anything that follows from them (a
+    started job's `process.started`), as a single request's is."""
     parsed = protocol.decode_frame(frame, service.settings.max_frame, service.settings.max_batch)
     if isinstance(parsed, protocol.Batch):
         answers = [await answer(service, conn, item) for item in parsed.items]
         reply = protocol.batch_json(text for text, _ in answers if text is not None)
-        await _send_then(conn, reply, [after for _, after in answers if after is not None])
-        return
-    text, after = await answer(service, conn, parsed)
-    await _send_then(conn, text, [after] if after is not None else [])
+        afters = [after for _, after in answers if after is not None]
+    else:
+        reply, after = await answer(service, conn, parsed)
+        afters = [after] if after is not None else []
+    if reply is not None or afters:
+        await post(lambda: _send_then(conn, reply, afters))
 
 
 async def _send_then(conn: Connection, text: str | None,
@@ -491,6 +519,8 @@ async def _send_then(conn: Connection, text: str | None,
     try:
         if text is not None:
             await conn.send(text)
+    except Exception as e:  # the client left: the frame loop sees it and ends the connection
+        log.debug("reply not sent: %s", e)
     finally:
         # Also when the reply could not be written (the client left): each `after` releases a
         # spawned job's pump, which ends the job and gives its slot back; one that fails must
@@ -526,11 +556,13 @@ async def dispatch(service: Service, conn: Connection, req: protocol.Request):
         job = jobs.submit(conn, req.params, conn.send)
         return jobs.result_of(job), (lambda: jobs.begin(job))
     if req.method == "control":
-        return await jobs.control(conn, req.params.job_id, req.params.type), None
+        return await jobs.control(conn, req.params.job_id, req.params.type)
     if req.method == "jobs":
         rows = [j.describe(jobs.position(j) if j.state == "queued" else 0)
                 for j in jobs.owner_jobs(conn)]
         return protocol.JobsResult(jobs=rows), None
+    if req.method == "attach":
+        return jobs.attach(conn, req.params)
     if req.method == "ping":
         return protocol.PingResult(time=time.time()), None
     raise protocol.RpcError(protocol.METHOD_NOT_FOUND, f"method not found: {req.method}")

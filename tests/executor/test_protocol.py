@@ -562,8 +562,9 @@ def test_connected_notification():
         session_id="s1", version="0.1.0", capabilities=caps)))
     assert msg == {"jsonrpc": "2.0", "method": "connected", "params": {
         "session_id": "s1", "version": "0.1.0", "capabilities": {
-            "methods": ["execute", "control", "jobs", "ping"], "shell": False,
-            "allow": ["claude"], "max_frame": 16 << 20, "batch_bytes": 65536}}}
+            "methods": ["execute", "control", "jobs", "ping", "attach"], "shell": False,
+            "allow": ["claude"], "max_frame": 16 << 20, "batch_bytes": 65536},
+        "model": "real"}}
 
 
 def test_queued_and_started_notifications():

@@ -309,7 +309,7 @@ async def test_control_without_job_id(svc):
 
 async def test_jobs_and_ping(svc):
     async with await ExecutorClient.connect(svc.url) as c:
-        assert c.session["capabilities"]["methods"] == ["execute", "control", "jobs", "ping"]
+        assert c.session["capabilities"]["methods"] == ["execute", "control", "jobs", "ping", "attach"]
         assert c.session["capabilities"]["max_frame"] == MAX_FRAME
         pong = await c.ping()
         assert pong["pong"] is True and abs(pong["time"] - time.time()) < 60

@@ -238,7 +238,7 @@ def test_slots_are_followed_and_gpu_tests_run_only_on_the_gpu_worker(cluster, tm
 
 
 def test_idle_workers_steal_from_one_stuck_behind_a_long_test(cluster, tmp_path):
-    tests = [sleeper(0, 4.0)] + [sleeper(i, 0.1) for i in range(1, 17)]
+    tests = [sleeper(0, 3.0)] + [sleeper(i, 0.1) for i in range(1, 17)]
     r = harness(str(suite(tmp_path / "s.json", tests)), "--cluster", cluster.address, out=tmp_path / "o")
     assert r.returncode == 0, r.stdout + r.stderr
     doc = report(tmp_path / "o")
@@ -285,6 +285,40 @@ def test_a_worker_killed_mid_run_its_tests_complete_once_elsewhere(cluster, tmp_
     assert "retried after a worker was lost" in out
     g = next(w for w in doc["servers"]["servers"] if w["name"] == "g")
     assert not g["alive"]
+
+
+def test_a_worker_killed_beside_a_running_executor_leaves_no_job_going(cluster, executor_service,
+                                                                      tmp_path):
+    """The executor outlives the worker here (it was not started by it): the worker's jobs must
+    still end, because a fleet task's connection does not resume (detach_timeout 0)."""
+    svc = executor_service("--token", "fleet-tok", allow=["sh"])
+    cluster._spawn("x", [PY, "-m", "stress.worker", cluster.address, "--executor", svc.url,
+                         "--token", "fleet-tok", "--slots", "2", "--name", "x"])
+    assert wait_until(lambda: "joined" in cluster.log("x"), 60, 0.05), cluster.log("x")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    tests = [{"id": f"x{i}", "timeout": 60, "expected_patterns": [f"done-{i}"],
+              "command": f"sleep 1; echo end >> {marks}/x{i}; echo done-{i}"} for i in range(6)]
+    service = psutil.Process(svc.pid)
+    argv = [PY, "-m", "stress.local", str(suite(tmp_path / "x.json", tests)), "--cluster",
+            cluster.address, "--out", str(tmp_path / "o"), "--no-history", "--quiet"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env=_env())
+    try:
+        assert wait_until(lambda: service.children(), 60, 0.02), "x never ran a job"
+        doomed = service.children(recursive=True)
+        os.killpg(cluster.procs["x"].pid, signal.SIGKILL)
+        # the executor lives on, and ends the dead worker's jobs at once
+        assert wait_until(lambda: not any(p.is_running() for p in doomed), 10, 0.05), doomed
+        assert service.is_running()
+        out, err = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, out + err
+    ends = {t["id"]: (marks / t["id"]).read_text().split().count("end") for t in tests}
+    assert set(ends.values()) == {1}, ends
 
 
 def test_with_no_gpu_worker_left_a_gpu_test_is_reported_not_run(cluster, tmp_path):

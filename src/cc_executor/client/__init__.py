@@ -15,11 +15,15 @@ the harness has to the service.
 Several jobs may run at once on one connection: one reader task routes every notification to its
 job by `job_id`, and every response to its request by `id`. A supervisor watches jobs with a
 `JobObserver` (`start(..., observer=...)`) and drops a peer that stopped answering with `abort()`.
+`connect(..., resume=True)` survives network blips: jobs are started resumable (`detach_timeout`)
+and after a drop the client reconnects with backoff and re-attaches them from the last output it
+gave the caller (no gap, no duplicate; docs/protocol.md, `attach`).
 
     errors.py      ExecutorError (code, data.reason), ConnectionLost
     events.py      Event (typed params from cc_executor.protocol), JobResult
     job.py         JobHandle, JobObserver
     connection.py  ExecutorClient
+    resume.py      what resume=True remembers per job (token, last seq), and the backoff
     __main__.py    the small command line
 
 Imports: `cc_executor.protocol`, `aio`, `defaults`, websockets; never the service's internals.

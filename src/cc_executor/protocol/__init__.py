@@ -62,10 +62,12 @@ from .errors import (
 )
 from .messages import (
     NOTIFICATION_PARAMS,
+    AttachResult,
     Capabilities,
     CompletedParams,
     ConnectedParams,
     ControlResult,
+    DetachedParams,
     ExecuteQueued,
     ExecuteStarted,
     Gpu,
@@ -86,6 +88,7 @@ from .names import (
     METHODS,
     NOTIFICATIONS,
     PROCESS_COMPLETED,
+    PROCESS_DETACHED,
     PROCESS_OUTPUT,
     PROCESS_PROGRESS,
     PROCESS_QUEUED,
@@ -99,14 +102,24 @@ from .names import (
     Stream,
     completion_status,
 )
-from .params import ARG_MAX, MAX_SECONDS, SHELL, ControlParams, ExecuteParams, NoParams
+from .params import (
+    ARG_MAX,
+    MAX_SECONDS,
+    SHELL,
+    AttachParams,
+    ControlParams,
+    ExecuteParams,
+    JobLimits,
+    NoParams,
+)
 
 __all__ = [
-    "ARG_MAX", "BINARY_FRAME", "Batch", "COMMAND_NOT_ALLOWED", "CONNECTED", "CONTROL_STATUS",
+    "ARG_MAX", "AttachParams", "AttachResult", "DetachedParams", "PROCESS_DETACHED",
+    "BINARY_FRAME", "Batch", "COMMAND_NOT_ALLOWED", "CONNECTED", "CONTROL_STATUS",
     "CONTROL_TYPES", "Capabilities", "CompletedParams", "ConnectedParams", "ControlParams",
     "ControlResult", "ControlType", "DEFAULT_MAX_BATCH", "ERROR_NAMES", "ErrorReason",
     "ErrorReply", "ExecuteParams", "ExecuteQueued", "ExecuteStarted", "FRAME_TOO_LARGE", "Gpu", "Hardware",
-    "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "JOB_NOT_RUNNING", "JSONRPC_VERSION",
+    "JobLimits", "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "JOB_NOT_RUNNING", "JSONRPC_VERSION",
     "JobInfo", "JobState", "JobsResult", "MAX_SECONDS", "METHODS", "METHOD_NOT_FOUND", "Method",
     "NOTIFICATIONS", "NOTIFICATION_PARAMS", "NO_SUCH_JOB", "NoParams", "OutputParams",
     "PARSE_ERROR", "PROCESS_COMPLETED", "PROCESS_OUTPUT", "PROCESS_PROGRESS", "PROCESS_QUEUED",

@@ -45,6 +45,7 @@ from .params import (
     _NESTED_RULES,
     MAX_SECONDS,
     METHOD_PARAMS,
+    AttachParams,
     ControlParams,
     ExecuteParams,
     NoParams,
@@ -62,7 +63,7 @@ class Request(BaseModel):
 
     id: int | str | None = None
     method: Method
-    params: ExecuteParams | ControlParams | NoParams = Field(default_factory=NoParams)
+    params: ExecuteParams | ControlParams | AttachParams | NoParams = Field(default_factory=NoParams)
     notification: bool = False
 
     @model_validator(mode="after")

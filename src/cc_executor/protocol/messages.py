@@ -12,12 +12,14 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import TypedDict
 
 from .names import (
     CONNECTED,
     CONTROL_STATUS,
     METHODS,
     PROCESS_COMPLETED,
+    PROCESS_DETACHED,
     PROCESS_OUTPUT,
     PROCESS_PROGRESS,
     PROCESS_QUEUED,
@@ -64,8 +66,18 @@ class _Wire(BaseModel):
 NonNegInt = Annotated[int, Field(ge=0)]
 
 
+class EnforcedLimit(TypedDict):
+    """One limit in force on a job: its value and the mechanism that enforces it. A plain
+    dict on the wire and in the model (`wire()` copies fields as they are)."""
+
+    value: int | float
+    by: str
+
+
 class _StartedJob(_Wire):
     """A job that started: the same fields in the `execute` result and in `process.started`."""
+
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"limits_enforced"})
 
     job_id: str
     pid: int
@@ -74,10 +86,15 @@ class _StartedJob(_Wire):
     timeout: float | None = Field(None, description="total limit in force, after the stretch")
     stall_timeout: float | None = Field(None, description="stall limit in force, after it")
     timeout_factor: float = Field(1.0, ge=1.0, description="load stretch applied at the start")
+    limits_enforced: dict[str, EnforcedLimit] | None = Field(
+        None, description="each limit in force: its value and what enforces it (left out when "
+        "the job has none)")
 
 
 class ExecuteStarted(_StartedJob):
+    _omit_if_none: ClassVar[frozenset[str]] = _StartedJob._omit_if_none | {"resume_token"}
     status: Literal["started"] = "started"
+    resume_token: str | None = Field(None, description="for `attach`; jobs with detach_timeout")
 
 
 class _Held(_Wire):
@@ -92,10 +109,28 @@ class _Held(_Wire):
 
 
 class ExecuteQueued(_Held):
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset(
+        {"signal", "value", "limit", "resume_token"})
     status: Literal["queued"] = "queued"
     job_id: str
     position: int = Field(ge=1, description="1 = next to start")
     reason: str
+    resume_token: str | None = Field(None, description="for `attach`; jobs with detach_timeout")
+
+
+class AttachResult(_Wire):
+    """The `attach` result: the job as it is now. The replayed `process.output` frames (seq >
+    `since_seq`) follow it, then live ones, then the one `process.completed`."""
+
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"pid", "pgid", "position"})
+    status: Literal["attached"] = "attached"
+    job_id: str
+    state: JobState
+    pid: int | None = None
+    pgid: int | None = None
+    argv: list[str]
+    position: int | None = Field(None, ge=1, description="queued jobs only")
+    next_seq: int = Field(ge=0, description="seq of the next output frame not yet made")
 
 
 class ControlResult(_Wire):
@@ -170,6 +205,9 @@ class ConnectedParams(_Wire):
     version: str
     capabilities: Capabilities
     hardware: Hardware | None = None
+    model: Literal["real", "simulated"] = "real"
+    """What answers claude jobs: `simulated` when the service was started beside the loopback
+    model (`./dev serve --model local`)."""
 
 
 class QueuedParams(_Held):
@@ -257,6 +295,16 @@ class ProgressParams(_Wire):
     silent_for: float = Field(ge=0, description="seconds since its last started/output frame")
 
 
+class DetachedParams(_Wire):
+    """`process.detached`: the job moved to another connection (`attach`); nothing more of it
+    comes on this one."""
+
+    METHOD: ClassVar[str] = PROCESS_DETACHED
+
+    job_id: str
+    reason: Literal["attached_elsewhere"] = "attached_elsewhere"
+
+
 NOTIFICATION_PARAMS: dict[str, type[_Wire]] = {
     CONNECTED: ConnectedParams,
     PROCESS_QUEUED: QueuedParams,
@@ -264,4 +312,5 @@ NOTIFICATION_PARAMS: dict[str, type[_Wire]] = {
     PROCESS_OUTPUT: OutputParams,
     PROCESS_COMPLETED: CompletedParams,
     PROCESS_PROGRESS: ProgressParams,
+    PROCESS_DETACHED: DetachedParams,
 }

@@ -11,7 +11,7 @@ from typing import Literal, get_args
 
 JSONRPC_VERSION = "2.0"
 
-Method = Literal["execute", "control", "jobs", "ping"]
+Method = Literal["execute", "control", "jobs", "ping", "attach"]
 METHODS: tuple[str, ...] = get_args(Method)
 
 CONNECTED = "connected"
@@ -20,6 +20,7 @@ PROCESS_STARTED = "process.started"
 PROCESS_OUTPUT = "process.output"
 PROCESS_COMPLETED = "process.completed"
 PROCESS_PROGRESS = "process.progress"
+PROCESS_DETACHED = "process.detached"
 NOTIFICATIONS: tuple[str, ...] = (
     CONNECTED,
     PROCESS_QUEUED,
@@ -27,6 +28,7 @@ NOTIFICATIONS: tuple[str, ...] = (
     PROCESS_OUTPUT,
     PROCESS_COMPLETED,
     PROCESS_PROGRESS,
+    PROCESS_DETACHED,
 )
 
 ControlType = Literal["PAUSE", "RESUME", "CANCEL"]
@@ -45,6 +47,10 @@ Reason = Literal[
     "shutdown",
     "queue_timeout",
     "spawn_failed",
+    "memory_limit",
+    "process_limit",
+    "cpu_limit",
+    "output_limit",
 ]
 REASONS: tuple[str, ...] = get_args(Reason)
 Status = Literal[
@@ -57,6 +63,10 @@ Status = Literal[
     "shutdown",
     "queue_timeout",
     "spawn_failed",
+    "memory_limit",
+    "process_limit",
+    "cpu_limit",
+    "output_limit",
 ]
 
 

@@ -52,6 +52,53 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+# The protocol's bounds of each limit (a server's ceilings are usually far lower).
+LIMIT_BOUNDS: dict[str, tuple[type, float]] = {
+    "memory_mb": (int, 16 * 1024 * 1024),
+    "processes": (int, 4 * 1024 * 1024),
+    "cpu_seconds": (int, MAX_SECONDS),
+    "open_files": (int, 1024 * 1024),
+    "output_mb": (float, 1024 * 1024 * 1024),
+}
+
+
+class JobLimits(_Params):
+    """`execute`'s `limits`: resource limits of the job, each optional (docs/protocol.md)."""
+
+    memory_mb: int | None = None
+    processes: int | None = None
+    cpu_seconds: int | None = None
+    open_files: int | None = None
+    output_mb: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _each(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise _cc_value("must be an object of limits (memory_mb, processes, cpu_seconds, "
+                            "open_files, output_mb)", path="limits", field="limits")
+        for name, value in data.items():
+            path = f"limits.{clip(name)}"
+            if name not in LIMIT_BOUNDS:
+                raise _cc_value("unknown limit (limits are: memory_mb, processes, cpu_seconds, "
+                                "open_files, output_mb)", path=path, field=path)
+            kind, top = LIMIT_BOUNDS[name]
+            if value is None:
+                continue
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok and kind is int:
+                ok = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+                if ok:
+                    data = {**data, name: int(value)}
+                    value = int(value)
+            if not ok or not (0 < value <= top):
+                what = "an integer" if kind is int else "a number"
+                raise _cc_value(f"must be {what} > 0 and <= {top:.0f}", path=path, field=path)
+            if kind is float:
+                data = {**data, name: float(value)}
+        return data
+
+
 class ExecuteParams(_Params):
     """Params of `execute`. Exactly one of `command` (a string) or `args` (an argv list)."""
 
@@ -62,6 +109,10 @@ class ExecuteParams(_Params):
     input: str | None = None
     timeout: Seconds | None = None
     stall_timeout: Seconds | None = None
+    # Seconds the job outlives a dropped connection, waiting for `attach` (0: ended at once).
+    detach_timeout: Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)] | None \
+        = None
+    limits: JobLimits | None = None
 
     @field_validator("command")
     @classmethod
@@ -170,6 +221,16 @@ class ControlParams(_Params):
         return v.upper() if isinstance(v, str) else v
 
 
+class AttachParams(_Params):
+    """Params of `attach`: the job, the token its `execute` reply carried, and the last output
+    `seq` the client holds (-1: replay from the start). A missing token is let through here
+    and refused like a wrong one (-32004), so the two cannot be told apart."""
+
+    job_id: str = Field(min_length=1)
+    resume_token: str | None = None
+    since_seq: int = Field(-1, ge=-1)
+
+
 class NoParams(_Params):
     """Params of `jobs` and `ping`: none (absent, null or {})."""
 
@@ -179,6 +240,7 @@ METHOD_PARAMS: dict[str, type[_Params]] = {
     "control": ControlParams,
     "jobs": NoParams,
     "ping": NoParams,
+    "attach": AttachParams,
 }
 
 # The rule each field breaks, phrased for the error message `params.<field>: <rule>`.
@@ -190,8 +252,13 @@ _FIELD_RULES: dict[str, str] = {
     "input": "must be a string",
     "timeout": "must be a number > 0",
     "stall_timeout": "must be a number > 0",
+    "detach_timeout": "must be a number >= 0 (seconds)",
+    "resume_token": "must be a string",
+    "since_seq": "must be an integer >= -1",
     "type": "must be one of PAUSE, RESUME, CANCEL (any case)",
     "job_id": "must be a non-empty string",
+    "limits": "must be an object of limits (memory_mb, processes, cpu_seconds, open_files, "
+              "output_mb)",
 }
 _NESTED_RULES: dict[str, str] = {
     "args": "must be a string",

@@ -123,7 +123,7 @@ class FleetRun:
                 why = unroutable(p, self.workers_at_start)
                 if why is not None:
                     plan[i] = replace(p, skip=why)
-                    self.progress.note(f"SKIP {p.test.id}: {why}")
+                    self.progress.skipped(p.test.id, why, p.repeat)
 
     async def declare(self) -> None:
         durations = {}

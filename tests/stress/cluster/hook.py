@@ -45,10 +45,16 @@ async def run_cluster(s: Any, model: Any) -> None:
     s.run.service.update({"kind": "cluster", "url": fleet.address, "pid": None, "argv": [],
                           "version": None, "allow": None, "scheduler": fleet.address,
                           "dashboard": fleet.dashboard, "cluster": fleet.spec.text})
-    s.progress = Progress(count_runs(s.plan), quiet=ns.quiet)
+    s.progress = Progress(count_runs(s.plan), quiet=ns.quiet,
+                          listener=s.live.state if getattr(s, "live", None) else None)
+    if getattr(s, "live", None):
+        s.live.state.set_phase("running tests", count_runs(s.plan))
+    for p in s.plan:  # counted now, as the summary counts them (stress.report.progress)
+        if p.skip is not None:
+            s.progress.skipped(p.test.id, p.skip, p.repeat)
     s.runner = Runner("", None, s.plan, s.report_dir,
                       RunOptions(concurrency=1, fail_fast=ns.fail_fast, model_env=model.env,
-                                 halt=s.halt), progress=s.progress)
+                                 halt=s.halt, resume=False), progress=s.progress)
     if fleet.dashboard and not ns.quiet:
         print(f"{s.tool}: Dask dashboard: {fleet.dashboard}", flush=True)
     run = FleetRun(s.runner, fleet, s.run.run_id, s.progress,

@@ -10,9 +10,9 @@ another host shares no file system with the harness, and a test's output (a few 
 MiB of mostly text) compresses several-fold and travels in Dask's own frames. The harness writes
 the files where a local run would have (`outputs/` of the report folder).
 
-The job runs with the executor's default end-on-disconnect: when this worker dies its WebSocket
-closes and the executor ends the job at once (the `detach_timeout=0` of the fleet design; a
-detached job would make Dask's rerun elsewhere a second live run).
+The job runs without resume (`RunOptions.resume` False: no `detach_timeout`, so the executor's
+default 0, end on disconnect): when this worker dies its WebSocket closes and the executor ends
+the job at once. A detached job would make Dask's rerun elsewhere a second live run.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Why every run, and not only `stress.complex` (which samples each job tree in detail) or load
 runs (which sample /health): the HTML report's "service and host over time" chart should exist
-for an ordinary run too, and a reading once a second costs a few /proc reads (under a
-millisecond), done in a thread so the event loop receiving test output never waits on it.
+for an ordinary run too, and a reading once a second costs a few /proc reads (a few ms on a
+busy host, benchmarks/bench_report.py), done in a thread so the event loop receiving test
+output never waits on it.
 
 One point per second: `t` (seconds since the trace started), the 1-minute load, the share of
 the last interval that some task stalled on CPU, memory and IO (Linux PSI totals, exact over the

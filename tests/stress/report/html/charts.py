@@ -133,9 +133,9 @@ def timeline_chart(run: RunResult) -> Chart | None:
     _legend(ax, [("passed", "passed"), ("failed", "failed"), ("lost", "lost"),
                  ("queued", "queued (hatched)")], hatch_key="queued")
     title = f"Timeline of {len(bars)} executions on {len(rows)} connections"
-    caption = ("Each bar is one execution on the connection that ran it; hatched: waiting in the "
-               "service's queue; an outlined bar is the chosen instance. Gaps are idle "
-               "connections, long bars the slow tests; ids are written where they fit.")
+    caption = ("Each bar is one execution on the connection that ran it (hatched: queued in the "
+               "service, outlined: the chosen instance); gaps are idle connections, long bars "
+               "slow tests.")
     return Chart("timeline", title, caption, figure_svg(fig, title))
 
 
@@ -192,14 +192,14 @@ def durations_chart(run: RunResult) -> Chart | None:
     ax.scatter(configured, list(ys), marker="x", s=18, color=PALETTE["limit"], zorder=3,
                label="configured timeout")
     ax.set_yticks(list(ys), [o.id for o, _ in rows], fontsize=7)
-    ax.set_xscale("log")
+    log_axis(ax, seconds=True)
     ax.set_xlabel("seconds (log scale)")
     ax.legend(fontsize=7, loc="lower right")
     more = len([1 for o in run.outcomes if _worst_attempt(o)]) - len(rows)
     title = "Duration per test against its timeout"
-    caption = ("The longest run of each test (colour: its result) and the limit it ran under "
-               "(|: stretched by load, x: configured); a bar near its mark is close to timing out."
-               + (f" The {len(rows)} tests closest to their limit; {more} more in report.json."
+    caption = ("Each test's longest run (colour: its result) against the limit it ran under "
+               "(|: stretched by load, x: configured): a bar near its mark nearly timed out."
+               + (f" The {len(rows)} closest to their limit; {more} more in report.json."
                   if more > 0 else ""))
     return Chart("durations", title, caption, figure_svg(fig, title))
 
@@ -220,12 +220,12 @@ def distributions_chart(run: RunResult) -> Chart | None:
     durs = [max(a.duration, 1e-3) for a in ran]
     sizes = [max(a.stdout_bytes + a.stderr_bytes, 1) for a in ran]
     left.hist(durs, bins=_log_bins(durs, 1e-3), color=PALETTE["accent"])
-    left.set_xscale("log")
+    log_axis(left, seconds=True)
     left.set_xlabel("duration (s, log scale)")
     left.set_ylabel("runs")
     left.set_title("Run durations")
     right.hist(sizes, bins=_log_bins(sizes, 1), color=PALETTE["passed"])
-    right.set_xscale("log")
+    log_axis(right, seconds=False)
     right.set_xlabel("stdout + stderr (bytes, log scale)")
     right.set_ylabel("runs")
     right.set_title("Output sizes")
@@ -236,14 +236,28 @@ def distributions_chart(run: RunResult) -> Chart | None:
 
 
 def _pair():
-    from matplotlib.ticker import NullFormatter
-
     from stress.report.html.svg import pyplot
 
-    fig, axes = pyplot().subplots(1, 2, figsize=(9.0, 3.0))
-    for ax in axes:
-        ax.xaxis.set_minor_formatter(NullFormatter())  # log axes: decades only, no clutter
-    return fig, axes
+    return pyplot().subplots(1, 2, figsize=(9.0, 3.0))
+
+
+def _decimal(v: float) -> str:
+    """A decade of bytes as people read it on a log axis: `10 B`, `1 kB`, `100 MB`."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if v >= size:
+            return f"{v / size:g} {unit}"
+    return f"{v:g} B"
+
+
+def log_axis(ax, *, seconds: bool) -> None:
+    """A log x axis labelled in plain numbers (`0.01`, `10`; `1 kB` for bytes) at decades only:
+    matplotlib's default `10^-2` labels go through its TeX parser, which cost more than the rest
+    of the page together."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}" if seconds else _decimal(v)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 __all__ = ["Bar", "Chart", "distributions_chart", "durations_chart", "pack_rows",

@@ -79,9 +79,8 @@ def host_chart(run: RunResult) -> Chart | None:
     bottom.set_xlabel("seconds since the run started (s)")
     _step_spans((top, bottom), run)
     title = "Service CPU and memory, host load and pressure over the run"
-    caption = ("Top: the service's CPU (100% = one core) and memory; bottom: the host's 1-minute "
-               "load and the share of time tasks stalled (PSI). Rising pressure while tests slow "
-               "down points at the host, flat pressure at the tests or the model.")
+    caption = ("The service's CPU (100% = one core) and memory above, the host's load and PSI "
+               "stall shares below: pressure rising as tests slow down points at the host.")
     return Chart("host", title, caption, figure_svg(fig, title))
 
 
@@ -181,9 +180,8 @@ def capacity_chart(run: RunResult) -> Chart | None:
     found = ("no step held" if c.max_sustainable_concurrency is None
              else f"sustains {c.max_sustainable_concurrency} in flight")
     title = f"Capacity search: {found}, limited by {c.limited_by}"
-    caption = ("Each point is one step of --find-capacity; X marks the step that crossed its "
-               "criteria, the green line the highest concurrency that held. Why the search "
-               f"stopped: {c.reason}")
+    caption = ("Each point is one --find-capacity step (X: it crossed its criteria, green line: "
+               f"the highest that held); the search stopped because {c.reason}")
     return Chart("capacity", title, caption, figure_svg(fig, title))
 
 
@@ -212,9 +210,9 @@ def trend_chart(trend: list[dict], title: str, *, current: str | None = None) ->
         for x, r in zip(xs, rows):
             if r.get("run_id") == current:
                 top.plot([x], [ratio[x - 1]], "o", ms=9, mfc="none", color=PALETTE["queued"])
-    caption = ("The share of runs (attempts) that passed in each recorded run, and how long each "
-               "run took; a dip or a step up after a change is where to look"
-               + (" (this run highlighted)." if current else "."))
+    caption = ("The share of runs (attempts) that passed and the duration of each recorded run"
+               + (", this one highlighted" if current else "") + ": a dip or a step after a "
+               "change is where to look.")
     return Chart("trend", title, caption, figure_svg(fig, title))
 
 

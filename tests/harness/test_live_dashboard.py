@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ from conftest import REPO, wait_until
 PY = sys.executable
 
 SUITE = {"name": "dash", "defaults": {"timeout": 30}, "tests": [
-    {"id": "nap", "command": "sleep 1; echo done", "expected_patterns": ["done"]},
+    {"id": "nap", "command": "sleep 2; echo done", "expected_patterns": ["done"]},
     {"id": "needs_real", "command": "true", "requires": ["real-model"]},
 ]}
 
@@ -53,9 +54,13 @@ def dashboard_run(tmp_path, suite_doc: dict, *args: str):
         yield found.group(1), proc, lines
         assert proc.wait(timeout=60) == 0, proc.stderr.read()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        if proc.poll() is None:  # a failed test: let the harness stop its service, then insist
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
         reader.join(timeout=10)
 
 
@@ -78,6 +83,10 @@ def test_dashboard_follows_a_capacity_run(tmp_path, browser_page):  # noqa: F811
                        "--max-steps", "2") as (url, proc, lines):
         page = browser_page.page
         page.goto(url)
+        # Within 2 s of the harness starting the test, the open page lists it as running (the
+        # service's start-up before that takes what the host gives it: a generous bound).
+        assert wait_until(lambda: any(ln.startswith("START nap") for ln in list(lines)), 60,
+                          interval=0.02), lines
         page.locator("#running td", has_text="nap").first.wait_for(timeout=2_000)
         page.locator("#timeline rect").first.wait_for(state="attached", timeout=2_000)
         assert page.locator("#link").inner_text() == "feed: live"
