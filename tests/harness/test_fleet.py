@@ -159,10 +159,16 @@ def test_routing_names_the_missing_resource_and_keys_keep_one_prefix_per_test(tm
     from dask.utils import key_split
     from stress.run.plan import build_plan, load_suites
 
-    path = suite(tmp_path / "r.json", [sleeper(1, 0, requires=["gpu"]), sleeper(2, 0)])
-    gpu, plain = build_plan(load_suites([str(path)], complex_mode=False), [], None)
+    path = suite(tmp_path / "r.json", [sleeper(1, 0, requires=["gpu"]), sleeper(2, 0),
+                                       {"id": "e", "args": ["echo", "hi"], "timeout": 5}])
+    gpu, plain, echo = build_plan(load_suites([str(path)], complex_mode=False), [], None)
     workers = {"tcp://x:1": {"name": "w", "resources": {"claude": 2, "allow.sh": 2}}}
     assert "'gpu'" in unroutable(gpu, workers) and unroutable(plain, workers) is None
+    assert "an executor allowing echo" in unroutable(echo, workers)
+    workers["tcp://y:1"] = {"name": "v", "resources": {"claude": 1, "allow.echo": 1, "gpu": 1}}
+    assert unroutable(echo, workers) is None
+    assert unroutable(gpu, workers) == ("no worker of the cluster has all it needs (v lacks an "
+                                        "executor allowing sh; w lacks 'gpu')")
     assert key_split(f"{task_prefix(gpu)}-3-{'ab12cd34'}") == task_prefix(gpu) != task_prefix(plain)
     assert cv([2.0, 2.0]) == 0.0 and cv([1.0, 3.0]) == 0.5
 

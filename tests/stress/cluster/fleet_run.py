@@ -63,18 +63,26 @@ def needs(p: Planned) -> dict[str, float]:
     return res
 
 
+def _words(names: list[str]) -> str:
+    return ", ".join(n.replace("allow.", "an executor allowing ") if n.startswith("allow.")
+                     else f"'{n}'" for n in names)
+
+
 def unroutable(p: Planned, workers: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """Why no worker of the cluster can take `p` (None: at least one can)."""
+    """Why no worker of the cluster can take `p` (None: at least one can), naming what each
+    worker lacks."""
     need = needs(p)
-    if any(all((w.get("resources") or {}).get(k, 0) >= v for k, v in need.items())
-           for w in workers.values()):
-        return None
-    missing = sorted({k for k in need for w in workers.values()
-                      if (w.get("resources") or {}).get(k, 0) < need[k]})
-    words = ", ".join(m.replace("allow.", "an executor allowing ") if m.startswith("allow.")
-                      else f"'{m}'" for m in missing)
-    return (f"no worker of the cluster has {words} "
-            f"({len(workers)} worker(s): {', '.join(sorted(str(w.get('name')) for w in workers.values()))})")
+    lacks = {}
+    for w in workers.values():
+        have = w.get("resources") or {}
+        lacks[str(w.get("name"))] = sorted(k for k in need if have.get(k, 0) < need[k])
+    if not workers or not all(lacks.values()):
+        return None if workers else "no worker in the cluster"
+    common = sorted(set.intersection(*(set(v) for v in lacks.values())))
+    if common:
+        return f"no worker of the cluster has {_words(common)} (workers: {', '.join(sorted(lacks))})"
+    return "no worker of the cluster has all it needs (" + "; ".join(
+        f"{name} lacks {_words(v)}" for name, v in sorted(lacks.items())) + ")"
 
 
 def declare_durations(durations: dict[str, float], dask_scheduler: Any = None) -> int:
