@@ -210,3 +210,31 @@ def test_capacity_host_and_trend_charts_from_a_record():
     assert trend and "<title>History: the last 3 runs of these suites</title>" in trend[0]
     assert "runs passed (%)" in trend[0] and "run duration (s)" in trend[0]
     assert 'id="chart-timeline"' not in page  # nothing ran in this record: no empty chart
+
+
+@pytest.mark.parametrize("values, seconds, want", [
+    ([0.3, 0.9, 2.0, 7.0], True, {"0.5", "1", "2", "5"}),  # under two decades: 1-2-5 labelled
+    ([12, 3_000, 4_000_000], False, {"100 B", "1 kB", "1 MB"}),  # wide: decades only
+])
+def test_log_axes_label_enough_ticks_to_read(values, seconds, want):
+    """A histogram of runs from 0.3 s to 7 s once showed a single `1` under its log axis; and
+    its count axis read `2.5 runs`."""
+    from stress.report.html.charts import count_axis, log_axis
+    from stress.report.html.svg import pyplot
+
+    fig, ax = pyplot().subplots()
+    try:
+        lo, hi = min(values), max(values)
+        ax.hist(values, bins=[lo * (hi / lo) ** (i / 20) for i in range(21)])
+        log_axis(ax, seconds=seconds)
+        count_axis(ax)
+        fig.canvas.draw()
+        lo, hi = ax.get_xlim()
+        shown = {t.get_text() for t, v in zip(ax.get_xticklabels(), ax.get_xticks())
+                 if lo <= v <= hi and t.get_text()}
+        counts = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    finally:
+        pyplot().close(fig)
+    assert want <= shown, shown
+    assert seconds or not {"2 kB", "5 kB"} & shown, shown  # a wide axis stays uncluttered
+    assert all("." not in c for c in counts), counts
