@@ -238,3 +238,27 @@ def test_log_axes_label_enough_ticks_to_read(values, seconds, want):
     assert want <= shown, shown
     assert seconds or not {"2 kB", "5 kB"} & shown, shown  # a wide axis stays uncluttered
     assert all("." not in c for c in counts), counts
+
+
+def test_previews_are_capped_per_test_so_every_test_gets_some():
+    """A capacity run repeated `echo` 73 times; its previews filled the page's 200 and the tests
+    after it got none. At most 3 per test, and the page says how many it left out."""
+    from stress.report.html import render_html
+    from stress.report.results import Attempt, Outcome, RunResult
+
+    def outcome(tid: str, n: int) -> Outcome:
+        attempts = [Attempt(i + 1, "passed", "passed", "", "exited", exit_code=0,
+                            started_at=1001.0 + i, duration=0.1, preview=f"{tid}-out-{i + 1}")
+                    for i in range(n)]
+        return Outcome("s", tid, tid, [], "s.json", "command", "true", [], 10.0, None, n,
+                       status="passed", reason="passed", message="", passes=n, runs=n,
+                       required=n, attempts=attempts)
+
+    run = RunResult(run_id="r", tool="stress.local", argv=["x"], started_at=1000.0,
+                    finished_at=1100.0, environment={"cores": 2})
+    run.outcomes = [outcome("many", 80), outcome("late", 2)]
+    page = render_html(run)
+    previews = re.search(r"<h2>Output previews.*?</section>", page, re.S)[0]
+    assert previews.count("<details>") == 5
+    assert "late-out-1" in previews and "late-out-2" in previews and "many-out-4" not in previews
+    assert "77 more passed run(s) are not previewed" in previews
