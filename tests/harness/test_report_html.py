@@ -262,3 +262,35 @@ def test_previews_are_capped_per_test_so_every_test_gets_some():
     assert previews.count("<details>") == 5
     assert "late-out-1" in previews and "late-out-2" in previews and "many-out-4" not in previews
     assert "77 more passed run(s) are not previewed" in previews
+
+
+def test_live_counters_under_a_result_line_already_count_it():
+    """On a terminal, the counters drawn under `FAIL x` include x (they once said `failed 0`
+    there until the next timed refresh)."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    stream = os.fdopen(slave, "w")
+    p = None
+    try:
+        p = Progress(2, stream=stream)
+        p.started("bad", "bad")
+        p.finished("bad", "bad", "failed", "exit_code", 0.1, "exit 3")
+        p.skipped("later", "requires 'real-model'")
+        out = b""
+        for _ in range(200):  # each read waits at most 5 s
+            if b"skipped 1" in out:
+                break
+            ready, _, _ = select.select([master], [], [], 5)
+            assert ready, out
+            out += os.read(master, 65536)
+    finally:
+        if p is not None:
+            p.close()  # stops rich's refresh thread
+        stream.close()
+        os.close(master)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.decode())
+    after_fail = text[text.index("FAIL bad"):]
+    assert "failed 1" in after_fail.split("SKIP later")[0], after_fail
+    assert "skipped 1" in after_fail.split("SKIP later")[1], after_fail
