@@ -443,7 +443,8 @@ def previews_section(run: RunResult) -> list[str]:
     if not passed:
         return []
     return ["## Passed tests' output", "",
-            f"Previews of the {passed} passed run(s) are folded in [report.html](report.html); "
+            f"Previews of passed runs (the first few of each test; {passed} in all) are folded in "
+            "[report.html](report.html); "
             "every run's full stdout and stderr is in [outputs/](outputs/) (linked per test in "
             "report.json).", ""]
 
