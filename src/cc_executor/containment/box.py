@@ -184,19 +184,6 @@ class JobBox:
 
     # ---- the end ------------------------------------------------------------------------------
 
-    def try_remove(self) -> bool:
-        """One rmdir per cgroup, no waiting: True when all are gone (the usual case at a run's
-        end, the cgroup being empty by then); else `remove` finishes the job off the loop."""
-        left = []
-        for d in self.dirs():
-            try:
-                os.rmdir(d)
-            except FileNotFoundError:
-                pass
-            except OSError:
-                left.append(d)
-        return not left
-
     def remove(self) -> bool:
         """rmdir every cgroup of the job (killing stragglers). Returns whether all are gone."""
         ok = True
