@@ -22,16 +22,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import faulthandler
 import ipaddress
+import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 
 import uvicorn
 
 from . import aio
+from .policy.limits import preflight as containment_preflight
 from .settings import Settings
 from .settings_cli import build_parser, build_settings, explain
 
@@ -43,6 +47,46 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """One line saying why `host:port` cannot be bound (in use, not allowed), or None.
+
+    Checked by binding a probe socket the way uvicorn will (SO_REUSEADDR), so a taken port is one
+    clear line naming the flag to change, not a traceback from inside the server's start-up."""
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as e:
+        return f"cannot resolve --host {host!r}: {e}"
+    for family, kind, proto, _, addr in infos[:1]:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(addr)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    return (f"port {port} on {host} is already in use: choose another with "
+                            f"--port N (or CC_EXECUTOR_PORT); --port 0 picks a free one")
+                if e.errno == errno.EACCES:
+                    return (f"not allowed to listen on port {port} on {host}: choose a port "
+                            f"above 1023 with --port N")
+                return f"cannot listen on {host}:{port} (--host, --port): {e.strerror}"
+    return None
+
+
+def setup_console_log(level: str) -> None:
+    """The service's own log lines (refused upgrades, runs ended at start, bugs) on stderr at
+    `--log-level`; uvicorn's stay at warning unless debug is asked for."""
+    logger = logging.getLogger("cc_executor")
+    logger.setLevel(level.upper())
+    if not any(getattr(h, "_cc_console", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("cc_executor: %(levelname)s %(message)s"))
+        handler._cc_console = True
+        logger.addHandler(handler)
+    logger.propagate = False
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -157,7 +201,7 @@ async def serve(settings: Settings, reload: Callable[[], Settings] | None = None
         app,
         host=settings.host,
         port=settings.port,
-        log_level="warning",
+        log_level="debug" if settings.log_level == "debug" else "warning",
         lifespan="on",
         ws_max_size=settings.max_frame * 4,
         ws_ping_interval=settings.ping_interval,
@@ -204,6 +248,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cc_executor: refusing to listen on non-loopback host {settings.host!r} without a "
               "token; set --token or CC_EXECUTOR_TOKEN", file=sys.stderr)
         return 2
+    problem = port_problem(settings.host, settings.port)
+    if problem:
+        print(f"cc_executor: {problem}", file=sys.stderr)
+        return 2
+    problem = containment_preflight(settings)
+    if problem:
+        print(f"cc_executor: refusing to start: {problem}", file=sys.stderr)
+        return 2
+    setup_console_log(settings.log_level)
     if not _stderr_faulthandler(faulthandler.register, signal.SIGUSR1):
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # nowhere to print: still not fatal
     try:

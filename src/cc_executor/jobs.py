@@ -23,7 +23,7 @@ from . import defaults, protocol
 from .claude_cli import adapt_claude_argv
 from .detach import Resumer
 from .load import Decision
-from .policy import AllowList, check_env
+from .policy import AllowList, check_env, grant_limits
 from .process import OutputBatch, ProcessRunner, Run, RunEnd, RunSpec, SpawnError
 from .protocol import (
     INVALID_PARAMS,
@@ -35,6 +35,7 @@ from .protocol import (
     RpcError,
 )
 from .settings import Settings
+from .telemetry import claude_telemetry_env
 from .timing import stretch_timeouts
 
 Sink = Callable[[str], Awaitable[None]]
@@ -112,6 +113,7 @@ class JobManager:
     def prepare(self, params: protocol.ExecuteParams) -> tuple[list[str], RunSpec, bool]:
         s = self.settings
         check_env(params.env)  # before the program's checks: a bad param, whatever the program
+        limits, _ = grant_limits(params.limits, s, self.runner.containment)
         shell = None
         if params.command is not None and s.shell:
             argv = params.argv(shell=True)  # [SHELL, "-c", command]: the protocol's one spelling
@@ -126,9 +128,9 @@ class JobManager:
                 argv = adapt_claude_argv(argv)
         env = dict(params.env or {})
         if is_claude:
-            # The operator's decision alone: not inherited from the server's environment, and
-            # a client's `env` cannot set it (it lets the CLI skip permissions as root).
+            # The operator's alone (not inherited, no client `env`): skips permissions as root.
             env["IS_SANDBOX"] = "1" if s.is_sandbox else None
+            env.update(claude_telemetry_env(s.claude_telemetry))
         if params.cwd is not None and not os.path.isdir(params.cwd):
             raise RpcError.because(SPAWN_FAILED, ErrorReason.CWD_NOT_FOUND,
                                    f"working directory not found: {params.cwd}", field="cwd")
@@ -136,18 +138,14 @@ class JobManager:
         spec = RunSpec(
             argv=None if shell is not None else argv,
             shell=shell,
-            cwd=params.cwd,
-            env=env,
-            input=params.input.encode() if params.input is not None else None,
-            timeout=timeout,
+            cwd=params.cwd, env=env,
+            input=params.input.encode() if params.input is not None else None, timeout=timeout,
             stall_timeout=params.stall_timeout,
-            kill_grace=s.kill_grace,
-            batch_bytes=s.batch_bytes,
-            batch_interval=s.batch_interval,
-            max_buffer=s.max_buffer,
-            # Claude Code 2.1.x can exit with output still unflushed to a pipe (lost, exit 0);
-            # a regular file always gets everything.
+            kill_grace=s.kill_grace, max_buffer=s.max_buffer,
+            batch_bytes=s.batch_bytes, batch_interval=s.batch_interval,
+            # Claude Code 2.1.x may exit with output unflushed to a pipe; a file gets it all.
             capture_to="file" if is_claude and s.claude_capture == "file" else "pipe",
+            limits=limits,
         )
         return argv, spec, is_claude
 
@@ -182,7 +180,8 @@ class JobManager:
             job.queue_reason = reason or "waiting behind earlier jobs"
             job.queue_decision = None if ok else decision
             self.queue.append(job)
-            self._log("queued", job, position=len(self.queue), reason=job.queue_reason)
+            self._log("queued", job, position=len(self.queue), reason=job.queue_reason,
+                      **_held_by(job))
             self._ensure_queue_timer()
         return job
 
@@ -196,10 +195,11 @@ class JobManager:
                                        argv=job.argv, resume_token=job.resume_token,
                                        **self._limits(job))
 
-    @staticmethod
-    def _limits(job: Job) -> dict[str, Any]:
+    def _limits(self, job: Job) -> dict[str, Any]:
         return {"timeout": job.spec.timeout, "stall_timeout": job.spec.stall_timeout,
-                "timeout_factor": job.timeout_factor}
+                "timeout_factor": job.timeout_factor,
+                "limits_enforced": grant_limits(job.spec.limits, self.settings,
+                                                self.runner.containment)[1] or None}
 
     def _stretch(self, job: Job) -> None:
         """Stretch the job's limits by the load factor of the moment it starts (not when it

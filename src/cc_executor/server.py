@@ -26,11 +26,14 @@ from fastapi.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import __version__, aio, protocol, tree
+from . import __version__, aio, dashboard, hardware, protocol, tree
 from .admission import QUICK_SAMPLE, Admission, Limits, RunningJob
+from .containment.service import ServiceContainment
 from .jobs import JobManager
 from .load import Decision, LoadMonitor
+from .observe import Observation, install_metrics_route
 from .outbox import Outbox
+from .policy.limits import check_ceilings
 from .process import ProcessRunner
 from .settings import Settings
 from .timing import load_factor
@@ -170,14 +173,24 @@ class Service:
         self.usage = UsageRates()  # each running job's CPU rate and RSS, by process group
         self._cores = os.cpu_count() or 1  # read once: glibc reads /sys for each call
         self._counting: asyncio.Task | None = None
+        self.gpus: list[protocol.Gpu] | None = None  # read once at start (hardware.detect_gpus)
+        self.observe = Observation(self)  # /metrics, /dashboard's recent events, refusal log
+        self.containment: ServiceContainment | None = None
 
     async def start(self) -> None:
-        tree.become_subreaper()
+        self.gpus = await asyncio.to_thread(hardware.detect_gpus)
         quiet_refused_upgrades()  # after uvicorn configured its loggers
         self._event_log = setup_event_log(Path(self.settings.log_dir))
-        self.runner = ProcessRunner(self.settings.run_dir)
+        self.containment = ServiceContainment(
+            self.settings.containment, grace=self.settings.kill_grace,
+            leaders=lambda: {run.pid for run in self.runner.runs.values()})
+        check_ceilings(self.settings, self.containment.cgroups)
+        self.runner = ProcessRunner(self.settings.run_dir, containment=self.containment.cgroups,
+                                    reaper=self.containment.reaper)
+        self.containment.start()
         for rec in self.runner.reaped:
             log.warning("ended a run left by a previous server: %s", rec)
+        self.observe.start(orphans_ended=len(self.runner.reaped))
         self.monitor = LoadMonitor(self.settings.sample_interval, counters=self._counters,
                                    psi_dir=self.settings.psi_dir or None)
         await self.monitor.start()
@@ -284,13 +297,6 @@ class Service:
         now = time.time()
         self.usage.update(usage, ages={run.pgid: now - run.started_at for run in runs})
 
-    async def _reap_adopted(self) -> None:
-        """As subreaper we adopt orphans; collect the ones that died so none linger as zombies."""
-        while True:
-            await asyncio.sleep(5.0)
-            leaders = {run.pid for run in self.runner.runs.values()}
-            tree.reap_adopted(leaders)
-
     async def _recheck_queue(self) -> None:
         """Each new load sample may admit queued jobs: re-check exactly then, not on a timer."""
         while True:
@@ -310,10 +316,13 @@ class Service:
                 task.cancel()
         if self.jobs is not None:
             await self.jobs.shutdown()
+        if self.containment is not None:
+            await self.containment.close()
         if self.monitor is not None:
             await self.monitor.stop()
         if self._event_log is not None:
             self._event_log.flush()
+        self.observe.stop()
 
     def health(self) -> dict[str, Any]:
         jobs = self.jobs
@@ -329,6 +338,9 @@ class Service:
             "job_usage": {"cpu": round(sum(self.usage.rates.values()), 3),
                           "rss": self.usage.total_rss()},
             "connections": len(self.connections),
+            "hardware": self.hardware().wire(),
+            "model": self.settings.model,
+            "containment": self.containment.describe() if self.containment else None,
         }
         if self.monitor is not None and self.monitor.latest is not None:
             body["load"] = self.monitor.latest.to_dict()
@@ -338,11 +350,15 @@ class Service:
             body["admission"] = self.admission.describe()
         return body
 
+    def hardware(self) -> protocol.Hardware:
+        return hardware.read_hardware(self.gpus)
+
     # ---- the upgrade checks --------------------------------------------------------------------
 
-    def refuse_reason(self, ws: WebSocket) -> tuple[int, str] | None:
+    def refuse_reason(self, ws: WebSocket, also_allowed: set[str] | frozenset[str] = frozenset()
+                      ) -> tuple[int, str] | None:
         origin = ws.headers.get("origin")
-        if origin is not None and origin not in self.allowed_origins:
+        if origin is not None and origin not in self.allowed_origins | also_allowed:
             return 403, f"origin not allowed: {origin}"
         token = self.settings.token
         if token:
@@ -421,7 +437,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         refused = service.refuse_reason(websocket)
         if refused is not None:
             status, message = refused
-            log.info("refused upgrade from %s: %s", websocket.client, message)
+            service.observe.refused(status, message, websocket.client, websocket.scope["path"])
             await websocket.send_denial_response(
                 JSONResponse({"error": message}, status_code=status))
             return
@@ -433,6 +449,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for path in WS_PATHS:
         app.router.routes.append(WebSocketRoute(path, endpoint))
     app.ws_endpoint = endpoint
+    install_metrics_route(app, service)
+    dashboard.install(app, service, choose_subprotocol)
     return app
 
 
@@ -446,7 +464,9 @@ async def serve_connection(service: Service, websocket: WebSocket) -> None:
         await conn.send(protocol.notify(protocol.ConnectedParams(
             session_id=conn.id, version=__version__,
             capabilities=protocol.Capabilities(shell=s.shell, allow=s.allow,
-                                               max_frame=s.max_frame, batch_bytes=s.batch_bytes))))
+                                               max_frame=s.max_frame, batch_bytes=s.batch_bytes),
+            hardware=service.hardware(),
+            model=s.model)))
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":

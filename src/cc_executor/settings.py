@@ -139,12 +139,34 @@ class Settings(BaseModel):
                             "assumed to bring until the 1-min average shows it (paces starts); "
                             "0 turns pacing off")
 
+    metrics_token: str | None = Field(None, description="Bearer token GET /metrics requires; "
+                                      "unset: /metrics is open like /health (counts only)")
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$",
+                           description="Console log level (debug, info, warning, error); info "
+                           "shows refused upgrades, rate-limited")
+    model: str = Field("real", pattern="^(real|simulated)$", description="What answers claude "
+                       "jobs, as `connected` and /health report it: real, or simulated (set by "
+                       "`./dev serve --model local`; a label only, the service fakes nothing)")
+    claude_telemetry: bool = Field(False, description="Turn on the Claude CLI's own "
+                                   "OpenTelemetry export for claude jobs (docs/observability.md)")
+    containment: str = Field("auto", pattern="^(auto|cgroup|fallback)$", description="How "
+                             "jobs are contained: auto (a cgroup per job where the host offers a "
+                             "writable cgroup v2 tree, else fallback), cgroup (required), or "
+                             "fallback (process group, marker and subreaper sweep)")
+    max_memory_mb: int = Field(0, ge=0, description="Ceiling of a job's limits.memory_mb, and "
+                               "the limit of jobs that set none; 0: no ceiling")
+    max_processes: int = Field(0, ge=0, description="Same, for limits.processes")
+    max_cpu_seconds: int = Field(0, ge=0, description="Same, for limits.cpu_seconds")
+    max_open_files: int = Field(0, ge=0, description="Same, for limits.open_files")
+    max_output_mb: float = Field(0, ge=0, description="Same, for limits.output_mb")
+
     @field_validator("allow", "allow_origin", mode="before")
     @classmethod
     def _lists(cls, v):  # noqa: D102
         return parse_list(v)
 
-    @field_validator("shell", "is_sandbox", "throttle", "stretch_timeouts", mode="before")
+    @field_validator("shell", "is_sandbox", "throttle", "stretch_timeouts", "claude_telemetry",
+                     mode="before")
     @classmethod
     def _bools(cls, v):  # noqa: D102
         return parse_bool(v)
@@ -154,7 +176,7 @@ class Settings(BaseModel):
     def _sizes(cls, v):  # noqa: D102
         return parse_size(v)
 
-    @field_validator("token", "claude_path", "default_timeout", mode="before")
+    @field_validator("token", "claude_path", "default_timeout", "metrics_token", mode="before")
     @classmethod
     def _empty_is_none(cls, v):  # noqa: D102
         return None if v == "" else v

@@ -172,6 +172,15 @@ def marked(marker: str, pids: Iterable[int] | None = None) -> set[int]:
     return with_env(MARKER_VAR, marker, pids)
 
 
+def run_markers(pid: int) -> list[str]:
+    """The run markers (`CC_EXECUTOR_RUN` values) in a process's environment: none when it
+    cleared its environment, or we may not read it."""
+    prefix = f"{MARKER_VAR}=".encode()
+    env = _read(f"/proc/{pid}/environ") or b""
+    return [v[len(prefix):].decode(errors="replace") for v in env.split(b"\0")
+            if v.startswith(prefix)]
+
+
 def command_line(pid: int) -> str:
     raw = _read(f"/proc/{pid}/cmdline") or b""
     return raw.replace(b"\0", b" ").decode(errors="replace").strip()

@@ -563,7 +563,8 @@ def test_connected_notification():
     assert msg == {"jsonrpc": "2.0", "method": "connected", "params": {
         "session_id": "s1", "version": "0.1.0", "capabilities": {
             "methods": ["execute", "control", "jobs", "ping", "attach"], "shell": False,
-            "allow": ["claude"], "max_frame": 16 << 20, "batch_bytes": 65536}}}
+            "allow": ["claude"], "max_frame": 16 << 20, "batch_bytes": 65536},
+        "model": "real"}}
 
 
 def test_queued_and_started_notifications():
@@ -1048,5 +1049,5 @@ def test_every_message_field_holding_messages_is_declared_nested():
                   p.ControlResult, p.JobsResult, p.PingResult]:
         for name, field in model.model_fields.items():
             text = str(field.annotation)
-            holds = any(cls.__name__ in text for cls in (p.JobInfo, p.Capabilities))
+            holds = any(cls.__name__ in text for cls in (p.JobInfo, p.Capabilities, p.Hardware, p.Gpu))
             assert holds == (name in model._nested), (model.__name__, name)

@@ -209,9 +209,10 @@ async def test_local_mode_serves_for_the_block_and_cleans_up():
 def test_harness_checks_how_runs_end_and_what_they_leave(tmp_path):
     suite = tmp_path / "ends.json"
     flag = tmp_path / "escaped.pid"
-    # A child that leaves the job's group and drops the service's run marker: only the harness's
-    # own tag (STRESS_JOB) still finds it after the completion. The job waits (bounded) until the
-    # child has escaped, or the service would rightly end it with the group.
+    # A child that leaves the job's group and drops the service's run marker. The service's
+    # containment ends it all the same (its cgroup, or the subreaper's sweep by start time), so
+    # the harness's own tag (STRESS_JOB) finds nothing left: the test passes. The job waits
+    # (bounded) until the child has escaped, or the group's end would take it anyway.
     escape = (f"env -u CC_EXECUTOR_RUN setsid sh -c 'echo $$ > {flag}; exec sleep 60' "
               f"</dev/null >/dev/null 2>&1 & for i in $(seq 500); do [ -s {flag} ] && break; "
               f"sleep 0.01; done; echo escaped=$(cat {flag})")
@@ -229,11 +230,9 @@ def test_harness_checks_how_runs_end_and_what_they_leave(tmp_path):
     got = {t["id"]: (t["status"], t["reason"]) for t in report["tests"]}
     assert got == {"stalls_as_expected": ("passed", "passed"),
                    "exits_instead_of_stalling": ("failed", "unexpected_end"),
-                   "escapes_the_service": ("failed", "leftover_processes")}
-    escaped = next(t for t in report["tests"] if t["id"] == "escapes_the_service")
+                   "escapes_the_service": ("passed", "passed")}
     pid = int(re.search(r"escaped=(\d+)", (run_dir / "outputs" / "escapes_the_service.stdout").read_text()).group(1))
-    assert f"'{pid}: sleep 60'" in escaped["message"]
-    assert wait_until(lambda: is_gone(pid), 5), "the harness did not end the escaped process"
+    assert wait_until(lambda: is_gone(pid), 5), "the escaped process outlived its job"
 
 
 # --- the suites, run ------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from cc_executor import protocol
 from cc_executor.client import ExecutorClient, ExecutorError
 from cc_executor.protocol import ErrorReason
 from service_fixture import ServiceFactory
-from stress.dispatch import server_fault
 
 from conftest import wait_until
 
@@ -26,23 +25,6 @@ REWORDED = "something else entirely"
 
 # ---- the harness decides on code and reason --------------------------------------------------
 
-def test_a_shutting_down_refusal_is_known_by_its_reason_whatever_its_words():
-    reworded = ExecutorError(protocol.TOO_MANY_JOBS, REWORDED, {"reason": "shutting_down"})
-    assert server_fault(reworded).kind == "shutdown"
-    old_words = ExecutorError(protocol.TOO_MANY_JOBS, protocol.SHUTTING_DOWN_MESSAGE,
-                              {"reason": "queue_full", "limit": 1})
-    assert server_fault(old_words) is None  # a full queue is not a server going away
-
-
-def test_a_missing_executable_is_known_by_its_reason_whatever_its_words():
-    reworded = ExecutorError(protocol.SPAWN_FAILED, REWORDED,
-                             {"reason": "executable_not_found", "executable": "claude"})
-    assert server_fault(reworded).kind == "refused"
-    old_words = ExecutorError(protocol.SPAWN_FAILED, "executable not found: x",
-                              {"reason": "cannot_start", "argv": ["x"]})
-    assert server_fault(old_words) is None  # this test's own program: not the server's fault
-
-
 def test_a_claude_run_refused_for_a_missing_cli_is_not_found_whatever_its_words():
     from stress.run.attempt_record import _refusal_failure
 
@@ -53,10 +35,6 @@ def test_a_claude_run_refused_for_a_missing_cli_is_not_found_whatever_its_words(
                               {"reason": "cannot_start"})
     assert _refusal_failure(old_words) is None  # its words decide nothing
     assert _refusal_failure(None) is None
-
-
-def test_not_allowed_is_known_by_its_code_whatever_its_words():
-    assert server_fault(ExecutorError(protocol.COMMAND_NOT_ALLOWED, REWORDED)).kind == "refused"
 
 
 def test_the_client_error_exposes_the_reason():

@@ -206,9 +206,9 @@ def test_main_run_exit_status_and_summary(main_run):
     has_claude = not r.json["environment"]["claude"].startswith("unavailable")
     passed, failed, skipped = (7, 7, 1) if has_claude else (6, 6, 3)
     assert (t["tests"], t["passed"], t["failed"], t["skipped"]) == (15, passed, failed, skipped), t
-    assert t["ratio"]["text"] == "1:1" and t["ratio"]["graduates"] is False
+    assert t["ratio"]["text"] == f"{passed}:{failed}" and t["ratio"]["graduates"] is False
     assert "| Result | **FAILED** |" in r.md
-    assert "**1:1** (runs passed : runs failed); does not graduate (needs 10:1 over at least 10 passes)" in r.md
+    assert f"**{passed}:{failed}** (runs passed : runs failed); does not graduate (needs 10:1 over at least 10 passes)" in r.md
     assert f"| Tests | 15: {passed} passed, {failed} failed, {skipped} skipped |" in r.md
 
 
@@ -335,7 +335,7 @@ def test_markdown_report_content(main_run):
     _, r, _ = main_run
     md = r.md
     for section in ("## Summary", "## Environment", "## Tests", "## Failures", "## Skipped",
-                    "## Resources", "## Distributions", "## Output previews"):
+                    "## Resources", "## Distributions", "## Passed tests' output"):
         assert section in md, section
     assert f"| Host | {r.json['environment']['hostname']} |" in md
     assert "| Load at start |" in md and "| Model mode | local: loopback model server" in md
@@ -343,6 +343,8 @@ def test_markdown_report_content(main_run):
     assert "[stdout](outputs/stall.stdout) (21 B)" in md
     assert "- **needs_real_model**: skipped: requires 'real-model'" in md
     assert "<details><summary>output preview</summary>" in md
+    page = (r.dir / "report.html").read_text()  # stress.complex: resources feed the host chart
+    assert 'id="chart-host"' in page and "could not be drawn" not in page
     assert re.search(r"\| big_output \| harness-e2e \| PASS \| passed \| .* \| 10\.0 MiB \|", md)
     assert re.search(r"^\s*< 1 s \|\s+\d+ #+$", md, re.M)  # duration histogram
     assert re.search(r"^\s*1-10 MiB \|\s+0\s*$", md, re.M) and re.search(r">= 10 MiB \|\s+1 #", md)
@@ -402,7 +404,9 @@ def test_repeat_with_a_pass_threshold(tmp_path):
     assert (th["status"], th["passes"], th["runs"], th["required"]) == ("passed", 5, 6, 4)
     assert (st["status"], st["passes"], st["runs"], st["required"]) == ("failed", 5, 6, 6)
     assert [a["status"] for a in st["attempts"]] == ["failed"] + ["passed"] * 5
-    assert r.json["totals"]["ratio"]["text"] == "5:1"
+    assert r.json["totals"]["ratio"]["text"] == "10:2"  # passes:failures, as counted
+    # The terminal counts tests and, when they differ, runs: the units report.md's Summary uses.
+    assert "2 tests: 1 passed, 1 failed, 0 skipped (12 runs: 10 passed, 2 failed, 0 skipped)" in proc.stdout
     assert "PASS 5/6 (needed 4)" in r.md and "**FAIL** 5/6 (needed 6)" in r.md
     assert (r.dir / "outputs" / "strict.6.stdout").exists()
     assert {"threshold [attempt 1]", "strict [attempt 6]"} <= set(r.cases())

@@ -15,9 +15,22 @@ import struct
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from conftest import REPO, wait_until
-from test_harness_scale import Run, marked_tests, side_effects, suite_file
+from test_harness_scale import Run, suite_file
+
+
+def marked_tests(marks: Path, prefix: str, n: int, seconds: float) -> list[dict]:
+    """Tests that leave a side effect: "start" and "end" lines in marks/<id>."""
+    marks.mkdir(exist_ok=True)
+    return [{"id": f"{prefix}{i}", "expected_patterns": [f"done-{i}"], "timeout": 30,
+             "command": f"echo start >> {marks}/{prefix}{i}; sleep {seconds}; "
+                        f"echo end >> {marks}/{prefix}{i}; echo done-{i}"} for i in range(n)]
+
+
+def side_effects(marks: Path, ids: list[str]) -> dict[str, list[str]]:
+    return {i: (marks / i).read_text().split() if (marks / i).exists() else [] for i in ids}
 
 
 class Relay:

@@ -1,6 +1,5 @@
-"""Scale and trust, end to end: several real services (weights, a server killed mid-run), repeats
-and flakiness, --halt, concurrent instances with a best response, and the run history with its
-comparisons. Every harness run is a real `python -m stress.local` subprocess with a bounded
+"""Scale and trust, end to end: repeats and flakiness, --halt, concurrent instances with a best
+response, and the run history with its comparisons (several hosts: test_fleet.py, on Dask). Every harness run is a real `python -m stress.local` subprocess with a bounded
 timeout; the pure parts (instance selection, option parsing) are tested in-process first.
 
 Timing: tests are sleeps of 0.2-1.5 s; the slowest harness run here takes ~8 s.
@@ -10,16 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from conftest import REPO, wait_until
+from conftest import REPO
 from service_fixture import wait_gone
 from stress import cli
 from stress.run.instances import InstanceRun, select, why_not_eligible
@@ -120,19 +117,12 @@ def test_eligibility_follows_the_verdict(tmp_path):
     assert why_not_eligible(judge(t, None, "error", "", detail="boom")) == "did not complete"
 
 
-def test_server_options_parse_weights_concurrency_and_tokens():
+def test_server_option_takes_one_url_with_its_token():
     ns = cli.build_parser("p", "local", "").parse_args([
-        "--server", "ws://127.0.0.1:1/ws@1", "--server", "ws://127.0.0.1:2/ws@3",
-        "--server", "ws://u@10.0.0.1:3/ws@2:5", "--token", "T",
-        "--server-token", "ws://127.0.0.1:2/ws=abc=",
-        "--concurrency", "2"])
-    specs = cli.server_specs(ns)
-    assert [(s.url, s.weight, s.concurrency, s.token) for s in specs] == [
-        ("ws://127.0.0.1:1/ws", 1.0, 2, "T"), ("ws://127.0.0.1:2/ws", 3.0, 6, "abc="),
-        ("ws://u@10.0.0.1:3/ws", 2.0, 5, "T")]
+        "--server", "ws://127.0.0.1:2/ws", "--token", "T", "--server-token", "ws://127.0.0.1:2/ws=abc="])
+    [spec] = cli.server_specs(ns)
+    assert (spec.url, spec.token) == ("ws://127.0.0.1:2/ws", "abc=")
     assert cli.split_server("ws://h:1/ws") == ("ws://h:1/ws", None, None)
-    ns = cli.build_parser("p", "local", "").parse_args(["--servers", "3", "--weights", "1,2:1,4"])
-    assert cli.local_weights(ns) == [(1.0, 1), (2.0, 1), (4.0, 4)]
     assert cli.redact_argv(["x", "--token", "s1", "--server-token", "ws://h/ws=s2",
                             "--token=s3", "--server-token=ws://h/ws=s4", "--out", "o"]) == [
         "x", "--token", "<token>", "--server-token", "ws://h/ws=<token>", "--token=<token>",
@@ -140,16 +130,14 @@ def test_server_options_parse_weights_concurrency_and_tokens():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--weights", "1,2"], "--weights is only used with --servers N"),
-    (["--servers", "2", "--weights", "1,2,3"], "--weights: 3 weights for --servers 2"),
-    (["--servers", "2", "--weights", "1,0"], "--weights: bad weight '0'"),
-    (["--servers", "2", "--server", "ws://h:1/ws"], "either --server (running services) or --servers N"),
+    (["--weights", "1,2"], "--weights: several services are now a Dask cluster: use --cluster"),
+    (["--servers", "2"], "--servers: several services are now a Dask cluster: use --cluster"),
     (["--server", "http://h/ws"], "--server must be a ws:// or wss:// URL"),
-    (["--server", "ws://h:1/ws", "--server", "ws://h:1/ws@2"], "--server given twice: ws://h:1/ws"),
+    (["--server", "ws://h:1/ws", "--server", "ws://h:2/ws"], "use --cluster tcp://HOST:PORT"),
     (["--server", "ws://h:1/ws", "--server-token", "ws://other/ws=t"],
-     "--server-token: 'ws://other/ws' is not one of the --server URLs"),
+     "--server-token: 'ws://other/ws' is not the --server URL"),
     (["--halt", "sometimes"], "--halt: bad halt rule 'sometimes'"),
-    (["--retry-budget", "-1"], "argument --retry-budget: must be at least 0, got -1"),
+    (["--retries", "-1"], "argument --retries: must be at least 0, got -1"),
     (["--no-history", "--baseline", "x"], "--no-history cannot be combined with --baseline"),
     (["--learned-timeouts", "fast"], "--learned-timeouts: not a percentage: 'fast'"),
     (["--baseline", "no-such-run"], "--baseline: no run 'no-such-run'"),
@@ -160,241 +148,6 @@ def test_bad_scale_options_are_usage_errors(tmp_path, capsys, args, message):
     assert code == 2
     assert message in capsys.readouterr().err
     assert not any(p.is_dir() for p in (tmp_path / "out").glob("*"))  # nothing ran
-
-
-# ---------------------------------------------------------------------------------------------
-# Several servers
-
-
-def test_three_local_servers_share_the_work_by_weight(tmp_path):
-    tests = [{"id": f"t{i:02d}", "command": f"sleep 0.2; echo out-{i}",
-              "expected_patterns": [f"out-{i}"], "timeout": 30} for i in range(24)]
-    s = suite_file(tmp_path / "w.json", "weights", tests)
-    t0 = time.time()
-    proc = harness(str(s), "--servers", "3", "--weights", "1,2,3", out=tmp_path / "out")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    r = Run.only(tmp_path / "out")
-    sv = r.json["servers"]
-    assert sv["mode"] == "dispatch"
-    by_name = {x["name"]: x for x in sv["servers"]}
-    counts = [by_name[f"server-{k}"]["tests_run"] for k in (1, 2, 3)]
-    assert sum(counts) == 24
-    # Throughput follows the weights (concurrency 1, 2, 3): about 4, 8, 12.
-    assert counts[0] < counts[1] < counts[2], counts
-    for c, w in zip(counts, (1, 2, 3)):
-        assert abs(c / 24 - w / 6) <= 0.1, counts
-    assert [by_name[f"server-{k}"]["concurrency"] for k in (1, 2, 3)] == [1, 2, 3]
-    assert all(x["alive"] and x["busy"] > 0 for x in sv["servers"]) and sv["fairness_cv"] is not None
-    for k, c in zip((1, 2, 3), counts):
-        assert f"| server-{k} (ws://127.0.0.1:" in r.md and f"| **{c}** |" in r.md
-    ran_on = {t["attempts"][0]["server"] for t in r.json["tests"]}
-    assert ran_on == {"server-1", "server-2", "server-3"}
-    services = r.json["service"]["servers"]
-    assert [x["stop"]["how"] for x in services] == ["sigterm"] * 3, [x["stop"] for x in services]
-    assert (r.dir / "logs" / "server-3" / "service.stdout").exists()
-    assert wait_gone([x["pid"] for x in services] + r.job_pids(), 10) == []
-    assert time.time() - t0 < 60
-
-
-def _job_pids(server_pid: int) -> list[int]:
-    try:
-        return [c.pid for c in psutil.Process(server_pid).children(recursive=True)]
-    except psutil.Error:
-        return []
-
-
-def marked_tests(marks: Path, prefix: str, n: int, seconds: float) -> list[dict]:
-    """Tests that leave a side effect: "start" and "end" lines in marks/<id>."""
-    marks.mkdir(exist_ok=True)
-    return [{"id": f"{prefix}{i}", "expected_patterns": [f"done-{i}"], "timeout": 30,
-             "command": f"echo start >> {marks}/{prefix}{i}; sleep {seconds}; "
-                        f"echo end >> {marks}/{prefix}{i}; echo done-{i}"} for i in range(n)]
-
-
-def side_effects(marks: Path, ids: list[str]) -> dict[str, list[str]]:
-    return {i: (marks / i).read_text().split() if (marks / i).exists() else [] for i in ids}
-
-
-def run_hitting_a_server(argv: list[str], victim, sig: int) -> tuple[subprocess.CompletedProcess, set[int]]:
-    """Run the harness (`argv`) and send `sig` to the victim service (to it alone: its job trees
-    live in their own sessions) once it runs a job. Returns the harness's outcome and the pids
-    of the victim's jobs at that moment."""
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL)
-    try:
-        assert wait_until(lambda: _job_pids(victim.pid), 30, 0.02), "the victim never ran a job"
-        doomed = _job_pids(victim.pid)
-        victim.proc.send_signal(sig)
-        out, err = proc.communicate(timeout=RUN_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err), doomed
-
-
-def test_a_server_killed_mid_run_loses_nothing(tmp_path, executor_service):
-    tokens = ["tok-one", "tok-two", "tok-three"]
-    svcs = [executor_service("--token", t, allow=["sh"]) for t in tokens]
-    victim = svcs[1]
-    marks = tmp_path / "marks"
-    tests = marked_tests(marks, "j", 9, 1.2)
-    s = suite_file(tmp_path / "k.json", "kill", tests)
-    argv = [PY, "-m", "stress.local", str(s), "--out", str(tmp_path / "out"), "--quiet",
-            "--token", tokens[0], "--server-token", f"{svcs[1].url}={tokens[1]}",
-            "--server-token", f"{svcs[2].url}={tokens[2]}"]
-    for svc in svcs:
-        argv += ["--server", f"{svc.url}@1"]
-    # SIGKILL the victim while it runs a job: its job trees keep running, as after a real
-    # crash. The harness must end the lost attempt's processes before its retry, or the side
-    # effect happens twice.
-    proc, doomed = run_hitting_a_server(argv, victim, signal.SIGKILL)
-    victim.proc.wait(10)
-    assert wait_gone(doomed, 10) == []
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    r = Run.only(tmp_path / "out")
-    ids = [t["id"] for t in r.json["tests"]]
-    assert sorted(ids) == sorted(f"j{i}" for i in range(9))  # each exactly once
-    assert {t["status"] for t in r.json["tests"]} == {"passed"}
-    sv = {x["name"]: x for x in r.json["servers"]["servers"]}
-    lost = sv[victim.url]
-    assert lost["alive"] is False and lost["lost_items"] >= 1 and lost["lost_reason"]
-    assert r.json["servers"]["retries_used"] >= 1
-    moved = [t for t in r.json["tests"] if len(t["attempts"][0]["tries"]) > 1]
-    assert moved and all(t["attempts"][0]["tries"][0] == victim.url for t in moved)
-    assert all(t["attempts"][0]["server"] != victim.url for t in moved)
-    assert sum(x["tests_run"] for x in sv.values()) == 9
-    effects = side_effects(marks, ids)
-    assert all(e.count("end") == 1 for e in effects.values()), effects  # exactly once each
-    assert any(effects[t["id"]] == ["start", "start", "end"] for t in moved), effects  # cut, rerun
-    assert "LOST at" in r.md and "## Servers" in r.md
-    for t in tokens[1:]:  # per-server tokens never reach the reports
-        assert t not in r.md and t not in json.dumps(r.json)
-    assert all(s.alive() for s in (svcs[0], svcs[2]))  # not ours to stop
-
-
-@pytest.mark.parametrize("limit, why", [
-    (("--retry-budget", "0"), "the run's retry budget of 0 is spent"),
-    (("--retries", "0"), "retried 0 time(s), the per-test limit is 0"),
-], ids=["retry-budget-0", "retries-0"])
-def test_with_no_retries_left_a_test_on_a_killed_server_is_lost(tmp_path, executor_service, limit, why):
-    svcs = [executor_service(allow=["sh"]) for _ in range(2)]
-    victim = svcs[1]
-    marks = tmp_path / "marks"
-    ids = [f"b{i}" for i in range(6)]
-    s = suite_file(tmp_path / "b.json", "budget", marked_tests(marks, "b", 6, 1.2))
-    argv = [PY, "-m", "stress.local", str(s), "--out", str(tmp_path / "out"), "--quiet", *limit]
-    for svc in svcs:
-        argv += ["--server", svc.url]
-    proc, doomed = run_hitting_a_server(argv, victim, signal.SIGKILL)
-    victim.proc.wait(10)
-    assert wait_gone(doomed, 10) == []
-    assert proc.returncode == 1, proc.stdout + proc.stderr  # a lost test fails the run
-    r = Run.only(tmp_path / "out")
-    assert sorted(r.tests) == ids  # each reported exactly once
-    lost = [t for t in r.json["tests"] if t["status"] == "lost"]
-    assert len(lost) == 1, [(t["id"], t["status"], t["message"]) for t in r.json["tests"]]
-    (a,) = lost[0]["attempts"]
-    assert a["status"] == "lost" and a["tries"] == [victim.url] and why in a["message"], a
-    assert all(t["status"] == "passed" for t in r.json["tests"] if t is not lost[0])
-    assert r.json["servers"]["retries_used"] == 0
-    assert r.json["options"]["retry_budget"] == (0 if limit[0] == "--retry-budget" else None)
-    # Not retried: the lost test started once (on the victim) and its end never came.
-    effects = side_effects(marks, ids)
-    assert effects.pop(lost[0]["id"]) == ["start"], effects
-    assert all(e == ["start", "end"] for e in effects.values()), effects
-    assert "## Lost" in r.md and why in r.md
-    if limit[0] == "--retry-budget":
-        assert "retries used: 0 (run-wide budget 0)." in r.md
-    assert svcs[0].alive()
-
-
-def test_a_server_shut_down_mid_run_hands_its_tests_on(tmp_path, executor_service):
-    svcs = [executor_service(allow=["sh"]) for _ in range(3)]
-    victim = svcs[1]
-    marks = tmp_path / "marks"
-    s = suite_file(tmp_path / "t.json", "term", marked_tests(marks, "g", 9, 0.8))
-    argv = [PY, "-m", "stress.local", str(s), "--out", str(tmp_path / "out"), "--quiet"]
-    for svc in svcs:
-        argv += ["--server", svc.url]
-    # A graceful stop: the service ends its jobs (reason "shutdown") and refuses new ones
-    # ("server is shutting down"), quickly, so it would fail and steal everything left.
-    proc, _ = run_hitting_a_server(argv, victim, signal.SIGTERM)
-    assert victim.proc.wait(20) == 0
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    r = Run.only(tmp_path / "out")
-    assert {t["status"] for t in r.json["tests"]} == {"passed"}
-    sv = {x["name"]: x for x in r.json["servers"]["servers"]}
-    lost = sv[victim.url]
-    assert not lost["alive"] and lost["lost_items"] >= 1 and "shut down" in lost["lost_reason"]
-    moved = [t for t in r.json["tests"] if len(t["attempts"][0]["tries"]) > 1]
-    assert moved and all(t["attempts"][0]["server"] != victim.url for t in moved)
-    effects = side_effects(marks, [f"g{i}" for i in range(9)])
-    assert all(e.count("end") == 1 for e in effects.values()), effects
-
-
-def test_a_server_that_cannot_run_the_plan_is_left_out_with_one_message(tmp_path, executor_service):
-    good = [executor_service(allow=["sh"]) for _ in range(2)]
-    bad = executor_service(allow=["echo"])  # misconfigured: every test needs sh
-    s = suite_file(tmp_path / "m.json", "misconf", [
-        {"id": f"m{i}", "command": f"sleep 0.2; echo ok-{i}", "expected_patterns": [f"ok-{i}"]}
-        for i in range(6)])
-    argv = [PY, "-m", "stress.local", str(s), "--out", str(tmp_path / "out"), "--max-load", "1000"]
-    for svc in (*good, bad):
-        argv += ["--server", svc.url]
-    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT,
-                          stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    said = f"server {bad.url} left out: cannot run this plan: it does not allow sh (it allows "
-    assert proc.stderr.count(said) == 1 and "which " in proc.stderr, proc.stderr
-    r = Run.only(tmp_path / "out")
-    assert {t["status"] for t in r.json["tests"]} == {"passed"}
-    entry = next(x for x in r.json["service"]["servers"] if x["name"] == bad.url)
-    assert entry["error"].startswith("cannot run this plan: it does not allow sh")
-    assert bad.url not in {x["name"] for x in r.json["servers"]["servers"]}
-    assert bad.health()["jobs"] == {"running": 0, "queued": 0}
-
-
-def test_a_server_that_refuses_the_token_is_left_out_unless_none_accepts(tmp_path, executor_service):
-    good = executor_service("--token", "tok-good", allow=["sh"])
-    other = executor_service("--token", "tok-other", allow=["sh"])
-    s = suite_file(tmp_path / "tok.json", "tok", [
-        {"id": f"k{i}", "command": f"echo ok-{i}", "expected_patterns": [f"ok-{i}"]} for i in range(4)])
-
-    def run(token: str, out: Path) -> subprocess.CompletedProcess:
-        argv = [PY, "-m", "stress.local", str(s), "--out", str(out), "--max-load", "1000",
-                "--token", token, "--server", good.url, "--server", other.url]
-        return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT,
-                              stdin=subprocess.DEVNULL)
-
-    # --token fits one of the two: the other is left out with one message, the run goes on.
-    proc = run("tok-good", tmp_path / "out")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    said = (f"stress.local: server {other.url} left out: refused the token (HTTP 401); give it the "
-            f"token its service was started with: --server-token {other.url}=T")
-    assert proc.stderr.count(said) == 1 and proc.stderr.count("HTTP 401") == 1, proc.stderr
-    assert "preflight failed" not in proc.stderr
-    r = Run.only(tmp_path / "out")
-    assert {t["status"] for t in r.json["tests"]} == {"passed"}
-    assert {a["server"] for t in r.json["tests"] for a in t["attempts"]} == {good.url}
-    entry = next(x for x in r.json["service"]["servers"] if x["name"] == other.url)
-    assert entry["error"].startswith("refused the token (HTTP 401)")
-    assert [x["name"] for x in r.json["servers"]["servers"]] == [good.url]
-    assert "tok-good" not in r.md and "tok-good" not in json.dumps(r.json)
-    assert other.health()["jobs"] == {"running": 0, "queued": 0}
-    # Neither accepts: one preflight message naming both, exit 3, no test run, nobody "left out".
-    bad = run("tok-wrong", tmp_path / "out2")
-    assert bad.returncode == 3, bad.stdout + bad.stderr
-    assert bad.stderr.count("preflight failed") == 1 and "left out" not in bad.stderr, bad.stderr
-    for svc in (good, other):
-        assert f"the service at {svc.url} refused the token (HTTP 401)" in bad.stderr
-    assert "exit status 3" in bad.stderr
-    r2 = Run.only(tmp_path / "out2")
-    assert r2.json["exit_code"] == 3 and r2.json["error"].startswith("preflight: the service at ")
-    assert all(t["status"] == "skipped" for t in r2.json["tests"]) and len(r2.json["tests"]) == 4
-    assert not any(a["started_at"] for t in r2.json["tests"] for a in t["attempts"])
-    assert all(x["error"] is None for x in r2.json["service"]["servers"])
-    assert good.alive() and other.alive()  # not ours to stop
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,15 +180,13 @@ def test_repeat_classifies_flaky_tests_with_their_pass_rate(tmp_path):
     assert "PASS 2/3 (needed 2), flaky 67%" in md
 
 
-@pytest.mark.parametrize("servers", [[], ["--servers", "2"]], ids=["one-service", "two-services"])
-def test_halt_now_cancels_running_tests_and_starts_no_more(tmp_path, servers):
-    # boom has the longest timeout, so several servers also start it first (longest expected first).
+def test_halt_now_cancels_running_tests_and_starts_no_more(tmp_path):
     s = suite_file(tmp_path / "h.json", "halt", [
         {"id": "boom", "command": "sleep 0.3; exit 3", "timeout": 60},
         *({"id": f"slow{i}", "command": "sleep 20", "timeout": 30} for i in range(4)),
     ])
     t0 = time.monotonic()
-    proc = harness(str(s), "--concurrency", "2", "--halt", "now,fail=1", *servers, out=tmp_path / "out")
+    proc = harness(str(s), "--concurrency", "2", "--halt", "now,fail=1", out=tmp_path / "out")
     elapsed = time.monotonic() - t0
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert elapsed < 15, elapsed
@@ -524,10 +275,10 @@ def test_history_compares_runs_and_tracks_the_suite_ratio(tmp_path):
     assert c["against"] == "previous and baseline" and c["baseline_id"] == run1.json["run_id"]
     assert c["new_failures"] == ["hist/breaks"] and c["fixed"] == [] and c["regressed"]
     ratios = {r["suite"]: r for r in h["suite_ratios"]}
-    assert (ratios["hist"]["passes"], ratios["hist"]["failures"], ratios["hist"]["text"]) == (3, 1, "3.0:1")
+    assert (ratios["hist"]["passes"], ratios["hist"]["failures"], ratios["hist"]["text"]) == (3, 1, "3:1")
     assert ratios["hist"]["graduated"] is False
     assert "**New failures (1):** `hist/breaks`" in run2.md
-    assert "| hist | 3 | 1 | 3.0:1 | no |" in run2.md
+    assert "| hist | 3 | 1 | 3:1 | no |" in run2.md
     # Learned timeout: 500% of a ~10 ms median is below the 1 s floor, so 1 s (configured 20 s).
     lt = run2.tests["steady"]["learned_timeout"]
     assert lt["median"] == pytest.approx(run1.tests["steady"]["attempts"][0]["duration"], abs=1e-3)

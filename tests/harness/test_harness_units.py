@@ -28,9 +28,9 @@ from stress.suite.verdict import PassThreshold
 
 
 @pytest.mark.parametrize("passes, failures, text, graduates", [
-    (23, 2, "11.5:1", True), (10, 1, "10:1", True), (9, 1, "9:1", False), (5, 0, "5:0", False),
+    (23, 2, "23:2", True), (10, 1, "10:1", True), (9, 1, "9:1", False), (5, 0, "5:0", False),
     (10, 0, "10:0", True),
-    (0, 0, "0:0", False), (0, 3, "0:1", False), (1, 6, "0.2:1", False),
+    (0, 0, "0:0", False), (0, 3, "0:3", False), (1, 6, "1:6", False),
 ])
 def test_success_ratio_and_graduation(passes, failures, text, graduates):
     r = Ratio(passes, failures)

@@ -248,7 +248,7 @@ def test_graduation_needs_ten_to_one_and_ten_passes():
     assert make_ratio(10, 1).graduated and make_ratio(23, 2).graduated  # seed 004's 11.5:1
     assert not make_ratio(19, 2).graduated  # 9.5:1
     assert make_ratio(0, 0) == (0, 0, 0.0, False)
-    assert make_ratio(23, 2).text() == "11.5:1"
+    assert make_ratio(23, 2).text() == "23:2"
 
 
 def test_suite_ratio_is_cumulative_over_runs_and_ignores_skipped(hist):
@@ -403,7 +403,7 @@ def test_cli_list_show_ratio_compare(filled, capsys):
     assert rc == 0 and "FAIL" in out and "exit_code" in out
     assert "new failures (1): local/echo" in out and "slower: local/cat" in out
     rc, out = run_cli("--db", filled, "ratio")
-    assert rc == 0 and "local" in out and "3.0" in out and "no" in out
+    assert rc == 0 and "local" in out and "3:1" in out and "no" in out
     rc, out = run_cli("--db", filled, "compare", "run-b")
     assert rc == 1 and "run-b against baseline run-a" in out
     rc, out = run_cli("--db", filled, "compare", "run-a", "--baseline", "run-b")

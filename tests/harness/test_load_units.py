@@ -391,7 +391,7 @@ def test_health_is_read_defensively(body, expected):
     (["--find-capacity", "--repeat", "2"], "--repeat contradicts --find-capacity"),
     (["--find-capacity", "--fail-fast"], "--fail-fast contradicts --find-capacity"),
     (["--stages", "1s:1", "--find-capacity"], "two load profiles"),
-    (["--stages", "1s:1", "--servers", "2"], "drives one service"),
+    (["--stages", "1s:1", "--cluster", "local:2"], "cannot be combined with --cluster"),
     (["--step", "2"], "--step is only used with --find-capacity"),
     (["--max-in-flight", "2"], "--max-in-flight is only used with --arrival-rate"),
     (["--find-capacity", "--step-duration", "0s"], "--step-duration: '0s'"),

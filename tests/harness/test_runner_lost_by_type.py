@@ -1,7 +1,6 @@
 """Whether an attempt lost its connection is decided by the exception's type, never by its text.
 
-A dispatched run retries a lost attempt on another server, and a single-service run drops its
-broken connection; both read the typed flag (`Followed.lost`, `Observed.lost`, `Execution.lost`)
+A run drops a lost attempt's broken connection (and a fleet task reports it so); both read the typed flag (`Followed.lost`, `Observed.lost`, `Execution.lost`)
 set where `ConnectionLost` is caught. So a `ConnectionLost` reworded to say nothing of "connection
 lost" still counts as lost, and another error whose message happens to start "connection lost"
 does not. The text people see keeps its "connection lost" prefix either way.
@@ -106,20 +105,13 @@ class State:
     interrupted = False
     stop_reason = None
 
-    def __init__(self, dispatched: bool = False) -> None:
-        self.dispatched = dispatched
-
 
 class Sink(NoProgress):
     def __init__(self) -> None:
         self.finished_calls: list[tuple] = []
-        self.requeued_calls: list[tuple] = []
 
     def finished(self, *a: Any, **k: Any) -> None:
         self.finished_calls.append(a)
-
-    def requeued(self, key: str, label: str, detail: str) -> None:
-        self.requeued_calls.append((key, detail))
 
 
 def planned(tmp_path: Path) -> Planned:
@@ -155,23 +147,6 @@ async def test_an_error_that_only_reads_like_a_lost_connection_does_not_lose_the
     assert ex.lost is None
     assert ex.attempt.status == "failed" and ex.attempt.end_reason == "error"
     assert "RuntimeError: connection lost: but this is not" in ex.attempt.message
-
-
-async def test_a_dispatched_run_hands_a_reworded_loss_back_to_the_dispatcher(tmp_path):
-    sink = Sink()
-    ex = await executor(tmp_path, sink, State(dispatched=True)).execute(
-        FakeClient(job_failure=RewordedLost("reset by peer")), planned(tmp_path), 1, None, "t")
-    assert ex.lost is not None
-    assert sink.requeued_calls == [("t", "connection lost: reset by peer (code -1)")]
-    assert sink.finished_calls == []
-
-
-async def test_a_dispatched_run_finishes_a_lookalike_error_instead_of_retrying_it(tmp_path):
-    sink = Sink()
-    ex = await executor(tmp_path, sink, State(dispatched=True)).execute(
-        FakeClient(job_failure=LOOKALIKE), planned(tmp_path), 1, None, "t")
-    assert ex.lost is None and sink.requeued_calls == []
-    assert [c[2] for c in sink.finished_calls] == ["failed"]
 
 
 @pytest.mark.parametrize("failure,dropped", [(RewordedLost("gone"), True), (LOOKALIKE, False)])

@@ -11,8 +11,8 @@ the first Ctrl-C or SIGTERM cancels the running tests (each keeps the output it 
 service and still writes the reports, marked interrupted (exit 130 or 143); a second one kills
 the service at once.
 
-With several services (`--server` given more than once, or `--servers N`), the plan goes through
-`stress.dispatch` instead of the single-service worker pool; every run is recorded in the history
+With `--cluster` (a Dask scheduler's address, or local:N) the plan runs on a Dask cluster of
+`python -m stress.worker` processes (stress.cluster) instead of the one service; every run is recorded in the history
 database (`stress.history`) and compared with the previous run of the same suites, unless
 `--no-history`.
 
@@ -42,19 +42,12 @@ from stress.argtypes import (
     UsageError,
     int_at_least,
     parse_percent,
-    parse_weight,
     redact_argv,
     split_server,
 )
+from stress.cluster.options import add_cluster_options, check_cluster_options
 from stress.exits import EXIT_FAILED, EXIT_OK, EXIT_PREFLIGHT, EXIT_SIGNAL, EXIT_USAGE
-from stress.fleet import (
-    ServiceFleet,
-    build_fleet,
-    concurrencies,
-    health_probe,
-    local_weights,
-    server_specs,
-)
+from stress.fleet import ServiceFleet, build_fleet, server_specs
 from stress.history import History
 from stress.history.link import (
     apply_history,
@@ -62,6 +55,7 @@ from stress.history.link import (
     open_history,
     record_history,
 )
+from stress.live.view import add_dashboard_option, check_dashboard
 from stress.load_cli import add_load_options, check_load_options, check_plan_fits
 from stress.run.flaky import HaltRule, HaltRuleError
 from stress.run.plan import (
@@ -80,7 +74,6 @@ from stress.run.plan import (
 )
 from stress.service.modelmode import MODES
 from stress.session import (
-    PROBE_INTERVAL,
     Interrupted,
     PreflightFailed,
     ServiceFailed,
@@ -93,21 +86,20 @@ from stress.session import (
     summary_line,
 )
 
-# Defined here: LEARNED_FLOOR, MAX_LOCAL_SERVERS, build_parser, check_options, main. Everything
+# Defined here: LEARNED_FLOOR, build_parser, check_options, main. Everything
 # else is kept importable from stress.cli for callers and tests; it lives in the modules above.
 __all__ = [
     "COMPLEX_DEFAULT_MATCH", "EXIT_FAILED", "EXIT_OK", "EXIT_PREFLIGHT", "EXIT_SIGNAL", "EXIT_USAGE",
-    "LEARNED_FLOOR", "MAX_LOCAL_SERVERS", "PROBE_INTERVAL", "Interrupted", "PreflightFailed",
+    "LEARNED_FLOOR", "Interrupted", "PreflightFailed",
     "ServiceFailed", "ServiceFleet", "Session", "UsageError", "apply_history", "apply_template",
     "build_fleet", "build_parser", "build_plan", "check_options", "claude_path_env",
-    "concurrencies", "effective_threshold", "environment_info", "executables", "health_probe",
-    "history_line", "int_at_least", "list_plan", "load_suites", "local_weights", "main",
+    "effective_threshold", "environment_info", "executables",
+    "history_line", "int_at_least", "list_plan", "load_suites", "main",
     "matches_filter", "new_run_id", "open_history", "parse_percent", "parse_template",
-    "parse_weight", "record_history", "redact_argv", "run_session", "server_specs",
+    "record_history", "redact_argv", "run_session", "server_specs",
     "split_server", "summary_line", "unmet_requirement", "uses_claude",
 ]
 
-MAX_LOCAL_SERVERS = 16
 LEARNED_FLOOR = 2.0
 """Seconds: a learned timeout is never shorter (a 0.1 s test must not be killed at 0.3 s)."""
 
@@ -151,25 +143,20 @@ def build_parser(prog: str, default_suite: str, what: str) -> argparse.ArgumentP
                         "(split like a shell line; ${PROMPT} becomes one argument)")
     p.add_argument("--max-load", metavar="LOAD",
                    help="passed to the service: queue jobs above this 1-minute load (8 or 2/core)")
-    p.add_argument("--server", action="append", default=[], metavar="URL[@W[:C]]",
-                   help="test this running service (ws://...) instead; repeat for several, each "
-                        "with an optional weight W and concurrency C (e.g. ws://h:8004/ws@2:2)")
-    p.add_argument("--token", help="bearer token for every --server")
+    p.add_argument("--server", action="append", default=[], metavar="URL",
+                   help="test this running service (ws://...) instead of starting one")
+    p.add_argument("--token", help="bearer token for --server")
     p.add_argument("--server-token", action="append", default=[], metavar="URL=TOKEN",
-                   help="bearer token for one --server URL (overrides --token for it)")
-    p.add_argument("--servers", type=int_at_least(1), metavar="N",
-                   help=f"start N local services (each on its own port) and spread the run over "
-                        f"them (at most {MAX_LOCAL_SERVERS})")
-    p.add_argument("--weights", metavar="W[:C],...",
-                   help="with --servers: each service's weight (and concurrency), e.g. 1,2,3")
+                   help="bearer token for the --server URL (same as --token)")
+    # The multi-server modes are a Dask cluster now: kept only to say so (stress.cluster.options).
+    p.add_argument("--servers", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--weights", help=argparse.SUPPRESS)
+    p.add_argument("--retry-budget", help=argparse.SUPPRESS)
     p.add_argument("--no-steal", action="store_true",
-                   help="several servers: keep the initial deal (no work stealing)")
-    p.add_argument("--retries", type=int_at_least(0), default=2, metavar="N",
-                   help="several servers: move an attempt to another server at most N times "
-                        "when its server is lost (default 2)")
-    p.add_argument("--retry-budget", type=int_at_least(0), default=None, metavar="N",
-                   help="several servers: at most N such moves in the whole run (default: no "
-                        "run-wide limit; --retries and the number of servers still bound them)")
+                   help="--cluster local:N: turn Dask's work stealing off (to compare)")
+    p.add_argument("--retries", type=int_at_least(0), default=None, metavar="N",
+                   help="--cluster local:N: rerun a test whose worker died up to N times "
+                        "(the scheduler's allowed-failures; default 2, from dask.yaml)")
     p.add_argument("--halt", metavar="RULE", default="never",
                    help="stop early, GNU parallel style: now,fail=1 | soon,fail=20%% | "
                         "soon,success=1 | now,done=10 | never (default)")
@@ -189,25 +176,20 @@ def build_parser(prog: str, default_suite: str, what: str) -> argparse.ArgumentP
     p.add_argument("--learned-floor", type=float, default=LEARNED_FLOOR, metavar="SECONDS",
                    help=f"a learned timeout is at least this long (default {LEARNED_FLOOR:g})")
     add_load_options(p)
+    add_cluster_options(p)
+    add_dashboard_option(p)
     return p
 
 
 def check_options(ns: argparse.Namespace) -> HaltRule:
     """Every option that can be wrong on its own; UsageError naming it. Returns the halt rule."""
+    check_cluster_options(ns)
     if ns.token and not ns.server:
         raise UsageError("--token is only used with --server")
     if ns.server_token and not ns.server:
         raise UsageError("--server-token is only used with --server")
-    if ns.server and ns.servers:
-        raise UsageError("give either --server (running services) or --servers N (start them), not both")
-    if ns.weights is not None and not ns.servers:
-        raise UsageError("--weights is only used with --servers N")
-    if ns.servers is not None and ns.servers > MAX_LOCAL_SERVERS:
-        raise UsageError(f"--servers: at most {MAX_LOCAL_SERVERS} local services, got {ns.servers}")
     if ns.server:
         server_specs(ns)
-    if ns.servers:
-        local_weights(ns)
     if ns.max_load is not None:
         try:
             if not parse_max_load(ns.max_load, os.cpu_count() or 1) >= 0:
@@ -258,6 +240,7 @@ def _main(ns: argparse.Namespace, argv: list[str] | None, *, prog: str, tool: st
     try:
         load = check_load_options(ns)
         halt = check_options(ns)
+        check_dashboard(ns)
         suites = load_suites(ns.suites or [default_suite], complex_mode=complex_mode)
         if ns.claude_template:
             template = parse_template(ns.claude_template)

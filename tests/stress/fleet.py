@@ -1,12 +1,11 @@
-"""The services of one run: which ones (from the options), starting, checking and stopping them.
+"""The service of one run: which one (from the options), starting, checking and stopping it.
 
-Owns: turning `--server URL[@W[:C]]` / `--token` / `--server-token` and `--servers N` /
-`--weights` into `stress.dispatch.ServerSpec`s, `ServiceFleet` (one managed or remote service,
-or several, handled alike), `build_fleet`, the rejoin probe of a lost server, and the report's
-description of each service.
+Owns: turning `--server URL` / `--token` into a `ServerSpec`, `ServiceFleet` (the one managed or
+remote service, handled alike), `build_fleet`, and the report's description of the service.
+Several services are a Dask cluster now (`--cluster`, stress.cluster), not a fleet of these.
 
-Why apart from the session: the session must start, signal and stop every service the same
-way whatever their number, and the option parsing here is also what `stress.cli` checks before
+Why apart from the session: the session must start, signal and stop the service the same way
+whichever kind it is, and the option parsing here is also what `stress.cli` checks before
 anything starts (a bad --server is a usage error, exit 2).
 
 Must not import `stress.cli` or `stress.session` (they import this module).
@@ -16,73 +15,46 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from stress.argtypes import UsageError, parse_weight, split_server
-from stress.dispatch import ServerSpec, server_allows, unfit_servers
+from stress.argtypes import UsageError, split_server
 from stress.run.plan import executables
 from stress.run.runner import Planned
-from stress.service.managed import (
-    ManagedService,
-    RemoteService,
-    ServiceError,
-    fetch_json,
-    health_url,
-)
+from stress.service.managed import ManagedService, RemoteService, ServiceError
 from stress.service.modelmode import plan_needs
 from stress.service.preflight import AccessCheck, access_refusal, check_access
 
 
-def concurrencies(weights: list[float], given: list[int | None], base: int) -> list[int]:
-    """A server without an explicit concurrency runs `base` x its weight / the smallest weight
-    tests at once (rounded, at least 1), so throughput follows the weights on similar hosts."""
-    lightest = min(weights)
-    return [c if c is not None else max(1, round(base * w / lightest)) for w, c in zip(weights, given)]
+@dataclass(frozen=True)
+class ServerSpec:
+    """Where the run's service listens, with its token and the name reports give it."""
+
+    url: str
+    token: str | None
+    name: str
 
 
 def server_specs(ns: argparse.Namespace) -> list[ServerSpec]:
-    """--server URL[@W[:C]] (repeatable) with --token / --server-token URL=TOKEN."""
-    parsed = [split_server(t) for t in ns.server]
-    urls = [u for u, _, _ in parsed]
-    dup = sorted({u for u in urls if urls.count(u) > 1})
-    if dup:
-        raise UsageError(f"--server given twice: {', '.join(dup)}")
-    tokens: dict[str, str] = {}
+    """--server URL with --token (one remote service; the multi-server forms are refused by
+    stress.cluster.options before this runs)."""
+    url, _, _ = split_server(ns.server[0])
+    token = ns.token
     for item in ns.server_token:
-        url = next((u for u in sorted(urls, key=len, reverse=True) if item.startswith(u + "=")), None)
-        if url is None:
-            shown = item.split("=", 1)[0]
-            raise UsageError(f"--server-token: {shown!r} is not one of the --server URLs "
-                             f"({', '.join(urls) or 'none given'}); expected URL=TOKEN")
-        tokens[url] = item[len(url) + 1:]
-    weights = [w if w is not None else 1.0 for _, w, _ in parsed]
-    conc = concurrencies(weights, [c for _, _, c in parsed], ns.concurrency or 1)
-    return [ServerSpec(u, tokens.get(u, ns.token), w, c, name=u)
-            for (u, _, _), w, c in zip(parsed, weights, conc)]
-
-
-def local_weights(ns: argparse.Namespace) -> list[tuple[float, int]]:
-    """--servers N [--weights W[:C],...] -> (weight, concurrency) per local service."""
-    n = ns.servers or 1
-    if ns.weights is None:
-        return [(1.0, ns.concurrency or 1)] * n
-    parts = [p for p in ns.weights.split(",")]
-    if len(parts) != n:
-        raise UsageError(f"--weights: {len(parts)} weights for --servers {n}; give one per server")
-    pairs = [parse_weight(p, "--weights") for p in parts]
-    weights = [w for w, _ in pairs]
-    return list(zip(weights, concurrencies(weights, [c for _, c in pairs], ns.concurrency or 1)))
+        if not item.startswith(url + "="):
+            raise UsageError(f"--server-token: {item.split('=', 1)[0]!r} is not the --server URL "
+                             f"({url}); expected URL=TOKEN")
+        token = item[len(url) + 1:]
+    return [ServerSpec(url, token, url)]
 
 
 class ServiceFleet:
-    """The services of one run: one (managed or remote, as before) or several.
+    """The service of one run (managed or remote), as a list of one.
 
-    Why a fleet object: the session must start, signal and stop every service the same way
-    whatever their number; a remote service that cannot be reached at the start, or refuses its
-    token while another accepts, is left out of the rotation (and reported) rather than failing
-    the whole run, while a managed one that does not start is our own fault and stops the run.
+    Why an object of its own: the session starts, signals and stops the service the same way
+    whichever kind it is; a remote one that cannot be reached, or refuses its token, stops the
+    run with one message, as a managed one that does not start does.
     """
 
     def __init__(self, specs: list[ServerSpec], services: list[Any]) -> None:
@@ -129,19 +101,6 @@ class ServiceFleet:
                 self.errors[i] = access_refusal(c)
         return None
 
-    async def leave_out_unfit(self, needed: list[str]) -> None:
-        """Several remote servers: leave out one whose allow-list lacks an executable the plan
-        needs while another server allows them all (one message, instead of a refusal per test
-        it would steal). Managed services allow what the plan needs by construction."""
-        live = [(i, sp) for i, (sp, err) in enumerate(zip(self.specs, self.errors)) if err is None]
-        if self.managed or len(live) < 2:
-            return
-        allows = await asyncio.gather(*(server_allows(sp) for _, sp in live))
-        unfit = unfit_servers({sp.name: a for (_, sp), a in zip(live, allows)}, needed)
-        for i, sp in live:
-            if sp.name in unfit:
-                self.errors[i] = f"cannot run this plan: {unfit[sp.name]}"
-
     def note_job(self, pid: int | None) -> None:
         for sv in self.services:
             sv.note_job(pid)
@@ -155,51 +114,23 @@ class ServiceFleet:
 
 
 def build_fleet(ns: argparse.Namespace, plan: list[Planned], report_dir: Path) -> ServiceFleet:
-    """The remote services of --server, or the managed ones to start (one, or --servers N),
-    each allowed exactly the executables the plan needs."""
+    """The remote service of --server, or the managed one to start, allowed exactly the
+    executables the plan needs."""
     if ns.server:
         specs = server_specs(ns)
         return ServiceFleet(specs, [RemoteService(sp.url, sp.token) for sp in specs])
-    pairs = local_weights(ns)
-    multi = len(pairs) > 1
     # IS_SANDBOX is the service's decision, never a job's (it lets the CLI skip permissions as
-    # root): a plan that skips permissions as root gets services configured for it.
+    # root): a plan that skips permissions as root gets a service configured for it.
     service_env = {"CC_EXECUTOR_IS_SANDBOX": "1"} if plan_needs(plan)["skip_permissions"] else None
-    services, specs = [], []
-    for k, (w, c) in enumerate(pairs, 1):
-        log_dir = report_dir / "logs" / f"server-{k}" if multi else report_dir / "logs"
-        services.append(ManagedService(allow=executables(plan), log_dir=log_dir, max_load=ns.max_load,
-                                       env=service_env))
-        # A placeholder URL until the service prints its own (ServiceFleet.start fills it in).
-        specs.append(ServerSpec("ws://127.0.0.1:0/ws", None, w, c, name=f"server-{k}"))
-    return ServiceFleet(specs, services)
-
-
-async def health_probe(spec: ServerSpec) -> bool:
-    """Whether a lost server answers /health again (the dispatcher's rejoin probe)."""
-    status, body = await fetch_json(health_url(spec.url), timeout=5.0)
-    return status == 200 and isinstance(body, dict) and body.get("status") == "ok"
-
-
-def service_json(spec: ServerSpec, svc: Any, plan: list[Planned], err: str | None) -> dict[str, Any]:
-    """One service as report.json's `service.servers[]` shows it (left out: `error` says why)."""
-    return {"name": spec.name, "kind": "managed" if svc.managed else "remote", "url": svc.url,
-            "pid": svc.pid, "argv": svc.describe_argv(), "version": svc.health.get("version"),
-            "allow": executables(plan) if svc.managed else None, "weight": spec.weight,
-            "concurrency": spec.concurrency, "error": err}
+    service = ManagedService(allow=executables(plan), log_dir=report_dir / "logs",
+                             max_load=ns.max_load, env=service_env)
+    # A placeholder URL until the service prints its own (ServiceFleet.start fills it in).
+    return ServiceFleet([ServerSpec("ws://127.0.0.1:0/ws", None, "server-1")], [service])
 
 
 def describe_services(fleet: ServiceFleet, plan: list[Planned]) -> dict[str, Any]:
-    """report.json's `service`: the one service, or a summary of several with `servers[]`."""
+    """report.json's `service`: the one service."""
     svc = fleet.live()[0][1]
-    if len(fleet.services) > 1:
-        return {
-            "kind": "managed" if fleet.managed else "remote", "url": None, "pid": None,
-            "argv": [], "version": svc.health.get("version"),
-            "allow": executables(plan) if fleet.managed else None,
-            "servers": [service_json(sp, sv, plan, err) for sp, sv, err
-                        in zip(fleet.specs, fleet.services, fleet.errors)],
-        }
     return {
         "kind": "managed" if svc.managed else "remote", "url": svc.url, "pid": svc.pid,
         "argv": svc.describe_argv(), "version": svc.health.get("version"),

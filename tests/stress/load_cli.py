@@ -118,9 +118,6 @@ def _contradictions(ns: argparse.Namespace, name: str, profile: Profile) -> None
         if ns.concurrency != profile.peak:
             raise UsageError(f"--concurrency {ns.concurrency} contradicts --stages, whose peak is "
                              f"{profile.peak} in flight (drop --concurrency)")
-    if len(ns.server) > 1 or (ns.servers or 1) > 1:
-        raise UsageError(f"{name} drives one service (one host pushed to its limit); give one "
-                         "--server or none, without --servers")
     if name == "--find-capacity" and ns.fail_fast:
         raise UsageError("--fail-fast contradicts --find-capacity: the search expects failures "
                          "at the step that breaks")

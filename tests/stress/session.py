@@ -42,22 +42,19 @@ import cc_executor
 from cc_executor.load import read_load
 from stress.argtypes import redact_argv, split_server
 from stress.exits import EXIT_SIGNAL, EarlyStop, exit_status
-from stress.fleet import (
-    ServiceFleet,
-    build_fleet,
-    describe_services,
-    health_probe,
-    stop_json,
-)
+from stress.fleet import ServiceFleet, build_fleet, describe_services, stop_json
 from stress.history import History
 from stress.history.link import history_line, record_history
+from stress.live.view import LiveView
 from stress.report import write_reports
+from stress.report.host_trace import HostTrace
 from stress.report.progress import Progress
 from stress.report.results import RunResult, Totals
+from stress.report.simulated import is_simulated, totals_line
 from stress.report.text import fmt_metric
 from stress.run.driver import LoadDriver
 from stress.run.flaky import HaltRule
-from stress.run.plan import count_runs, executables, unmet_requirement
+from stress.run.plan import count_runs, unmet_requirement
 from stress.run.profile import ArrivalRate, LoadPlan
 from stress.run.runner import CLAUDE_CAPABILITY, Planned, Runner, RunOptions
 from stress.service.managed import ServiceError
@@ -72,9 +69,6 @@ from stress.service.preflight import (
 from stress.service.sampling import HostSampler
 from stress.suite import Suite
 from stress.suite import claude_stream as claude_mod
-
-PROBE_INTERVAL = 5.0
-"""Seconds between health probes of a lost server (it rejoins when /health answers ok)."""
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -117,6 +111,10 @@ class Session:
     monitor: Any = None
     load: LoadPlan | None = None
     """--stages / --arrival-rate / --find-capacity / --threshold (stress.load_cli); None: a plain run."""
+    trace: Any = None
+    """The host and service sampled once a second for the HTML report (stress.report.host_trace)."""
+    live: Any = None
+    """--dashboard: the run's live page (stress.live.view.LiveView), None without it."""
 
     def on_signal(self, signame: str) -> None:
         if self.interrupted is not None:
@@ -176,14 +174,21 @@ async def run_session(s: Session) -> int:
     loop = asyncio.get_running_loop()
     for sig in SIGNALS:
         loop.add_signal_handler(sig, s.on_signal, sig.name)
+    if getattr(s.ns, "dashboard", None) is not None:
+        s.live = await LiveView.start(s.ns.dashboard, f"{s.tool} {s.run.run_id}", s.tool)
     try:
         async with model_environment(s.ns.model, **plan_needs(s.plan)) as model:
             s.run.environment["model_description"] = model.description
             s.run.environment.update(model_effective=model.mode, model_reason=model.reason)
-            fleet = await start_services(s)
-            await check_services(s, fleet)
-            claude_env = await check_claude(s, fleet, model)
-            await run_tests(s, fleet, model, claude_env)
+            if s.ns.cluster:  # a Dask fleet (Dask is imported only then)
+                from stress.cluster.hook import run_cluster
+
+                await run_cluster(s, model)
+            else:
+                fleet = await start_services(s)
+                await check_services(s, fleet)
+                claude_env = await check_claude(s, fleet, model)
+                await run_tests(s, fleet, model, claude_env)
     except Interrupted:
         pass
     finally:
@@ -207,17 +212,10 @@ async def start_services(s: Session) -> ServiceFleet:
 
 
 async def check_services(s: Session, fleet: ServiceFleet) -> None:
-    """Every --server's token, then (several servers) each one's allow-list; record the
-    services in the report. No server accepting its token is an early stop (exit 3); a server
-    left out is named on stderr."""
+    """The --server's token; record the service in the report. A refused token is an early
+    stop (exit 3, one message)."""
     refused = await s.phase(fleet.check_access())
-    if len(fleet.services) > 1 and refused is None:
-        await s.phase(fleet.leave_out_unfit(executables(s.plan)))
     s.run.service.update(describe_services(fleet, s.plan))
-    if len(fleet.services) > 1 and not s.ns.quiet:
-        for sp, err in zip(fleet.specs, fleet.errors):
-            if err:
-                print(f"{s.tool}: server {sp.name} left out: {err}", file=sys.stderr)
     s.run.environment["cc_executor_service"] = fleet.live()[0][1].health.get("version")
     if refused is not None:  # no server accepted its token: one message, exit 3
         error = f"preflight: {access_failure(refused)}"
@@ -277,7 +275,7 @@ async def claude_preflight(s: Session, fleet: ServiceFleet, model: ModelEnvironm
 
 async def run_tests(s: Session, fleet: ServiceFleet, model: ModelEnvironment,
                     claude_env: dict[str, str]) -> None:
-    """Run the plan: through the one service, or dealt over several (stress.dispatch)."""
+    """Run the plan through the one service (a cluster run goes through stress.cluster.hook)."""
     ns = s.ns
     first_spec, svc = fleet.live()[0]
     if s.complex_mode:
@@ -285,24 +283,26 @@ async def run_tests(s: Session, fleet: ServiceFleet, model: ModelEnvironment,
 
         s.monitor = ResourceMonitor(svc.pid)
         s.monitor.start()
-    s.progress = Progress(progress_total(s), quiet=ns.quiet)
+    live = s.live.state if s.live is not None else None
+    s.trace = HostTrace([sv.pid for _, sv in fleet.live() if sv.managed],
+                        listener=live.host if live is not None else None)
+    s.trace.start()
+    s.progress = Progress(progress_total(s), quiet=ns.quiet, listener=live)
+    if live is not None:
+        live.set_phase("running tests", progress_total(s))
     for p in s.plan:
         if p.skip is not None:
-            s.progress.note(f"SKIP {p.test.id}: {p.skip}")
+            s.progress.skipped(p.test.id, p.skip, p.repeat)
     s.runner = Runner(
         first_spec.url, first_spec.token, s.plan, s.report_dir,
         RunOptions(concurrency=ns.concurrency, fail_fast=ns.fail_fast, model_env=model.env,
-                   claude_env=claude_env, halt=s.halt, steal=not ns.no_steal,
-                   max_retries_per_test=ns.retries, retry_budget=ns.retry_budget,
+                   claude_env=claude_env, halt=s.halt,
                    simulated_cost=model.mode == "local"),
         progress=s.progress, monitor=s.monitor, service=fleet)
     if s.interrupted:
         s.runner.interrupt(f"interrupted by {s.interrupted}")
     if s.load is not None:
         await run_load(s, fleet)
-    elif len(fleet.services) > 1:
-        s.run.outcomes = await s.runner.run_dispatched(
-            [sp for sp, _ in fleet.live()], probe=health_probe, probe_interval=PROBE_INTERVAL)
     else:
         s.run.outcomes = await s.runner.run()
 
@@ -326,9 +326,7 @@ async def run_load(s: Session, fleet: ServiceFleet) -> None:
     runner = s.runner
     fixed = None
     if s.load.profile is None:
-        fixed = runner.run if len(fleet.services) == 1 else (
-            lambda: runner.run_dispatched([sp for sp, _ in live], probe=health_probe,
-                                          probe_interval=PROBE_INTERVAL))
+        fixed = runner.run
     result = await driver.run(fixed)
     s.run.outcomes = result.outcomes
     s.run.profile, s.run.thresholds, s.run.capacity = (result.profile, result.thresholds,
@@ -344,8 +342,15 @@ async def shut_down(s: Session) -> None:
     if s.monitor is not None:
         s.monitor.stop()
         run.resources = s.monitor.run_summary()
+    if s.trace is not None:
+        run.trace = s.trace.stop()
+    if s.live is not None:
+        await s.live.stop(run)
     fleet: ServiceFleet | None = s.service
     if fleet is None:
+        return
+    if s.ns.cluster:  # stress.cluster.connect.Fleet: workers we started
+        await fleet.close()
         return
     infos = await fleet.stop()
     stops = [stop_json(i) for i in infos]
@@ -379,7 +384,7 @@ def settle(s: Session) -> int:
             totals = claude_mod.ClaudeTotals()
             for st in s.runner.claude_streams:
                 totals.add(st)
-            run.claude_totals = totals.to_json()
+            run.claude_totals = {**totals.to_json(), "simulated": is_simulated(run.environment)}
     return exit_status(s.interrupted, s.early_stop, Totals.of(run.outcomes),
                        thresholds=run.thresholds, capacity=run.capacity)
 
@@ -417,8 +422,11 @@ def summary_line(tool: str, run: RunResult) -> str:
              else " HALTED" if run.halted else "")
     dur = (run.finished_at or time.time()) - run.started_at
     lost = f", {t.lost} lost" if t.lost else ""
+    runs = "" if t.attempts == t.tests else (
+        f" ({t.attempts} runs: {t.attempts_passed} passed, {t.attempts_failed} failed, "
+        f"{t.attempts_skipped} skipped" + (f", {t.attempts_lost} lost" if t.attempts_lost else "") + ")")
     return (f"{tool}{state}: {t.tests} tests: {t.passed} passed, {t.failed} failed, {t.skipped} skipped"
-            f"{lost}; success ratio {ratio.text()} ({'graduates' if ratio.graduates else 'does not graduate'}"
+            f"{lost}{runs}; success ratio {ratio.text()} ({'graduates' if ratio.graduates else 'does not graduate'}"
             f" at 10:1); {dur:.1f} s")
 
 
@@ -451,9 +459,8 @@ def run_options(ns: argparse.Namespace, *, default_suite: str, complex_mode: boo
         "suites": ns.suites or [default_suite], "concurrency": ns.concurrency, "repeat": ns.repeat,
         "filter": ns.filter, "fail_fast": ns.fail_fast, "out": ns.out, "quiet": ns.quiet,
         "model": ns.model, "claude_template": ns.claude_template, "max_load": ns.max_load,
-        "server": [split_server(t)[0] for t in ns.server] or None, "servers": ns.servers,
-        "weights": ns.weights, "steal": not ns.no_steal, "retries": ns.retries,
-        "retry_budget": ns.retry_budget,
+        "server": [split_server(t)[0] for t in ns.server] or None,
+        "cluster": ns.cluster, "steal": not ns.no_steal, "retries": ns.retries,
         "halt": str(halt), "history_db": None if history is None else str(history.path),
         "baseline": ns.baseline, "duration_threshold": ns.duration_threshold,
         "duration_min": ns.duration_min, "learned_timeouts": ns.learned_timeouts,
@@ -511,6 +518,8 @@ def write_run(s: Session, history: History | None, code: int) -> None:
         for line in load_lines(s.tool, run, quiet=ns.quiet):
             print(line)
         print(summary_line(s.tool, run))
+        if (line := totals_line(s.tool, run.claude_totals, is_simulated(run.environment))) and not ns.quiet:
+            print(line)
         if run.history is not None and not ns.quiet:
             print(history_line(run.history))
         print(f"report: {paths['markdown']}", flush=True)

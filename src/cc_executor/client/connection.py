@@ -173,6 +173,7 @@ class ExecutorClient:
                     cwd: str | None = None, env: dict[str, str | None] | None = None,
                     input: str | None = None, timeout: float | None = None,
                     stall_timeout: float | None = None, detach_timeout: float | None = None,
+                    limits: dict[str, float] | None = None,
                     observer: JobObserver | None = None) -> JobHandle:
         """Send `execute`; the handle streams the job's events. `observer`: hooks on the job."""
         if detach_timeout is None and self._reconnect is not None:
@@ -183,7 +184,8 @@ class ExecutorClient:
         if args is not None:
             params["args"] = list(args)
         for key, value in (("cwd", cwd), ("env", env), ("input", input), ("timeout", timeout),
-                           ("stall_timeout", stall_timeout), ("detach_timeout", detach_timeout)):
+                           ("stall_timeout", stall_timeout), ("detach_timeout", detach_timeout),
+                           ("limits", limits)):
             if value is not None:
                 params[key] = value
         reply = await self.request("execute", params)

@@ -54,6 +54,7 @@ class JobHandle:
         self.timeout: float | None = reply.get("timeout")
         self.stall_timeout: float | None = reply.get("stall_timeout")
         self.timeout_factor: float | None = reply.get("timeout_factor")
+        self.limits_enforced: dict | None = reply.get("limits_enforced")
         self.done = False
         self._queue = queue
         self._t0 = time.monotonic()

@@ -13,6 +13,7 @@ import asyncio
 import fcntl
 import os
 import time
+from collections.abc import Callable
 
 from .batcher import CutMode, OutputBatcher
 from .spec import Stream
@@ -70,6 +71,10 @@ class OutputReader:
         self._interval = batch_interval
         self._wakeup = wakeup  # set when batches are ready for the consumer
         self._flush_handle: asyncio.TimerHandle | None = None
+        self.output_limit: int | None = None
+        """Bytes (stdout and stderr together) the run may write; past it, `on_limit`."""
+        self.on_limit: Callable[[], None] | None = None
+        self.limited = False
 
     @property
     def tails_files(self) -> bool:
@@ -171,6 +176,11 @@ class OutputReader:
         self._ingest(st, data)
 
     def _ingest(self, st: _Source, data: bytes) -> None:
+        if self.output_limit is not None:
+            room = self.output_limit - sum(s.total for s in self.streams)
+            if len(data) > room:
+                self._cut_at_limit(st, data[:max(room, 0)])
+                return
         self.active_at = time.monotonic()
         st.total += len(data)
         batcher = self._batcher
@@ -183,6 +193,22 @@ class OutputReader:
             if batcher.drain_overflowed:
                 self.drain_overflow.set()
             self._hold_back()
+
+    def _cut_at_limit(self, st: _Source, head: bytes) -> None:
+        """The run wrote past its output limit: keep exactly the bytes up to it (all of them go
+        out, in order), end every stream here and tell the run, which ends the job."""
+        if head:
+            st.total += len(head)
+            self._batcher.ingest(st.name, head)
+        self.limited = True
+        for s in self.streams:
+            self._stop_reading(s)
+            s.eof = True
+            self._cut(s, "final")
+        self.eof.set()
+        self._wakeup.set()
+        if self.on_limit is not None:
+            self.on_limit()
 
     def _on_flush(self) -> None:
         self._flush_handle = None

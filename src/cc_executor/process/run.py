@@ -14,20 +14,24 @@ import time
 from collections.abc import AsyncIterator
 
 from .. import tree
+from ..containment import Containment, JobBox
 from ..registry import Registry
 from .batcher import OutputBatcher
 from .ending import TreeEnder
 from .exit_watch import ExitWatch
 from .reader import OutputReader
 from .spawn import spawn
-from .spec import EndReason, OutputBatch, RunEnd, RunSpec, build_env
+from .spec import EndReason, OutputBatch, RunEnd, RunSpec, SpawnError, build_env
 from .stdin import StdinFeeder
+
+_LIMIT_POLL = 0.1  # seconds between looks at a job's cgroup limits
 
 
 class Run:
     """One running command. Create with `start()`; consume with `events()` or `output()`."""
 
-    def __init__(self, spec: RunSpec, registry: Registry | None = None):
+    def __init__(self, spec: RunSpec, registry: Registry | None = None,
+                 containment: Containment | None = None):
         self.spec = spec
         self.run_id = spec.run_id
         self.argv = spec.resolved_argv()
@@ -53,6 +57,10 @@ class Run:
         self._stdin: StdinFeeder | None = None
         self._tasks: list[asyncio.Task] = []
         self._consumed = False
+        self._containment = containment
+        self.box: JobBox | None = None
+        self._limit_hit: EndReason | None = None
+        self._limit_handle: asyncio.TimerHandle | None = None
 
     # The output path's state, by the names tests look at.
     _streams = property(lambda self: self._reader.streams)
@@ -60,14 +68,29 @@ class Run:
     _queued = property(lambda self: self._batcher.queued)
     _held_back = property(lambda self: self._batcher.held_back)
 
+    def output_bytes(self) -> int:
+        """Output read so far, both streams (for live views; the end's counts are in RunEnd)."""
+        return sum(self._reader.totals().values())
+
     # ---- start -----------------------------------------------------------------------------
 
     def _spawn(self) -> None:
         spec = self.spec
-        self._proc, files = spawn(spec, self.argv, build_env(spec, self.run_id))
+        self.box = self._make_box()
+        try:
+            self._proc, files = spawn(spec, self.argv, build_env(spec, self.run_id), self.box)
+        except BaseException:
+            if self.box is not None:
+                self.box.remove()
+            raise
         proc = self._proc
         self.pid = self.pgid = proc.pid
-        self._ender = TreeEnder(proc, self.run_id, spec.kill_grace)
+        self._ender = TreeEnder(proc, self.run_id, spec.kill_grace, self.box)
+        if spec.limits is not None and spec.limits.output_bytes is not None:
+            self._reader.output_limit = spec.limits.output_bytes
+            self._reader.on_limit = lambda: self._request_end(EndReason.OUTPUT_LIMIT)
+        if self.box is not None and self.box.watched:
+            self._limit_handle = self._loop.call_later(_LIMIT_POLL, self._on_limit_poll)
         self.started_at = time.time()
         self._t0 = time.monotonic()
         self._reader.active_at = self._t0
@@ -86,6 +109,35 @@ class Run:
         self._tasks.append(self._loop.create_task(self._lifecycle()))
         if spec.timeout is not None or (spec.stall_timeout is not None and spec.capture):
             self._on_watchdog()
+
+    def _make_box(self) -> JobBox | None:
+        """The run's cgroups (and rlimits), from the runner's `Containment`; without one, only
+        the limits that need no cgroup can be had."""
+        limits = self.spec.limits
+        if self._containment is None:
+            if limits is None:
+                return None
+            if limits.memory_mb is not None or limits.processes is not None:
+                raise SpawnError("memory_mb and processes limits need cgroup containment")
+            box = JobBox(limits)
+            return box if box.needs_wrap else None
+        try:
+            return self._containment.box(self.run_id, limits)
+        except OSError as e:
+            raise SpawnError(f"cannot create the job's cgroup: {e.strerror or e}") from e
+
+    def _on_limit_poll(self) -> None:
+        """A limit the kernel enforces without telling the leader (an OOM kill in the job, a
+        fork refused, the job's CPU time): end the job, naming it."""
+        self._limit_handle = None
+        if self._exit_fut.done() or self._end_request is not None:
+            return
+        hit = self.box.hit() if self.box is not None else None
+        if hit is not None:
+            self._limit_hit = EndReason(hit)
+            self._request_end(EndReason(hit))
+            return
+        self._limit_handle = self._loop.call_later(_LIMIT_POLL, self._on_limit_poll)
 
     # ---- consumer API -------------------------------------------------------------------------
 
@@ -210,7 +262,7 @@ class Run:
             await self._exit_fut
             if self._kill_task is not None:
                 await self._kill_task
-            elif tree.group_alive(self.pgid):
+            elif self._ender.leftovers():
                 # The leader is gone but left work in its group: end it, it is an orphan now.
                 await self._ender.end_tree(with_leader=False)
             if self._stdin is not None:
@@ -237,7 +289,8 @@ class Run:
         if not reader.streams:
             return
         if reader.tails_files:
-            await self._ender.end_marked()
+            if self._ender.box is None or self._ender.box.v2 is None:
+                await self._ender.end_marked()  # in a v2 cgroup, nothing escaped the kill
             await reader.read_files_to_end()
             return
         if await reader.read_to_eof(self.spec.kill_grace):
@@ -251,6 +304,15 @@ class Run:
     def _finish(self, rc: int | None) -> None:
         if self._end is not None:
             return
+        if self._limit_handle is not None:
+            self._limit_handle.cancel()
+            self._limit_handle = None
+        if self.box is not None:
+            if self._limit_hit is None and self._end_request is None:
+                hit = self.box.hit()  # an OOM kill may have taken the leader itself
+                self._limit_hit = EndReason(hit) if hit else None
+            if not self.box.try_remove():  # something stuck in it: kill and retry off the loop
+                self._loop.run_in_executor(None, self.box.remove)
         if self._watchdog_handle is not None:
             self._watchdog_handle.cancel()
             self._watchdog_handle = None
@@ -272,8 +334,13 @@ class Run:
             self._loop.call_soon(self._registry.remove, self.run_id)
 
     def _make_end(self, rc: int) -> RunEnd:
+        limits = self.spec.limits
         if self._end_request is not None:
             reason = self._end_request
+        elif self._limit_hit is not None:
+            reason = self._limit_hit
+        elif rc == -signal.SIGXCPU and limits is not None and limits.cpu_seconds is not None:
+            reason = EndReason.CPU_LIMIT
         elif rc < 0:
             reason = EndReason.SIGNALLED
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+from ..containment import AdoptionReaper, Containment
 from ..registry import Registry
 from .run import Run
 from .spec import RunSpec
@@ -23,8 +24,13 @@ async def start(spec: RunSpec, registry: Registry | None = None) -> Run:
 class ProcessRunner:
     """All runs of one owner (the service, a harness), with a shared registry and shutdown."""
 
-    def __init__(self, run_dir: str | os.PathLike[str] | None = None, *, reap_stale: bool = True):
+    def __init__(self, run_dir: str | os.PathLike[str] | None = None, *, reap_stale: bool = True,
+                 containment: Containment | None = None, reaper: AdoptionReaper | None = None):
         self.registry = Registry(run_dir) if run_dir else None
+        self.containment = containment
+        self.reaper = reaper
+        """Told of each run's start and end; sweeps adopted processes after each end."""
+        self._sweeps: set[asyncio.Task] = set()
         self.runs: dict[str, Run] = {}
         self.reaped: list[dict] = []
         if self.registry is not None and reap_stale:
@@ -37,11 +43,26 @@ class ProcessRunner:
 
     def start_nowait(self, spec: RunSpec) -> Run:
         """Spawn now (the spawn itself is synchronous); must be called with a running loop."""
-        run = Run(spec, self.registry)
-        run._spawn()
+        run = Run(spec, self.registry, self.containment)
+        if self.reaper is not None:
+            self.reaper.job_started(run.run_id)
+        try:
+            run._spawn()
+        except BaseException:
+            if self.reaper is not None:
+                self.reaper.job_ended(run.run_id)
+            raise
         self.runs[run.run_id] = run
-        run._end_fut.add_done_callback(lambda _f, rid=run.run_id: self.runs.pop(rid, None))
+        run._end_fut.add_done_callback(lambda _f, rid=run.run_id: self._ended(rid))
         return run
+
+    def _ended(self, run_id: str) -> None:
+        self.runs.pop(run_id, None)
+        if self.reaper is not None:
+            self.reaper.job_ended(run_id)
+            task = asyncio.get_running_loop().create_task(self.reaper.sweep())
+            self._sweeps.add(task)
+            task.add_done_callback(self._sweeps.discard)
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """End every live run (reason shutdown) and wait for their ends."""
@@ -50,3 +71,7 @@ class ProcessRunner:
             run.shutdown()
         if runs:
             await asyncio.wait([asyncio.ensure_future(r.wait()) for r in runs], timeout=timeout)
+        if self._sweeps:
+            await asyncio.wait(set(self._sweeps), timeout=timeout)
+        if self.reaper is not None:
+            await self.reaper.end_all()

@@ -8,9 +8,11 @@ and the only place that chooses between pipes and capture files.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 
+from ..containment import JobBox
 from .spec import RunSpec, SpawnError
 
 _devnull_fd = -1
@@ -36,10 +38,35 @@ def _capture_file() -> int:
         return fd
 
 
-def spawn(spec: RunSpec, argv: list[str],
-          env: dict[bytes, bytes]) -> tuple[subprocess.Popen, tuple[int, int] | None]:
+def _placed(spec: RunSpec, argv: list[str], env: dict[bytes, bytes],
+            box: JobBox | None) -> list[str]:
+    """`argv` as exec'd: behind the box's wrapper (joins the job's cgroups, sets rlimits) when
+    there is one. The program is resolved first, as Popen would, so that a missing or
+    non-executable program is still a SpawnError and not the wrapper's exit 127."""
+    if box is None or not box.needs_wrap:
+        return argv
+    if spec.cwd is not None and not os.path.isdir(spec.cwd):
+        raise _spawn_error(spec, argv, FileNotFoundError(2, "No such file", spec.cwd))
+    prog = argv[0]
+    if "/" in prog:
+        path = prog if os.path.isabs(prog) else os.path.join(spec.cwd or os.getcwd(), prog)
+        if not os.path.exists(path):
+            raise _spawn_error(spec, argv, FileNotFoundError(2, "No such file", prog))
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            raise _spawn_error(spec, argv, PermissionError(13, "Permission denied", prog))
+    else:
+        search = env.get(b"PATH", os.fsencode(os.defpath)).decode(errors="replace")
+        path = shutil.which(prog, path=search)
+        if path is None:
+            raise _spawn_error(spec, argv, FileNotFoundError(2, "No such file", prog))
+    return box.wrap([path, *argv[1:]])
+
+
+def spawn(spec: RunSpec, argv: list[str], env: dict[bytes, bytes],
+          box: JobBox | None = None) -> tuple[subprocess.Popen, tuple[int, int] | None]:
     """Start `argv` as a session leader. Returns the process and, with `capture_to="file"`, the
     capture files (stdout, stderr), now the caller's to read and close. Raises SpawnError."""
+    argv = _placed(spec, argv, env, box)
     files: tuple[int, int] | None = None
     if spec.capture and spec.capture_to == "file":
         files = (_capture_file(), _capture_file())

@@ -15,6 +15,7 @@ from typing import Literal
 
 from .. import defaults, tree
 from ..claude_cli import NESTING_VAR
+from ..containment import Limits
 
 _NESTING_KEY = os.fsencode(NESTING_VAR)  # a CLI that sees it refuses to start (nested)
 
@@ -30,6 +31,10 @@ class EndReason(str, enum.Enum):
     STALLED = "stalled"
     CANCELLED = "cancelled"
     SHUTDOWN = "shutdown"
+    MEMORY_LIMIT = "memory_limit"
+    PROCESS_LIMIT = "process_limit"
+    CPU_LIMIT = "cpu_limit"
+    OUTPUT_LIMIT = "output_limit"
 
 
 class SpawnError(Exception):
@@ -87,6 +92,9 @@ class RunSpec:
     batch_interval: float = defaults.BATCH_INTERVAL
     max_buffer: int = defaults.MAX_BUFFER
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    limits: Limits | None = None
+    """Resource limits (`containment.limits`); memory and processes need the runner's
+    `Containment`, the others work everywhere (rlimits, the runner's output count)."""
 
     def resolved_argv(self) -> list[str]:
         if (self.argv is None) == (self.shell is None):

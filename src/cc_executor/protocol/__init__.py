@@ -70,6 +70,8 @@ from .messages import (
     DetachedParams,
     ExecuteQueued,
     ExecuteStarted,
+    Gpu,
+    Hardware,
     JobInfo,
     JobsResult,
     OutputParams,
@@ -107,6 +109,7 @@ from .params import (
     AttachParams,
     ControlParams,
     ExecuteParams,
+    JobLimits,
     NoParams,
 )
 
@@ -115,8 +118,8 @@ __all__ = [
     "BINARY_FRAME", "Batch", "COMMAND_NOT_ALLOWED", "CONNECTED", "CONTROL_STATUS",
     "CONTROL_TYPES", "Capabilities", "CompletedParams", "ConnectedParams", "ControlParams",
     "ControlResult", "ControlType", "DEFAULT_MAX_BATCH", "ERROR_NAMES", "ErrorReason",
-    "ErrorReply", "ExecuteParams", "ExecuteQueued", "ExecuteStarted", "FRAME_TOO_LARGE",
-    "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "JOB_NOT_RUNNING", "JSONRPC_VERSION",
+    "ErrorReply", "ExecuteParams", "ExecuteQueued", "ExecuteStarted", "FRAME_TOO_LARGE", "Gpu", "Hardware",
+    "JobLimits", "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "JOB_NOT_RUNNING", "JSONRPC_VERSION",
     "JobInfo", "JobState", "JobsResult", "MAX_SECONDS", "METHODS", "METHOD_NOT_FOUND", "Method",
     "NOTIFICATIONS", "NOTIFICATION_PARAMS", "NO_SUCH_JOB", "NoParams", "OutputParams",
     "PARSE_ERROR", "PROCESS_COMPLETED", "PROCESS_OUTPUT", "PROCESS_PROGRESS", "PROCESS_QUEUED",

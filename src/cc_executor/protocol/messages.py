@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import TypedDict
 
 from .names import (
     CONNECTED,
@@ -52,6 +53,8 @@ class _Wire(BaseModel):
             d.update(self.__pydantic_extra__)
         for key in self._nested:
             value = d[key]
+            if value is None:
+                continue
             d[key] = ([item.wire() for item in value] if isinstance(value, list)
                       else value.wire())
         for key in self._omit_if_none:
@@ -63,8 +66,18 @@ class _Wire(BaseModel):
 NonNegInt = Annotated[int, Field(ge=0)]
 
 
+class EnforcedLimit(TypedDict):
+    """One limit in force on a job: its value and the mechanism that enforces it. A plain
+    dict on the wire and in the model (`wire()` copies fields as they are)."""
+
+    value: int | float
+    by: str
+
+
 class _StartedJob(_Wire):
     """A job that started: the same fields in the `execute` result and in `process.started`."""
+
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"limits_enforced"})
 
     job_id: str
     pid: int
@@ -73,10 +86,13 @@ class _StartedJob(_Wire):
     timeout: float | None = Field(None, description="total limit in force, after the stretch")
     stall_timeout: float | None = Field(None, description="stall limit in force, after it")
     timeout_factor: float = Field(1.0, ge=1.0, description="load stretch applied at the start")
+    limits_enforced: dict[str, EnforcedLimit] | None = Field(
+        None, description="each limit in force: its value and what enforces it (left out when "
+        "the job has none)")
 
 
 class ExecuteStarted(_StartedJob):
-    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"resume_token"})
+    _omit_if_none: ClassVar[frozenset[str]] = _StartedJob._omit_if_none | {"resume_token"}
     status: Literal["started"] = "started"
     resume_token: str | None = Field(None, description="for `attach`; jobs with detach_timeout")
 
@@ -158,13 +174,40 @@ class Capabilities(_Wire):
     batch_bytes: int = Field(gt=0)
 
 
+class Gpu(_Wire):
+    """One GPU as `nvidia-smi --query-gpu` names it."""
+
+    index: NonNegInt
+    model: str
+    memory_mib: NonNegInt | None = Field(None, description="total memory, MiB")
+
+
+class Hardware(_Wire):
+    """The service's host, for capacity decisions (a fleet worker derives its slots from it):
+    cores this process may use, memory, load, and GPUs (left out when the host has none or
+    `nvidia-smi` is absent)."""
+
+    _nested: ClassVar[tuple[str, ...]] = ("gpus",)
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"gpus"})
+    cores: int = Field(ge=1)
+    memory_total: NonNegInt = Field(description="bytes")
+    memory_available: NonNegInt = Field(description="bytes")
+    load: tuple[float, float, float] = Field(description="1, 5, 15-minute load averages")
+    gpus: list[Gpu] | None = None
+
+
 class ConnectedParams(_Wire):
     METHOD: ClassVar[str] = CONNECTED
-    _nested: ClassVar[tuple[str, ...]] = ("capabilities",)
+    _nested: ClassVar[tuple[str, ...]] = ("capabilities", "hardware")
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"hardware"})
 
     session_id: str
     version: str
     capabilities: Capabilities
+    hardware: Hardware | None = None
+    model: Literal["real", "simulated"] = "real"
+    """What answers claude jobs: `simulated` when the service was started beside the loopback
+    model (`./dev serve --model local`)."""
 
 
 class QueuedParams(_Held):

@@ -47,6 +47,10 @@ Reason = Literal[
     "shutdown",
     "queue_timeout",
     "spawn_failed",
+    "memory_limit",
+    "process_limit",
+    "cpu_limit",
+    "output_limit",
 ]
 REASONS: tuple[str, ...] = get_args(Reason)
 Status = Literal[
@@ -59,6 +63,10 @@ Status = Literal[
     "shutdown",
     "queue_timeout",
     "spawn_failed",
+    "memory_limit",
+    "process_limit",
+    "cpu_limit",
+    "output_limit",
 ]
 
 

@@ -52,6 +52,53 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+# The protocol's bounds of each limit (a server's ceilings are usually far lower).
+LIMIT_BOUNDS: dict[str, tuple[type, float]] = {
+    "memory_mb": (int, 16 * 1024 * 1024),
+    "processes": (int, 4 * 1024 * 1024),
+    "cpu_seconds": (int, MAX_SECONDS),
+    "open_files": (int, 1024 * 1024),
+    "output_mb": (float, 1024 * 1024 * 1024),
+}
+
+
+class JobLimits(_Params):
+    """`execute`'s `limits`: resource limits of the job, each optional (docs/protocol.md)."""
+
+    memory_mb: int | None = None
+    processes: int | None = None
+    cpu_seconds: int | None = None
+    open_files: int | None = None
+    output_mb: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _each(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise _cc_value("must be an object of limits (memory_mb, processes, cpu_seconds, "
+                            "open_files, output_mb)", path="limits", field="limits")
+        for name, value in data.items():
+            path = f"limits.{clip(name)}"
+            if name not in LIMIT_BOUNDS:
+                raise _cc_value("unknown limit (limits are: memory_mb, processes, cpu_seconds, "
+                                "open_files, output_mb)", path=path, field=path)
+            kind, top = LIMIT_BOUNDS[name]
+            if value is None:
+                continue
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok and kind is int:
+                ok = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+                if ok:
+                    data = {**data, name: int(value)}
+                    value = int(value)
+            if not ok or not (0 < value <= top):
+                what = "an integer" if kind is int else "a number"
+                raise _cc_value(f"must be {what} > 0 and <= {top:.0f}", path=path, field=path)
+            if kind is float:
+                data = {**data, name: float(value)}
+        return data
+
+
 class ExecuteParams(_Params):
     """Params of `execute`. Exactly one of `command` (a string) or `args` (an argv list)."""
 
@@ -65,6 +112,7 @@ class ExecuteParams(_Params):
     # Seconds the job outlives a dropped connection, waiting for `attach` (0: ended at once).
     detach_timeout: Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)] | None \
         = None
+    limits: JobLimits | None = None
 
     @field_validator("command")
     @classmethod
@@ -209,6 +257,8 @@ _FIELD_RULES: dict[str, str] = {
     "since_seq": "must be an integer >= -1",
     "type": "must be one of PAUSE, RESUME, CANCEL (any case)",
     "job_id": "must be a non-empty string",
+    "limits": "must be an object of limits (memory_mb, processes, cpu_seconds, open_files, "
+              "output_mb)",
 }
 _NESTED_RULES: dict[str, str] = {
     "args": "must be a string",

@@ -1,4 +1,5 @@
-"""`python -m stress.history [--db PATH] list|show|trend|ratio|compare`: read the run history.
+"""`python -m stress.history [--db PATH] list|show|trend|ratio|compare|html`: read the run history
+(`html` writes a trends page, history.html beside the database unless --out).
 
 Read-only: it never creates a database (a typo in --db must not leave an empty file behind),
 though opening a file written by older code upgrades its schema in place (data kept).
@@ -16,11 +17,11 @@ shared option helpers come from `stress.argtypes`.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
@@ -34,7 +35,10 @@ from stress.history import (
     HistoryError,
     SuiteRatio,
 )
+from stress.history.trends import run_row
+from stress.report.html.trends_page import render_trends
 from stress.report.results import GRADUATION_RATIO
+from stress.report.simulated import NOTE, is_simulated
 from stress.run.flaky import classify, pass_rate_text
 
 EXIT_OK, EXIT_REGRESSED, EXIT_USAGE = 0, 1, 2
@@ -57,7 +61,7 @@ def _passed(v: bool | None) -> str:
 
 
 def _ratio_text(r: SuiteRatio) -> str:
-    return "inf" if math.isinf(r.ratio) else f"{r.ratio:.1f}"
+    return r.text()
 
 
 def cmd_list(h: History, ns: argparse.Namespace, con: Console) -> int:
@@ -70,7 +74,8 @@ def cmd_list(h: History, ns: argparse.Namespace, con: Console) -> int:
         t.add_column(col)
     for r in runs:
         t.add_row(r.run_id, _when(r.started), _num(r.duration, "{:.1f}"), ",".join(r.suites),
-                  str(r.passed), str(r.failed), _num(r.exit_code, "{}"), r.model_mode or "-",
+                  str(r.passed), str(r.failed), _num(r.exit_code, "{}"),
+                  (r.model_mode or "-") + (" (simulated)" if is_simulated(mode=r.model_mode) else ""),
                   r.host or "-")
     con.print(t)
     return EXIT_OK
@@ -88,8 +93,9 @@ def cmd_show(h: History, ns: argparse.Namespace, con: Console) -> int:
     if run.argv:
         con.print("  argv: " + " ".join(run.argv))
     t = Table(title=f"{run.attempts} attempts: {run.passed} passed, {run.failed} failed")
+    cost = "cost $ (simulated)" if is_simulated(mode=run.model_mode) else "cost $"
     for col in ("suite", "test", "try", "result", "reason", "needed", "seconds", "server", "bytes",
-                "cost $", "load1", "timeout"):
+                cost, "load1", "timeout"):
         t.add_column(col)
     for r in h.results(run.run_id):
         t.add_row(r.suite, r.test_id, str(r.attempt), _passed(r.passed), r.reason or "-",
@@ -97,6 +103,8 @@ def cmd_show(h: History, ns: argparse.Namespace, con: Console) -> int:
                   _num(r.output_bytes, "{:,}"), _num(r.cost_usd, "{:.4f}"), _num(r.load1),
                   _num(r.timeout_used, "{:g}"))
     con.print(t)
+    if is_simulated(mode=run.model_mode):
+        con.print(f"costs and tokens are simulated: {NOTE}", markup=False)
     base = h.baseline(run.run_id)
     if base is not None:
         for line in h.compare(run.run_id, base.run_id).lines():
@@ -164,6 +172,20 @@ def cmd_compare(h: History, ns: argparse.Namespace, con: Console) -> int:
     return EXIT_REGRESSED if c.regressed else EXIT_OK
 
 
+def cmd_html(h: History, ns: argparse.Namespace, con: Console) -> int:
+    """Write the trends page (stress.report.html.trends_page) and print its path."""
+    runs = [run_row(r) for r in h.runs(ns.limit)]
+    ratios = [{"suite": s, "passes": r.passes, "failures": r.failures, "text": r.text(),
+               "graduated": r.graduated} for s, (r, _) in h.suite_ratios().items()]
+    out = Path(ns.out) if ns.out else Path(h.path).with_name("history.html")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(render_trends(runs, ratios, str(h.path)), encoding="utf-8")
+    tmp.replace(out)
+    print(f"history: {len(runs)} runs -> {out}", file=con.file, flush=True)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m stress.history",
                                 description="Read the stress harness's run history (SQLite).")
@@ -188,12 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relative duration change to report (default 0.25 = 25%%)")
     s.add_argument("--min-seconds", type=float, default=0.1,
                    help="and at least this many seconds of change (default 0.1)")
+    s = sub.add_parser("html", help="write a trends page (pass ratio, durations) over the runs")
+    s.add_argument("--out", metavar="FILE", help="where (default history.html beside the database)")
+    s.add_argument("--limit", type=int_at_least(1), default=200, metavar="N",
+                   help="the newest N runs (default 200)")
     return p
 
 
-
 COMMANDS = {"list": cmd_list, "show": cmd_show, "trend": cmd_trend, "ratio": cmd_ratio,
-            "compare": cmd_compare}
+            "compare": cmd_compare, "html": cmd_html}
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:

@@ -27,9 +27,8 @@ class SuiteRatio(NamedTuple):
     graduated: bool
 
     def text(self) -> str:
-        if self.failures == 0:
-            return f"{self.passes}:0"
-        return f"{self.ratio:.1f}:1"
+        """`passes:failures` as counted, the one format of stress.report.results.Ratio.text."""
+        return f"{self.passes}:{self.failures}"
 
 
 def make_ratio(passes: int, failures: int) -> SuiteRatio:

@@ -22,6 +22,7 @@ from typing import Any
 from cc_executor.timing import learned_timeout
 from stress.argtypes import UsageError, parse_percent
 from stress.history import History, HistoryError
+from stress.history.trends import trend_for
 from stress.report.results import RunResult
 from stress.run.runner import Planned
 from stress.suite import Suite
@@ -86,6 +87,7 @@ def record_history(history: History, run: RunResult, suites: list[Suite], ns: ar
         # Filled in place: what was found before a failure stays in the report, with the error.
         _compare(history, run, ns, threshold, info["comparisons"])
         _suite_ratios(history, suites, info["suite_ratios"])
+        info["trend"] = trend_for(history, [s.name for s in suites])
     except Exception as e:  # noqa: BLE001 - a history problem must never cost the run its report
         info["error"] = f"{type(e).__name__}: {e}"
     if ns.learned_timeouts:
@@ -106,7 +108,7 @@ def _store(history: History, run: RunResult, suites: list[Suite]) -> None:
         run.run_id, started=run.started_at, suites=[s.name for s in suites],
         ended=None if run.interrupted else run.finished_at, host=env.get("hostname"),
         cores=env.get("cores"), load_start=(env.get("load_start") or {}).get("load1"),
-        load_end=(env.get("load_end") or {}).get("load1"), model_mode=env.get("model_mode"),
+        load_end=(env.get("load_end") or {}).get("load1"), model_mode=env.get("model_effective") or env.get("model_mode"),
         versions={"cc_executor": env.get("cc_executor"), "service": env.get("cc_executor_service"),
                   "claude": env.get("claude"), "python": env.get("python")},
         argv=run.argv, exit_code=run.exit_code)

@@ -1,4 +1,5 @@
-"""Write a run's report.md (for people), report.json (for tools) and junit.xml (for CI).
+"""Write a run's report.md (for people), report.json (for tools), junit.xml (for CI) and
+report.html (for people who would rather see it: charts, stress.report.html).
 
 Why three files from one `RunResult`: each audience reads a different format, and deriving all
 three from the same value keeps them from disagreeing. Each format has its own module:
@@ -15,8 +16,10 @@ this module, and it imports nothing that runs tests or opens the history.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+from stress.report.html import render_html
 from stress.report.json_file import render_json
 from stress.report.junit import JUNIT_OUT_CHARS, render_junit
 from stress.report.markdown import render_markdown
@@ -40,17 +43,27 @@ __all__ = ["DURATION_BUCKETS", "JUNIT_OUT_CHARS", "SIZE_BUCKETS", "TIMELINE_MIN_
 
 
 def write_reports(run: RunResult, report_dir: Path) -> dict[str, Path]:
-    """Write all three files (each atomically: temp file, then rename). Returns their paths."""
+    """Write the three files of record, then report.html (each atomically: temp file, then
+    rename). Returns their paths; the page is left out (with a note on stderr) if drawing it
+    failed, so a charting problem never costs the run its report."""
     report_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "markdown": (report_dir / "report.md", render_markdown(run).encode("utf-8")),
         "json": (report_dir / "report.json", render_json(run)),
         "junit": (report_dir / "junit.xml", render_junit(run)),
     }
-    out = {}
-    for key, (path, data) in files.items():
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        out[key] = path
+    out = {key: _write(path, data) for key, (path, data) in files.items()}
+    try:
+        page = render_html(run).encode("utf-8")
+    except Exception as e:  # noqa: BLE001 - the text reports are already written
+        print(f"report.html not written: {type(e).__name__}: {e}", file=sys.stderr)
+    else:
+        out["html"] = _write(report_dir / "report.html", page)
     return out
+
+
+def _write(path: Path, data: bytes) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path

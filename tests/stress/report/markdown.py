@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stress.report.assertions import assertions_section
+from stress.report.markdown_fleet import workers_section
 from stress.report.markdown_history import history_section
 from stress.report.markdown_load import banner_lines, load_section
 from stress.report.markdown_usage import (
@@ -32,6 +33,7 @@ from stress.report.results import (
     Outcome,
     RunResult,
 )
+from stress.report.simulated import cost_text, is_simulated
 from stress.report.text import (
     DURATION_BUCKETS,
     SIZE_BUCKETS,
@@ -191,7 +193,7 @@ def _model_mode_text(env: dict) -> str:
 
 def tests_section(run: RunResult) -> list[str]:
     """One row per test: its result, the attempt that stands for it, the limits it ran under."""
-    multi = bool(run.servers and run.servers.get("mode") == "dispatch")
+    multi = bool(run.servers and run.servers.get("mode") == "cluster")
     srv_head, srv_rule = (" server |", "---|") if multi else ("", "")
     lines = ["## Tests", "",
              "Limits are the configured ones stretched by the host's load when the test started "
@@ -323,14 +325,15 @@ def instances_section(run: RunResult) -> list[str]:
                   f"{cell(sel.get('why', '-'))}", "",
                   "| # | label | result | exit | ended | time | size | cost | patterns | eligible | chosen |",
                   "|---:|---|---|---:|---|---:|---:|---:|---:|---|---|"]
-        lines += [_instance_row(i) for i in a.instances]
+        sim = is_simulated(run.environment)
+        lines += [_instance_row(i, sim) for i in a.instances]
         lines.append("")
     return lines
 
 
-def _instance_row(i: dict) -> str:
+def _instance_row(i: dict, simulated: bool = False) -> str:
     """One instance of an instances test: its result, figures, and why it could (not) win."""
-    cost = "-" if i.get("cost_usd") is None else f"${i['cost_usd']:.4f}"
+    cost = cost_text(i.get("cost_usd"), simulated)
     pats = f"{i.get('patterns_found', 0)}/{i.get('patterns_total', 0)}"
     elig = "yes" if i.get("eligible") else f"no: {i.get('why_not') or '-'}"
     return (f"| {i['instance']} | {cell(i.get('label') or '-')} | {i['status']} ({i['reason']}) | "
@@ -379,10 +382,23 @@ def _failed_attempt_lines(o: Outcome, a: Attempt) -> list[str]:
                      f"[stderr]({a.stderr_path}) ({fmt_bytes(a.stderr_bytes)}); "
                      f"exit {a.exit_code}, ended {a.end_reason}, {fmt_seconds(a.duration)}")
     if a.preview:
-        f = fence(a.preview)
+        text = evidence_preview(a.preview)
+        f = fence(text)
         lines += ["", f"<details><summary>{tag}output preview</summary>", "", f,
-                  a.preview, f, "", "</details>", ""]
+                  text, f, "", "</details>", ""]
     return lines
+
+
+FAILURE_PREVIEW_LINES = 25
+"""A failure's preview in report.md keeps at most this many lines (whole output in outputs/)."""
+
+
+def evidence_preview(preview: str, max_lines: int = FAILURE_PREVIEW_LINES) -> str:
+    """The failure's preview, its lines capped, with a note of how many were left out."""
+    lines = preview.splitlines()
+    if len(lines) <= max_lines:
+        return preview
+    return "\n".join(lines[:max_lines] + [f"... ({len(lines) - max_lines} more lines in outputs/)"])
 
 
 def lost_section(run: RunResult) -> list[str]:
@@ -420,19 +436,16 @@ def skipped_section(run: RunResult) -> list[str]:
 
 
 def previews_section(run: RunResult) -> list[str]:
-    """The start of each passed attempt's output, folded (failures show theirs under Failures)."""
-    previews = [(o, a) for o in run.outcomes if o.status == PASSED for a in o.attempts
-                if a.status == PASSED and a.preview]
-    if not previews:
+    """Where passed tests' output is: folded previews in report.html, everything in outputs/.
+    report.md no longer carries them (a Claude run's previews are raw stream-json lines that
+    buried the summary); failures keep theirs, as evidence, under Failures."""
+    passed = sum(1 for o in run.outcomes for a in o.attempts if a.status == PASSED and a.preview)
+    if not passed:
         return []
-    lines = ["## Output previews (passed tests)", ""]
-    for o, a in previews:
-        f = fence(a.preview)
-        lines += [f"<details><summary>{o.id}{attempt_tag(o, a, ' attempt {}')}: "
-                  f"{fmt_bytes(a.stdout_bytes)}, "
-                  f"<a href=\"{a.stdout_path}\">stdout</a></summary>", "", f, a.preview, f, "",
-                  "</details>", ""]
-    return lines
+    return ["## Passed tests' output", "",
+            f"Previews of the {passed} passed run(s) are folded in [report.html](report.html); "
+            "every run's full stdout and stderr is in [outputs/](outputs/) (linked per test in "
+            "report.json).", ""]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,7 +468,8 @@ def distributions_section(run: RunResult) -> list[str]:
 
 def footer_section(run: RunResult) -> list[str]:
     """Links to the machine-readable files written next to report.md."""
-    return ["---", "", "Machine-readable: [report.json](report.json) (schema_version "
+    return ["---", "", "Charts and previews: [report.html](report.html). "
+            "Machine-readable: [report.json](report.json) (schema_version "
             f"{run.to_json()['schema_version']}), [junit.xml](junit.xml); full outputs in "
             "[outputs/](outputs/).", ""]
 
@@ -463,8 +477,9 @@ def footer_section(run: RunResult) -> list[str]:
 SECTIONS: tuple[Callable[[RunResult], list[str]], ...] = (
     title_section, summary_section, load_section, environment_section, tests_section,
     stability_section,
-    instances_section, failures_section, assertions_section, lost_section, skipped_section, previews_section,
-    claude_totals_section, servers_section, history_section, resources_section,
+    instances_section, failures_section, assertions_section, lost_section, skipped_section,
+    previews_section, claude_totals_section, servers_section, workers_section,
+    history_section, resources_section,
     distributions_section, footer_section)
 """report.md from top to bottom; a section with nothing to say returns no lines."""
 

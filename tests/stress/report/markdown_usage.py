@@ -5,12 +5,13 @@ measurements (`run.claude_totals`, `run.servers`, `run.resources`) that only som
 each absent as a whole when the run did not measure it, and the resource timelines are their own
 small drawing code.
 
-Imports `stress.report.results` and `stress.report.text` only; never another report module.
+Imports `stress.report.results`, `stress.report.text` and `stress.report.simulated` only.
 """
 
 from __future__ import annotations
 
 from stress.report.results import Attempt, Outcome, RunResult
+from stress.report.simulated import LABEL, NOTE, is_simulated
 from stress.report.text import attempt_tag, cell, fmt_bytes, fmt_seconds
 
 TIMELINE_MIN_SECONDS = 60.0
@@ -24,16 +25,18 @@ def claude_totals_section(run: RunResult) -> list[str]:
         return []
     c = run.claude_totals
     u = c["usage"]
-    lines = ["## Claude totals", "",
-             "| runs | cost (USD) | input tokens | output tokens | cache creation | cache read | turns | API time |",
+    sim = is_simulated(run.environment)
+    label = f" ({LABEL})" if sim else ""
+    lines = ["## Claude totals" + label, "",
+             f"| runs | cost (USD{', ' + LABEL if sim else ''}) | input tokens{label} | "
+             f"output tokens{label} | cache creation | cache read | turns | API time |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|",
              f"| {c['runs']} | {c['total_cost_usd']:.4f} | {u.get('input_tokens', 0):,} | "
              f"{u.get('output_tokens', 0):,} | {u.get('cache_creation_input_tokens', 0):,} | "
              f"{u.get('cache_read_input_tokens', 0):,} | {c['num_turns']} | "
              f"{fmt_seconds(c['duration_api_ms'] / 1000)} |", ""]
-    if run.environment.get("model_mode") == "local":
-        lines += ["Cost is the CLI's own estimate from token counts; with the loopback model "
-                  "nothing is billed.", ""]
+    if sim:
+        lines += [f"Cost and tokens are {LABEL}: {NOTE}.", ""]
     return lines
 
 
@@ -45,19 +48,16 @@ def servers_section(run: RunResult) -> list[str]:
     """Per server: what it was dealt, ran, stole and lost; makespan and fairness of the run."""
     if run.servers is None:
         return []
+    if run.servers.get("mode") == "cluster":
+        return []  # stress.report.markdown_fleet's Workers section
     sv = run.servers or {}
     servers = sv.get("servers") or []
     lines = ["## Servers", ""]
-    if sv.get("mode") == "dispatch":
-        lines += ["Tests were dealt longest expected first (history median, else the timeout) by "
-                  "weight; an idle server steals half of the most loaded queue; a lost server's "
-                  "tests are retried elsewhere.", ""]
     fair = sv.get("fairness_cv")
-    budget = (run.options or {}).get("retry_budget") if sv.get("mode") == "dispatch" else None
     lines += [f"Makespan {fmt_seconds(sv.get('makespan'))}; fairness (coefficient of variation of "
               f"the servers' completion times, 0 = all finished together): "
               f"{'-' if fair is None else f'{fair:.3f}'}; retries used: {sv.get('retries_used', 0)}"
-              + ("" if budget is None else f" (run-wide budget {budget})") + ".", "",
+              + ".", "",
               "| server | weight | concurrency | dealt | tests run | busy | idle | steals in/out | "
               "retries | lost items | state |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]

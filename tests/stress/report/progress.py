@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -29,12 +29,16 @@ def _short(text: str, n: int = 160) -> str:
 
 
 class Progress:
-    """Call `started`/`finished` per job (an attempt, or one instance of an instances attempt);
-    `note` for other lines; `close` at the end."""
+    """Call `started` per job (an attempt, or one instance of an instances attempt), `finished`
+    per attempt (`instance_finished` per instance), `skipped` per planned test that will not
+    run, `note` for other lines, `close` at the end. The counters count attempts ("runs"), the
+    unit of the summary's Runs line, skipped ones included."""
 
     def __init__(self, total: int | None, *, quiet: bool = False, stream: TextIO | None = None,
-                 live: bool | None = None) -> None:
+                 live: bool | None = None, listener: Any = None) -> None:
         self.total = total
+        self.listener = listener
+        """Gets every event too (the --dashboard's stress.live.state.LiveState), even --quiet."""
         self.quiet = quiet
         self.stream = stream or sys.stdout
         self.counts = {"passed": 0, "failed": 0, "skipped": 0, "lost": 0}
@@ -50,7 +54,12 @@ class Progress:
 
     # ---- events ----------------------------------------------------------------------------
 
+    def _tell(self, event: str, *args: Any) -> None:
+        if self.listener is not None:
+            getattr(self.listener, event)(*args)
+
     def started(self, key: str, label: str) -> None:
+        self._tell("started", key, label)
         with self._lock:
             self.running[key] = (label, time.monotonic())
         if self._live is None and not self.quiet:
@@ -58,9 +67,13 @@ class Progress:
 
     def finished(self, key: str, label: str, status: str, reason: str, duration: float,
                  message: str) -> None:
+        self._tell("finished", key, label, status, reason, duration, message)
         with self._lock:
             self.running.pop(key, None)
             self.counts[status] = self.counts.get(status, 0) + 1
+        self._emit(label, status, duration, message)
+
+    def _emit(self, label: str, status: str, duration: float, message: str) -> None:
         if self.quiet:
             return
         line = f"{_MARK.get(status, status.upper())} {label} ({duration:.2f} s)"
@@ -73,13 +86,32 @@ class Progress:
         else:
             self._line(line)
 
-    def requeued(self, key: str, label: str, detail: str) -> None:
-        """An execution whose server was lost: not finished; the dispatcher retries or loses it."""
+    def instance_finished(self, key: str, label: str, status: str, reason: str, duration: float,
+                          message: str) -> None:
+        """One instance of an instances attempt ended: its line, but no count (the attempt is
+        counted once, when the runner has picked its best instance, as the summary counts it)."""
+        self._tell("instance_finished", key, label, status, reason, duration, message)
         with self._lock:
             self.running.pop(key, None)
-        self.note(f"DROP {label}: {_short(detail)}")
+        self._emit(label, status, duration, message)
+
+    def skipped(self, label: str, reason: str, runs: int = 1) -> None:
+        """A planned test that will not run: its `runs` attempts count as skipped now, so the
+        live counters and the summary count the same thing."""
+        self._tell("skipped", label, reason, runs)
+        with self._lock:
+            self.counts["skipped"] += runs
+        self._print(f"SKIP {label}: {reason}")
+
+    def step(self, step: dict) -> None:
+        """A finished --find-capacity step (its terminal line came through `note`)."""
+        self._tell("step", step)
 
     def note(self, text: str) -> None:
+        self._tell("note", text)
+        self._print(text)
+
+    def _print(self, text: str) -> None:
         if self.quiet:
             return
         if self._live is not None:

@@ -261,10 +261,9 @@ class Ratio:
         return self.passes >= MIN_GRADUATION_PASSES and self.value >= GRADUATION_RATIO
 
     def text(self) -> str:
-        if self.failures == 0:
-            return f"{self.passes}:0"
-        v = self.value
-        return f"{v:.1f}:1" if v != int(v) else f"{int(v)}:1"
+        """Always `passes:failures` as counted (`23:2`, `6:0`, `0:3`): one format everywhere,
+        never a reduced `11.5:1` or an `inf` (`value` has the quotient)."""
+        return f"{self.passes}:{self.failures}"
 
     def to_json(self) -> dict[str, Any]:
         return {"passes": self.passes, "failures": self.failures,
@@ -358,6 +357,9 @@ class RunResult:
     thresholds: list[ThresholdResult] = field(default_factory=list)
     """Every --threshold with its observed value, crossed ones first."""
     capacity: Capacity | None = None
+    trace: dict[str, Any] | None = None
+    """The host and service once a second over the run (stress.report.host_trace): columns,
+    points; None when not sampled."""
 
     @property
     def thresholds_crossed(self) -> list[ThresholdResult]:
@@ -401,5 +403,6 @@ class RunResult:
             "profile": self.profile,
             "thresholds": [t.to_json() for t in self.thresholds],
             "capacity": None if self.capacity is None else self.capacity.to_json(),
+            "trace": self.trace,
             "tests": [o.to_json() for o in self.outcomes],
         }

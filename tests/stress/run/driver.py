@@ -235,6 +235,8 @@ class LoadDriver:
             self._keep_abort(step)
             steps.append(step)
             self.note(step_line(step))
+            if (seen := getattr(self.runner.progress, "step", None)) is not None:
+                seen(step.to_json())  # the live dashboard's capacity curve
             if not step.held:
                 break
         stopped = self.stop_note or (self.runner.stop_reason if not self.runner.interrupted else None)

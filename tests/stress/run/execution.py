@@ -13,12 +13,12 @@ start. When one passes, the harness sends control CANCEL, waits a bounded time, 
 job, and records which guard fired. A run can therefore never take longer than its limits plus a
 fixed overhead.
 
-Why a lost connection is a typed outcome: a dispatched run retries a lost attempt on another
-server, and a single-service run drops its broken connection. Whether an attempt was lost is
+Why a lost connection is a typed outcome: the run drops a broken connection (the next attempt
+connects afresh) and reports the attempt's end as a lost connection. Whether an attempt was lost is
 decided where `ConnectionLost` (or the request's timeout) is caught - `Followed.lost`,
 `Observed.lost` - never by reading the text shown to people, which may be reworded freely.
 
-Must not import: the Runner (runner.py: it imports this module) or the dispatcher; the service only
+Must not import: the Runner (runner.py: it imports this module); the service only
 through `cc_executor.client` and the shared libraries (`aio`, `load`, `timing`), never
 `cc_executor.jobs/server/process/tree/registry`.
 """
@@ -53,11 +53,6 @@ class RunState(Protocol):
     interrupted: bool
     """The user interrupted the run."""
     stop_reason: str | None
-
-    @property
-    def dispatched(self) -> bool:
-        """The run goes over several services (a lost attempt may be retried elsewhere)."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -261,20 +256,20 @@ class CaseExecutor:
             seen.detail = seen.detail or f"interrupted ({self.state.stop_reason or 'cancelled'})"
 
     def _finish(self, run: CaseRun, seen: Observed) -> Execution:
-        """Judge the run and report it: finished, or (a dispatched run that lost its server)
-        handed back to the dispatcher, which decides between a retry elsewhere and lost."""
+        """Judge the run and report it finished."""
         out = read_output(run.planned, seen)
         if out.is_claude_stream:
             assert out.stream is not None
             self.claude_streams.append(out.stream)
         halted_only = self.state.halted is not None and not self.state.interrupted
         ex = judge_run(run, seen, out, self.options, halted_only=halted_only)
-        requeued = getattr(self.progress, "requeued", None)
-        if seen.lost is not None and not seen.interrupted and self.state.dispatched and requeued:
-            requeued(run.stem, run.stem, seen.lost)
-        else:
-            a = ex.attempt
-            self.progress.finished(run.stem, run.stem, a.status, a.reason, a.duration, a.message)
+        a = ex.attempt
+        # An instance is one of the attempt's K jobs: the attempt is counted once, by the
+        # runner, when its best instance is known (stress.report.progress).
+        done = getattr(self.progress, "instance_finished", None) if run.instance is not None \
+            else None
+        (done or self.progress.finished)(run.stem, run.stem, a.status, a.reason, a.duration,
+                                         a.message)
         return ex
 
     def _note_job(self, stem: str, live: LiveJob) -> None:

@@ -189,10 +189,9 @@ def unmet_requirement(p: Planned, caps: set[str], model_mode: str, claude_note: 
 
 
 def count_runs(plan: list[Planned]) -> int:
-    """How many runs the progress display expects: every attempt of every test that is not
-    skipped, an instances test counting each of its K instances."""
-    return sum(p.repeat * (p.test.instances.count if p.test.instances else 1)
-               for p in plan if p.skip is None)
+    """How many runs the progress display counts towards: every attempt of every test, skipped
+    ones included and an instances attempt once, as the summary's Runs line counts them."""
+    return sum(p.repeat for p in plan)
 
 
 def explain_or_usage(suites: list[Suite], wanted: str, out: TextIO | None = None) -> int:

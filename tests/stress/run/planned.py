@@ -40,9 +40,8 @@ CLAUDE_CAPABILITY = "claude"
 class ProgressSink(Protocol):
     """Where attempts report: `started` when one begins, `finished` when it has a status.
 
-    A sink may also have `note(text)` (other lines: queue, halt, dispatch events) and
-    `requeued(key, label, detail)` (a dispatched attempt lost its server and may run elsewhere);
-    the runner looks for both with getattr, so a minimal sink needs neither."""
+    A sink may also have `note(text)` (other lines: queue, halt, worker events); the runner
+    looks for it with getattr, so a minimal sink needs none."""
 
     def started(self, key: str, label: str) -> None: ...
     def finished(self, key: str, label: str, status: str, reason: str, duration: float,
@@ -102,11 +101,6 @@ class RunOptions:
     preview_chars: int = PREVIEW_CHARS
     halt: HaltRule | None = None
     """--halt: counted over attempts that ran (passed or failed; lost ones count as failed)."""
-    steal: bool = True
-    max_retries_per_test: int = 2
-    """Dispatched runs: how often one attempt may move to another server after a loss."""
-    retry_budget: int | None = None
-    """Dispatched runs: how many such moves the whole run may make (None: no run-wide limit)."""
     simulated_cost: bool = False
     """The model is the loopback stand-in: its cost is made up, so `cost` assertions skip."""
 

@@ -1,4 +1,4 @@
-"""Run planned tests against one service or several, attempt by attempt, and judge every attempt.
+"""Run planned tests against one service, attempt by attempt, and judge every attempt.
 
 Owns `Runner`: the loop over the planned tests' attempts (which attempt runs next, on which
 connection), the run's stop rules (interrupt, --fail-fast, --halt), and the per-server section of
@@ -12,13 +12,12 @@ the report. How one attempt runs lives elsewhere, one idea per module:
     leftovers.py       the job tag, and ending a job's leftover processes on this host
     outcomes.py        folding each test's attempts into its Outcome (stress.report.results)
 
-Two ways to run a plan: `run()` against one service (N workers, one connection each, taking
-(test, attempt) items in suite order), and `run_dispatched()` over several services through
-`stress.dispatch.Dispatcher` (weighted dealing, work stealing, retries on lost servers). Both
-judge every attempt the same way and honour `--halt`; only the dispatched path turns a broken
-connection into a retry elsewhere, because with one service there is nowhere else to go. Whether
-an attempt lost its connection is a typed flag (`Execution.lost`, set where `ConnectionLost` is
-caught), never read off the message.
+`run()` runs a plan against one service (N workers, one connection each, taking (test, attempt)
+items in suite order); `run_item` is one such step, which the load driver (stress.run.driver) and
+a fleet worker's task (stress.cluster.task: one attempt on the worker's own executor) call too.
+A fleet run records attempts that ran on its workers with `take`, judged and counted alike.
+Whether an attempt lost its connection is a typed flag (`Execution.lost`, set where
+`ConnectionLost` is caught), never read off the message.
 
 The names other modules import from here stay importable from here (`Planned`, `RunOptions`,
 `invocation_summary`, `CLAUDE_CAPABILITY`, `JOB_TAG_VAR`, `end_leftovers`, `tagged_processes`, ...).
@@ -39,21 +38,7 @@ from typing import Any
 
 from cc_executor import aio
 from cc_executor.client import ExecutorClient
-from stress.dispatch import (
-    CANCELLED,
-    COMPLETED,
-    ERROR,
-    ClientPool,
-    Dispatcher,
-    DispatchEvent,
-    DispatchReport,
-    ServerLost,
-    ServerSpec,
-    TestItem,
-    coefficient_of_variation,
-)
-from stress.dispatch import LOST as D_LOST
-from stress.report.results import FAILED, LOST, PASSED, Outcome
+from stress.report.results import FAILED, PASSED, Outcome
 from stress.run import attempt_record
 from stress.run.attempt_record import Execution, make_preview, printable
 from stress.run.execution import CaseExecutor, job_argv
@@ -113,8 +98,6 @@ class Runner:
         self.aborted: str | None = None
         """Why a threshold marked :abort stopped the run (None when none did)."""
         self.server_name = url
-        self.dispatch_report: DispatchReport | None = None
-        self._dispatcher: Dispatcher | None = None
         self._running: dict[str, asyncio.Task] = {}
         self._results: dict[tuple[int, int], Execution] = {}
         self._fails: collections.Counter[int] = collections.Counter()
@@ -125,14 +108,11 @@ class Runner:
         self._t0 = 0.0
         self._last_end: float | None = None
         self.claude_streams: list[claude_mod.StreamSummary] = []
+        self.fleet_stats: dict[str, Any] | None = None
+        """A cluster run's per-worker section (stress.cluster), reported as it is."""
         self._executor = CaseExecutor(
             self.options, self.outputs, self.report_dir.name, self.progress, monitor=monitor,
             service=service, state=self, claude_streams=self.claude_streams)
-
-    @property
-    def dispatched(self) -> bool:
-        """The run goes through the dispatcher (several services)."""
-        return self._dispatcher is not None
 
     # ---- control ---------------------------------------------------------------------------
 
@@ -141,8 +121,6 @@ class Runner:
         self.interrupted = True
         if self.stop_reason is None:
             self.stop_reason = why
-        if self._dispatcher is not None:
-            self._dispatcher.stop(why, now=True)
         for task in list(self._running.values()):
             task.cancel()
 
@@ -157,8 +135,6 @@ class Runner:
         note = getattr(self.progress, "note", None)
         if note is not None:
             note(f"ABORT {why}")
-        if self._dispatcher is not None:
-            self._dispatcher.stop(why, now=True)
         for task in list(self._running.values()):
             task.cancel()
 
@@ -188,8 +164,6 @@ class Runner:
             if self.options.fail_fast and self._fails[idx] > planned.repeat - need:
                 if self.stop_reason is None:
                     self.stop_reason = f"--fail-fast: stopped after {planned.test.id} failed"
-                    if self._dispatcher is not None:
-                        self._dispatcher.stop(self.stop_reason)
         rule = self.options.halt
         if halt_rule and rule is not None and self.halted is None and not self.interrupted:
             when = rule.should_halt(self._done, self._failed, self._total)
@@ -259,6 +233,15 @@ class Runner:
         """The attempts a load profile has started so far: what --halt percentages count over."""
         self._total = total
 
+    def take(self, idx: int, n: int, ex: Execution) -> None:
+        """Record attempt `n` of test `idx` that ran elsewhere (a cluster worker) and count it
+        (--fail-fast, --halt) as if it had run here."""
+        self._results[(idx, n)] = ex
+        self._count(idx, self.plan[idx], ex, halt_rule=True)
+
+    def recorded(self, idx: int, n: int) -> Execution | None:
+        return self._results.get((idx, n))
+
     def record(self, idx: int, n: int, ex: Execution) -> None:
         """Record attempt `n` of test `idx` that the load driver never started."""
         self._results[(idx, n)] = ex
@@ -308,17 +291,15 @@ class Runner:
         def instance(i: int, instance_stem: str):
             return self._executor.execute(client, p, n, i, instance_stem)
 
-        return await run_instances(instance, inst, stem)
+        ex = await run_instances(instance, inst, stem)
+        if ex.lost is None or not self.dispatched:  # a lost one may still run elsewhere
+            a = ex.attempt
+            self.progress.finished(stem, stem, a.status, a.reason, a.duration, a.message)
+        return ex
 
     def _failed_to_start(self, p: Planned, n: int, stem: str, detail: str) -> Execution:
         ex = attempt_record.failed_to_start(p, n, detail)
         self.progress.finished(stem, stem, FAILED, ex.attempt.reason, 0.0, ex.attempt.message)
-        return ex
-
-    def _lost(self, p: Planned, n: int, why: str, tries: list[str], server: str | None) -> Execution:
-        ex = attempt_record.lost(p, n, why, tries, server)
-        stem = p.attempt_stem(n)
-        self.progress.finished(stem, stem, LOST, LOST, 0.0, ex.attempt.message)
         return ex
 
     # ---- aggregation -----------------------------------------------------------------------
@@ -328,110 +309,17 @@ class Runner:
         return fold(self.plan, self._results, stop_reason=self.stop_reason,
                     interrupted=self.interrupted)
 
-    # ---- several services ------------------------------------------------------------------
-
-    async def run_dispatched(
-        self,
-        servers: Sequence[ServerSpec],
-        *,
-        probe: Any = None,
-        probe_interval: float = 5.0,
-        max_probes: int = 12,
-    ) -> list[Outcome]:
-        """Over several services: each (test, attempt) is one dispatch item, expected to take the
-        test's history median (else its timeout); a broken connection is a lost server, and the
-        attempt is retried elsewhere."""
-        self.outputs.mkdir(parents=True, exist_ok=True)
-        work = self._work()
-        self._total = len(work)
-        items = []
-        for idx, n in work:
-            p = self.plan[idx]
-            expected = p.median if p.median is not None else p.test.timeout
-            items.append(TestItem(p.attempt_stem(n), float(expected), p.test.timeout, (idx, n)))
-        pool = ClientPool()
-
-        async def run_one(spec: ServerSpec, item: TestItem) -> Execution:
-            idx, n = item.payload
-            p = self.plan[idx]
-            async with pool.client(spec) as client:
-                ex = await self._run_attempt(client, p, n)
-                if ex.lost is not None:
-                    raise ServerLost(spec.name, ex.lost)
-            ex.attempt.server = spec.name
-            self._count(idx, p, ex, halt_rule=False)  # --fail-fast; the dispatcher does --halt
-            return ex
-
-        self._dispatcher = Dispatcher(
-            servers, run_one, steal=self.options.steal, halt=self.options.halt,
-            max_retries_per_test=self.options.max_retries_per_test,
-            retry_budget=self.options.retry_budget,
-            is_failure=lambda ex: ex.attempt.status == FAILED,
-            probe=probe, probe_interval=probe_interval, max_probes=max_probes,
-            on_event=self._on_dispatch_event)
-        if self.interrupted:
-            self._dispatcher.stop(self.stop_reason or "interrupted", now=True)
-        try:
-            report = await self._dispatcher.run(items)
-        finally:
-            await pool.close()
-        self._take_dispatch_report(report)
-        return self.outcomes()
-
-    def _take_dispatch_report(self, report: DispatchReport) -> None:
-        """Record each dispatched item's end as its attempt: ran, lost, errored or cancelled."""
-        self.dispatch_report = report
-        if report.halted and self.stop_reason is None:
-            self.stop_reason = report.halted
-        for d in report.results:
-            idx, n = d.item.payload
-            p = self.plan[idx]
-            if d.state in (COMPLETED, CANCELLED) and d.value is not None:
-                ex = d.value
-            elif d.state == D_LOST:
-                ex = self._lost(p, n, d.reason, d.tries, d.server)
-            elif d.state == ERROR:
-                ex = self._failed_to_start(p, n, p.attempt_stem(n), f"harness error: {d.reason}")
-            elif d.state == CANCELLED:
-                ex = attempt_record.not_run(p, n, d.reason, interrupted=self.interrupted,
-                                            reason="skipped" if self.interrupted else "cancelled")
-            else:
-                continue  # not run: outcomes() fills it in with the stop reason
-            ex.attempt.server = d.server
-            ex.attempt.tries = list(d.tries)
-            self._results[(idx, n)] = ex
-
-    def _on_dispatch_event(self, ev: DispatchEvent) -> None:
-        if ev.kind == "halt":
-            if self.stop_reason is None:  # the rule fired (stop() from us sets stop_reason first)
-                self.stop_reason = ev.detail
-                self.halted = ev.detail
-        note = getattr(self.progress, "note", None)
-        if note is None:
-            return
-        text = {
-            "server_lost": f"SERVER LOST {ev.server}: {ev.detail}",
-            "requeue": f"RETRY {ev.key} on {ev.server}: {ev.detail}",
-            "steal": f"STEAL {ev.server} took {ev.detail}",
-            "rejoin": f"REJOIN {ev.server}: {ev.detail}",
-            "halt": f"HALT {ev.detail}",
-        }.get(ev.kind)
-        if text is not None:
-            note(text)
-
     def server_stats(self) -> dict[str, Any]:
-        """The per-server section of the report: the dispatcher's statistics, or the same shape
+        """The per-server section of the report: a cluster run's per-worker statistics, or the same shape
         for the one service of a single-service run."""
-        if self.dispatch_report is not None:
-            d = self.dispatch_report.to_json()
-            d.pop("items", None)
-            return {"mode": "dispatch", **d}
+        if self.fleet_stats is not None:
+            return self.fleet_stats
         ran = [e for e in self._results.values() if e.attempt.status in (PASSED, FAILED)]
         makespan = self._last_end or 0.0
         conc = max(1, min(self.options.concurrency, self._total or 1))
         return {
             "mode": "single", "makespan": round(makespan, 4),
-            "fairness_cv": coefficient_of_variation([makespan]) if ran else None,
+            "fairness_cv": 0.0 if ran else None,
             "halted": self.halted, "retries_used": 0,
             "servers": [{
                 "name": self.server_name, "url": self.url, "weight": 1.0, "concurrency": conc,

@@ -148,6 +148,7 @@ class ManagedService:
         start_timeout: float = START_TIMEOUT,
         stop_timeout: float = STOP_TIMEOUT,
         python: str = sys.executable,
+        preexec_fn: Any = None,
     ) -> None:
         self.allow = list(dict.fromkeys(allow))
         self.log_dir = Path(log_dir)
@@ -157,6 +158,8 @@ class ManagedService:
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.python = python
+        self.preexec_fn = preexec_fn
+        """Run in the child before exec (a fleet worker's executor: die with the worker)."""
         # Hex, not token_urlsafe: a token starting with '-' is read by argparse as an option
         # (`--token -x...`), and the service would not start (1 time in 64).
         self.token = secrets.token_hex(24)
@@ -205,7 +208,8 @@ class ManagedService:
         out_path = self.log_dir / "service.stdout"
         with open(out_path, "wb") as out, open(self.log_dir / "service.stderr", "wb") as err:
             self.proc = psutil.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=err, env=env, start_new_session=True)
+                                     stderr=err, env=env, start_new_session=True,
+                                     preexec_fn=self.preexec_fn)
         try:
             self.url = await self._wait_for_url(out_path)
             self.health = await wait_healthy(

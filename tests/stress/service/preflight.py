@@ -414,8 +414,7 @@ async def check_access(url: str, token: str | None, *, timeout: float = ACCESS_T
 
 
 def access_refusal(check: AccessCheck) -> str:
-    """Why one server is left out of a multi-server run (another server accepted), or why the
-    dispatcher's ClientPool benches one mid-run."""
+    """Why a server refused the harness's access check, in one line."""
     if check.token_refused:
         return (f"refused the token (HTTP {check.status}); give it the token its service was "
                 f"started with: --server-token {check.url}=T")

@@ -218,7 +218,8 @@ it ends by itself, judged by `expect_exit`; "stalled" / "timeout" mean the servi
 way (a fault-injection test that proves stall or timeout detection), so its exit code is not judged."""
 
 END_REASONS = frozenset(
-    {"exited", "signalled", "timeout", "stalled", "cancelled", "shutdown", "error", "skipped"}
+    {"exited", "signalled", "timeout", "stalled", "cancelled", "shutdown", "error", "skipped",
+     "memory_limit", "process_limit", "cpu_limit", "output_limit"}
 )
 """The end reasons `judge` understands: the process runner's `EndReason` values plus two of ours
 ("error": it could not be started or the transport broke; "skipped": it was never run)."""
@@ -267,7 +268,10 @@ def _quote_list(labels: Sequence[str], limit: int = 8) -> str:
     return shown + (f" and {len(labels) - limit} more" if len(labels) > limit else "")
 
 
-_ERROR_ENDS = {"error": "run failed", "cancelled": "run was cancelled", "shutdown": "harness shut down"}
+_ERROR_ENDS = {"error": "run failed", "cancelled": "run was cancelled", "shutdown": "harness shut down",
+               # A job the service ended at one of its resource limits (execute `limits`).
+               "memory_limit": "ended at its memory limit", "process_limit": "ended at its process limit",
+               "cpu_limit": "ended at its CPU-time limit", "output_limit": "ended at its output limit"}
 """Ends that mean the attempt never produced a result to judge, with how a message says so."""
 
 
