@@ -28,6 +28,7 @@ import jsonschema
 import jsonschema.exceptions
 
 from stress.suite.patterns import compile_regex, describe_json
+from stress.suite.schema_shorthand import shorthand_schema
 
 TEXT_TYPES = ("contains", "icontains", "starts-with", "equals", "regex")
 LIST_TYPES = ("contains-all", "contains-any", "icontains-all", "icontains-any")
@@ -208,6 +209,8 @@ def _checked_json(a: Assertion, raw: Mapping[str, Any]) -> Assertion:
     if a.type in ("is-json", "contains-json", "json-schema"):
         if a.type == "json-schema" or v is not None:
             _need(isinstance(v, dict | bool), a, "a JSON Schema (an object)", v)
+            if isinstance(v, dict):
+                v = shorthand_schema(v)
             check_schema(v, a.name)
         return replace(a, value=v)
     path = raw.get("path")

@@ -35,6 +35,7 @@ from stress.suite.matrix import check_vars, expand, fill_params
 from stress.suite.model import Source, SuiteTest
 from stress.suite.placeholders import substitute
 from stress.suite.problems import ProblemCollector, json_path
+from stress.suite.schema_shorthand import JSON_TYPE_NAMES, shorthand_schema
 from stress.suite.verdict import (
     ALL_REPEATS,
     EXIT_ZERO,
@@ -52,8 +53,6 @@ VALIDATION_KEYS = {
                       "min_words", "max_words"},
     "code_validation": {"type", "language", "must_contain", "must_not_contain"},
 }
-JSON_TYPE_NAMES = {"string", "number", "integer", "boolean", "array", "object", "null"}
-_SCHEMA_WORDS = {"$schema", "properties", "required", "items", "oneOf", "anyOf", "allOf", "enum", "const"}
 
 
 @dataclass
@@ -179,17 +178,6 @@ def _cli_flags(t: dict[str, Any], loc: tuple, ck: ProblemCollector) -> tuple[str
     if model:
         flags += ["--model", model]
     return tuple(flags)
-
-
-def shorthand_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """`{"answer": "number"}` (every value a JSON type name) as the JSON Schema it means: an
-    object with those keys, each of that type. A real JSON Schema is returned as it is."""
-    looks_real = bool(_SCHEMA_WORDS & set(schema)) or set(schema) == {"type"}
-    if looks_real or not schema or not all(isinstance(v, str) and v in JSON_TYPE_NAMES
-                                           for v in schema.values()):
-        return schema
-    return {"type": "object", "required": list(schema),
-            "properties": {k: {"type": v} for k, v in schema.items()}}
 
 
 def validation_assertions(ver: Any, vloc: tuple, ck: ProblemCollector) -> list[Assertion]:
