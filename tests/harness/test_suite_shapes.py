@@ -193,6 +193,7 @@ def test_an_unknown_placeholder_is_an_error_naming_it(tmp_path):
 
 @pytest.mark.parametrize(("vars_", "message"), [
     ({"n": [1, 1]}, "lists a value twice"),
+    ({"n": [1, "1", True, "true"]}, "lists a value twice (each case needs its own id): '1', 'true'"),
     ({"n": [[1]]}, "values must be strings, numbers"),
     ({"1n": [1]}, "var name '1n'"),
     ({"a": list(range(40)), "b": list(range(40))}, "at most 1000"),
