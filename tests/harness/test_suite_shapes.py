@@ -183,10 +183,15 @@ def test_our_format_matrix_fills_everything_and_filters_by_case_id(tmp_path, cap
 
 def test_an_unknown_placeholder_is_an_error_naming_it(tmp_path):
     doc = {"name": "m", "tests": [{"id": "a", "prompt": "{{n}} and {{typo}}", "vars": {"n": [1]}},
-                                  {"id": "b", "command": "echo {{x}}"}]}
+                                  {"id": "b", "command": "echo {{x}}"},
+                                  {"id": "c", "command": "true", "vars": {"n": [1]},
+                                   "assert": [{"type": "contains", "value": "{{n}}"},
+                                              {"type": "contains-all", "value": ["{{n}}", "{{m}}"]}]}]}
     with pytest.raises(SuiteError) as info:
         load_suite(write(tmp_path, doc))
     text = str(info.value)
+    assert "$.tests[2].assert[1].value[1]: unknown placeholder {{m}} (vars: n)" in text
+    assert "$.tests[2].assert[0]" not in text
     assert "$.tests[0].prompt: unknown placeholder {{typo}} (vars: n)" in text
     assert "$.tests[1].command: unknown placeholder {{x}} (vars: none declared)" in text
 

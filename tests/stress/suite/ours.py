@@ -373,11 +373,21 @@ def _var_problems(t: dict[str, Any], loc: tuple) -> list[Located]:
     names = {k: None for k in raw_vars} if isinstance(raw_vars, dict) else {}
     for key in FILLED_KEYS:
         if key in t:
-            try:
-                fill_json(t[key], names)
-            except PlaceholderError as e:
-                out.append((loc + (key,), Problem(json_path(loc + (key,)), str(e))))
+            out += _placeholder_problems(t[key], names, loc + (key,))
     return out
+
+
+def _placeholder_problems(value: Any, names: dict[str, None], loc: tuple) -> list[Located]:
+    """Every string under `value` naming an unknown {{var}}, each at its own path
+    (`$.tests[2].assert[0].value`, not just `assert`)."""
+    if isinstance(value, list | dict):
+        items = enumerate(value) if isinstance(value, list) else value.items()
+        return [p for k, v in items for p in _placeholder_problems(v, names, loc + (k,))]
+    try:
+        fill_json(value, names)
+    except PlaceholderError as e:
+        return [(loc, Problem(json_path(loc), str(e)))]
+    return []
 
 
 # ---------------------------------------------------------------------------------------------
