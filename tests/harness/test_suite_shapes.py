@@ -96,6 +96,28 @@ def test_prompt_fixtures_map_to_the_matrix_and_cli_options(tmp_path):
     assert suite.tests[2].args[3:] == ("--output-format", "stream-json", "--verbose")
 
 
+def test_an_assert_list_added_to_an_older_test_is_acted_on(tmp_path):
+    doc = {"task_list_id": "T", "tests": [
+        {"id": "m", "command": "echo 4", "validation": {"type": "content_check", "min_length": 1},
+         "assert": [{"type": "json-schema", "value": {"answer": "number"}}], "threshold": 0.5},
+        {"name": "fx", "prompt": "{n}", "params": {"n": [1, 2]}, "assert": [{"type": "contains", "value": "={n}"}]},
+        {"id": "v", "command": "echo {{n}}", "vars": {"n": [1]}}]}
+    suite = load_suite(write(tmp_path, doc), timestamp=TS)
+    m, fx1, fx2, v = suite.tests
+    assert [a.type for a in m.assertions] == ["min-length", "json-schema"] and m.threshold == 0.5
+    assert m.assertions[1].value["required"] == ["answer"]
+    assert (fx1.id, types(fx1), types(fx2)) == ("fx(n=1)", [("contains", "=1")], [("contains", "=2")])
+    assert v.command == "echo {{n}}" and v.extra == {"vars": {"n": [1]}}
+    assert suite.warnings == ("$.tests[2].vars: not acted on: 'vars' and {{name}} belong to our format; "
+                              "this older shape's matrix is 'params' with {name} placeholders",)
+    doc["tests"][0]["assert"] = [{"type": "contians", "value": "x"}]
+    doc["tests"][0]["threshold"] = 2
+    with pytest.raises(SuiteError) as info:
+        load_suite(write(tmp_path, doc), timestamp=TS)
+    assert "$.tests[0].assert[0]: unknown assertion type 'contians'" in str(info.value)
+    assert "$.tests[0].threshold: must be a number from 0 to 1, got the integer 2" in str(info.value)
+
+
 def test_suites_named_by_test_id_or_task_list_id(tmp_path):
     s = load_suite(write(tmp_path, {"test_id": "T1", "tests": [{"id": "a", "command": "true"}]}))
     assert (s.format, s.name) == (FORMAT_TASK_LIST, "T1")
