@@ -96,7 +96,7 @@ def test_prompt_fixtures_map_to_the_matrix_and_cli_options(tmp_path):
     assert suite.tests[2].args[3:] == ("--output-format", "stream-json", "--verbose")
 
 
-def test_an_assert_list_added_to_an_older_test_is_acted_on(tmp_path):
+def test_an_assert_list_added_to_an_older_test_is_acted_on(tmp_path, capsys):
     doc = {"task_list_id": "T", "tests": [
         {"id": "m", "command": "echo 4", "validation": {"type": "content_check", "min_length": 1},
          "assert": [{"type": "json-schema", "value": {"answer": "number"}}], "threshold": 0.5},
@@ -106,6 +106,8 @@ def test_an_assert_list_added_to_an_older_test_is_acted_on(tmp_path):
     m, fx1, fx2, v = suite.tests
     assert [a.type for a in m.assertions] == ["min-length", "json-schema"] and m.threshold == 0.5
     assert m.assertions[1].value["required"] == ["answer"]
+    assert cli.main([str(tmp_path / "suite.json"), "--list", "--filter", "fx*"]) == 0
+    assert "; 1 assertion\t" in capsys.readouterr().out
     assert (fx1.id, types(fx1), types(fx2)) == ("fx(n=1)", [("contains", "=1")], [("contains", "=2")])
     assert v.command == "echo {{n}}" and v.extra == {"vars": {"n": [1]}}
     assert suite.warnings == ("$.tests[2].vars: not acted on: 'vars' and {{name}} belong to our format; "

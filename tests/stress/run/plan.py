@@ -225,7 +225,8 @@ def list_plan(suites: list[Suite], plan: list[Planned], out: TextIO | None = Non
             if t.instances:
                 bits.append(f"{t.instances.count} instances ({t.instances.criterion})")
             if t.assertions:
-                bits.append(f"{len(t.assertions)} assertions")
+                n = len(t.assertions)
+                bits.append(f"{n} assertion" + ("s" if n != 1 else ""))
             tags = ",".join(t.tags) or "-"
             print(f"  {t.id}\t{t.name}\ttags={tags}\t{'; '.join(bits)}\t{invocation_summary(t)}", file=out)
     print(f"{len(plan)} tests", file=out)
