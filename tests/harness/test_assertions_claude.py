@@ -76,6 +76,9 @@ def test_json_schema_passes_and_fails_on_the_loopback_models_answers(tmp_path):
     assert reason == "assertion_failed" and got == [("is-json", "passed"), ("json-schema", "failed")]
     assert why[1] == "$['answer']: 'four' is not of type 'number'"
     assert [judged(f"sum(n={n})")[:2] for n in (5, 7)] == [("passed", [("json-path", "passed")])] * 2
+    by_id = {t["id"]: t for t in report["tests"]}
+    assert (by_id["sum(n=7)"]["test_id"], by_id["sum(n=7)"]["vars"]) == ("sum", {"n": 7})
+    assert (by_id["json_ok"]["test_id"], by_id["json_ok"]["vars"]) == ("json_ok", {})
     assert judged("code")[:2] == ("passed", [("python-compiles", "passed"), ("python-runs", "passed")])
     reason, got, why = judged("code_crash")
     assert reason == "assertion_failed" and why == ["ended exited, exit 3"]
