@@ -112,6 +112,10 @@ def test_an_assert_list_added_to_an_older_test_is_acted_on(tmp_path, capsys):
     assert v.command == "echo {{n}}" and v.extra == {"vars": {"n": [1]}}
     assert suite.warnings == ("$.tests[2].vars: not acted on: 'vars' and {{name}} belong to our format; "
                               "this older shape's matrix is 'params' with {name} placeholders",)
+    unified = {"categories": {"c": {"tasks": [{"id": "t", "command_template": "echo 4", "verification": {},
+                                               "assert": [{"type": "equals", "value": 4}], "threshold": 1}]}}}
+    [t] = load_suite(write(tmp_path, unified, "unified.json"), timestamp=TS).tests
+    assert (types(t), t.threshold) == ([("equals", 4)], 1.0)
     doc["tests"][0]["assert"] = [{"type": "contians", "value": "x"}]
     doc["tests"][0]["threshold"] = 2
     with pytest.raises(SuiteError) as info:

@@ -173,6 +173,11 @@ def _own_assertions(t: dict[str, Any], loc: tuple, ck: ProblemCollector) -> list
     return out
 
 
+def added_assertions(t: dict[str, Any], loc: tuple, ck: ProblemCollector) -> tuple[list[Assertion], float | None]:
+    """An older test's own `assert` list and `threshold` (no matrix to fill), problems recorded."""
+    return _filled(_own_assertions(t, loc, ck), {}, loc, ck), _threshold(t, loc, ck)
+
+
 def _filled(own: list[tuple[tuple, Any]], values: dict[str, Any], loc: tuple,
             ck: ProblemCollector) -> list[Assertion]:
     out = []
@@ -299,5 +304,5 @@ def _json_entries(ver: dict[str, Any], vloc: tuple) -> list[tuple[tuple, dict[st
     return out
 
 
-__all__ = ["JSON_TYPE_NAMES", "TEST_KEYS", "VALIDATION_KEYS", "OlderContext", "derive_id",
+__all__ = ["JSON_TYPE_NAMES", "TEST_KEYS", "VALIDATION_KEYS", "OlderContext", "added_assertions", "derive_id",
            "read_older_test", "shorthand_schema", "validation_assertions"]
