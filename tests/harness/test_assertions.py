@@ -145,6 +145,7 @@ def test_judge_fails_on_assertions_after_every_other_check():
     ({"type": "javascript", "value": "output.length > 1"}, "out of scope"),
     ({"type": "python", "value": "True"}, "out of scope"),
     ({"type": "json-schema", "value": {"type": "nope"}}, "not a valid JSON Schema"),
+    ({"type": "tokens", "value": {"inputs": 5}}, "unknown limit(s) ['inputs'] (allowed: input, output, total)"),
     ({"type": "json-path", "path": "$.[", "value": 1}, "invalid JSONPath"),
     ({"type": "regex", "value": "(a+)+"}, "exponential"),
     ({"type": "contains"}, "'value' must be a non-empty string"),

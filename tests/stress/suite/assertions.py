@@ -143,7 +143,9 @@ def _base_type(kind: str) -> tuple[str, bool]:
         raise ValueError(f"unknown assertion type {kind!r}{hint}; known: {', '.join(TYPES)}, "
                          "and not-<type> for the opposite")
     if negate and base in NOT_NEGATABLE:
-        raise ValueError(f"{kind!r}: {base} cannot be inverted with not- (give the limit instead)")
+        instead = ("check what its stdout must contain instead" if base == "python-runs"
+                   else "give the limit instead")
+        raise ValueError(f"{kind!r}: {base} cannot be inverted with not- ({instead})")
     return base, negate
 
 
@@ -247,6 +249,9 @@ def _checked_metric(a: Assertion, raw: Mapping[str, Any]) -> Assertion:
     if a.type == "tokens":
         if isinstance(v, int) and not isinstance(v, bool):
             v = {"total": v}
+        if isinstance(v, dict) and set(v) - {"input", "output", "total"}:
+            raise ValueError(f"tokens: unknown limit(s) {sorted(set(v) - {'input', 'output', 'total'})} "
+                             "(allowed: input, output, total)")
         _need(isinstance(v, dict) and v and set(v) <= {"input", "output", "total"}
               and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v.values()),
               a, 'a token count or {"input", "output", "total"} limits', v)
