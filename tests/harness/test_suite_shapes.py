@@ -224,6 +224,22 @@ def test_an_unknown_placeholder_is_an_error_naming_it(tmp_path):
     assert "$.tests[1].command: unknown placeholder {{x}} (vars: none declared)" in text
 
 
+def test_vars_fill_the_claude_command_and_may_not_smuggle_shell_syntax(tmp_path):
+    doc = {"name": "m", "defaults": {"claude_command": ["claude", "-p", "${PROMPT}", "--model", "{{model}}"]},
+           "tests": [{"id": "a", "prompt": "hi", "vars": {"model": ["x", "y"]}}, {"id": "c", "command": "true"}]}
+    suite = load_suite(write(tmp_path, doc), timestamp=TS)
+    assert [t.args[-2:] for t in suite.tests[:2]] == [("--model", "x"), ("--model", "y")]
+    doc["tests"].append({"id": "b", "prompt": "hi"})
+    with pytest.raises(SuiteError) as info:
+        load_suite(write(tmp_path, doc), timestamp=TS)
+    assert "$.defaults.claude_command: unknown placeholder {{model}} (vars: none declared)" in str(info.value)
+    shell = {"name": "m", "defaults": {"claude_command": 'claude -p "${PROMPT}"'},
+             "tests": [{"id": "a", "prompt": "say {{q}}", "vars": {"q": ["ok", "$(reboot)"]}}]}
+    with pytest.raises(SuiteError) as info:
+        load_suite(write(tmp_path, shell), timestamp=TS)
+    assert "$.tests[0].vars: case a(q=#2): the prompt gets $ from a var" in str(info.value)
+
+
 @pytest.mark.parametrize(("vars_", "message"), [
     ({"n": [1, 1]}, "lists a value twice"),
     ({"n": [1, "1", True, "true"]}, "lists a value twice (each case needs its own id): '1', 'true'"),
