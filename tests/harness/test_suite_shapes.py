@@ -229,6 +229,9 @@ def test_vars_fill_the_claude_command_and_may_not_smuggle_shell_syntax(tmp_path)
            "tests": [{"id": "a", "prompt": "hi", "vars": {"model": ["x", "y"]}}, {"id": "c", "command": "true"}]}
     suite = load_suite(write(tmp_path, doc), timestamp=TS)
     assert [t.args[-2:] for t in suite.tests[:2]] == [("--model", "x"), ("--model", "y")]
+    doc["tests"][0]["instances"] = {"count": 1, "criterion": "fastest", "variants": [{"label": "v", "model": "m-{{model}}"}]}
+    suite = load_suite(write(tmp_path, doc), timestamp=TS)
+    assert [t.instances.variants[0].model for t in suite.tests[:2]] == ["m-x", "m-y"]
     doc["tests"].append({"id": "b", "prompt": "hi"})
     with pytest.raises(SuiteError) as info:
         load_suite(write(tmp_path, doc), timestamp=TS)

@@ -213,7 +213,7 @@ def load_ours(raw: Any, file: Path, timestamp: str) -> Suite:
 
 
 FILLED_KEYS = ("name", "description", "command", "args", "prompt", "expected_patterns",
-               "must_not_contain", "assert", "env", "input")
+               "must_not_contain", "assert", "env", "input", "instances")
 """Where {{var}} placeholders are filled (and `\\{{` unescaped) in a test of our format."""
 
 
