@@ -346,3 +346,13 @@ async def test_cpu_seconds_counts_the_whole_job_where_its_cgroup_measures_it(ser
         assert job.limits_enforced["cpu_seconds"]["by"] == "rlimit_cpu+cgroup_v2_cpu_stat"
         result = await job.result()
         assert result.reason == "cpu_limit" and b"all spun" not in result.stdout
+
+
+@pytest.mark.parametrize("mode", ["cgroup", "fallback"])
+async def test_open_files_and_cpu_seconds_are_the_jobs_rlimits(services, mode):
+    svc = service(services, mode)
+    show = "import resource as r\nprint(r.getrlimit(r.RLIMIT_NOFILE), r.getrlimit(r.RLIMIT_CPU))"
+    async with await ExecutorClient.connect(svc.url) as c:
+        result = await c.execute(args=["python3", "-c", show],
+                                 limits={"open_files": 20, "cpu_seconds": 7}, timeout=30)
+        assert result.ok and result.stdout == b"(20, 20) (7, 8)\n"
