@@ -15,6 +15,7 @@ Must not import the runner (runner.py, execution.py import this); the service on
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from cc_executor import aio
 from cc_executor.client import ConnectionLost, ExecutorClient, ExecutorError
@@ -43,16 +44,17 @@ async def run_code_checks(client: ExecutorClient, planned: Planned, seen: Observ
         if a.type != "python-runs":
             continue
         code, _where = find_python(answer.text(a.target))
-        runs[i] = await _run_one(client, code, a.timeout, planned.test.id)
+        runs[i] = await _run_one(client, code, a.timeout, planned.test.id, a.limits)
     return runs
 
 
-async def _run_one(client: ExecutorClient, code: str, timeout: float, test_id: str) -> CodeRun:
+async def _run_one(client: ExecutorClient, code: str, timeout: float, test_id: str,
+                   limits: Mapping[str, float] | None) -> CodeRun:
     """One program's end; a refusal or a broken connection is a CodeRun with `error` set."""
     try:
         res = await aio.wait_for(
             client.execute(args=[PYTHON, "-I", "-c", code], timeout=timeout,
-                           env={"STRESS_TEST_ID": test_id}),
+                           env={"STRESS_TEST_ID": test_id}, limits=dict(limits) if limits else None),
             timeout + REQUEST_TIMEOUT)
     except ExecutorError as e:
         return CodeRun(None, "error", error=f"refused: {e}")

@@ -50,7 +50,10 @@ OUT_OF_SCOPE = {
 }
 TARGETS = ("result", "stdout", "stderr")
 UNITS = ("chars", "words")
-KEYS = ("type", "value", "weight", "path", "target", "unit", "flags", "threshold", "timeout", "metric")
+KEYS = ("type", "value", "weight", "path", "target", "unit", "flags", "threshold", "timeout", "limits",
+        "metric")
+CODE_LIMITS = ("memory_mb", "processes", "cpu_seconds", "open_files", "output_mb")
+"""What a python-runs job may ask the executor to enforce (its `execute` limits; docs/protocol.md)."""
 NOT_NEGATABLE = METRIC_TYPES + ("python-runs",)
 DEFAULT_CODE_TIMEOUT = 30.0
 """Seconds a python-runs job may take unless the assertion sets `timeout`."""
@@ -72,6 +75,8 @@ class Assertion:
     unit: str = "chars"
     flags: str = ""
     timeout: float = DEFAULT_CODE_TIMEOUT
+    limits: Mapping[str, float] | None = None
+    """python-runs: the job's resource limits on the executor (its ceilings apply regardless)."""
     metric: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
     """The entry as written (after {{var}} substitution), for reports and --explain."""
@@ -152,10 +157,10 @@ def _base_type(kind: str) -> tuple[str, bool]:
 def _checked(a: Assertion, raw: Mapping[str, Any]) -> Assertion:
     """The type's own rules for `value` and the keys that go with it."""
     t, v = a.type, raw.get("value")
-    extra = {k for k in ("path", "unit", "flags", "threshold", "timeout") if k in raw}
+    extra = {k for k in ("path", "unit", "flags", "threshold", "timeout", "limits") if k in raw}
     allowed = {"json-path": {"path"}, "min-length": {"unit"}, "max-length": {"unit"},
                "regex": {"flags"}, "latency": {"threshold"}, "cost": {"threshold"},
-               "python-runs": {"timeout"}}.get(t, set())
+               "python-runs": {"timeout", "limits"}}.get(t, set())
     if extra - allowed:
         raise ValueError(f"{a.name}: key(s) {sorted(extra - allowed)} do not apply to this type")
     if t in TEXT_TYPES + LIST_TYPES and t != "equals":
@@ -185,10 +190,24 @@ def _checked(a: Assertion, raw: Mapping[str, Any]) -> Assertion:
         _need(v is None or isinstance(v, str), a, "a string the program's stdout must contain (or none)", v)
         timeout = raw.get("timeout", DEFAULT_CODE_TIMEOUT)
         _need(_number(timeout) and 0 < timeout <= 600, a, "seconds from 0 to 600", timeout, key="timeout")
-        return replace(a, value=v, timeout=float(timeout))
+        return replace(a, value=v, timeout=float(timeout), limits=_code_limits(a, raw.get("limits")))
     else:
         return _checked_metric(a, raw)
     return replace(a, value=v)
+
+
+def _code_limits(a: Assertion, limits: Any) -> dict[str, float] | None:
+    """python-runs `limits`: names the executor knows, positive numbers (it checks the rest)."""
+    if limits is None:
+        return None
+    _need(isinstance(limits, dict) and limits, a, f"an object of limits ({', '.join(CODE_LIMITS)})",
+          limits, key="limits")
+    unknown = sorted(set(limits) - set(CODE_LIMITS))
+    if unknown:
+        raise ValueError(f"{a.name}: unknown limit(s) {unknown} (allowed: {', '.join(CODE_LIMITS)})")
+    for k, v in limits.items():
+        _need(_number(v) and v > 0, a, "a number > 0", v, key=f"limits.{k}")
+    return dict(limits)
 
 
 def _numbers_as_text(v: Any) -> Any:
