@@ -243,6 +243,15 @@ def test_vars_fill_the_claude_command_and_may_not_smuggle_shell_syntax(tmp_path)
     assert "$.tests[0].vars: case a(q=#2): the prompt gets $ from a var" in str(info.value)
 
 
+def test_a_case_id_too_long_for_a_file_name_gets_a_short_unique_output_stem(tmp_path):
+    vars_ = {f"variable_name_{i:02d}": [f"value_abcdefghijklmnop_{i}", "b"] for i in range(8)}
+    doc = {"name": "m", "tests": [{"id": "t" * 100, "command": "true", "vars": vars_}]}
+    plan = build_plan([load_suite(write(tmp_path, doc), timestamp=TS)], [], None)
+    stems = [p.stem for p in plan]
+    assert len(set(stems)) == len(plan) == 256 and all(len(s.encode()) <= 200 for s in stems)
+    assert stems[0].startswith(plan[0].test.id[:150]) and plan[0].test.id != stems[0]
+
+
 @pytest.mark.parametrize(("vars_", "message"), [
     ({"n": [1, 1]}, "lists a value twice"),
     ({"n": [1, "1", True, "true"]}, "lists a value twice (each case needs its own id): '1', 'true'"),
