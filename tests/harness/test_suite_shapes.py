@@ -159,6 +159,16 @@ def test_a_file_that_is_no_suite_is_refused_in_one_line(tmp_path, doc):
     assert "\n" not in text and '"tests" list' in text and '"categories" object' in text
 
 
+def test_an_empty_or_yaml_file_is_refused_in_one_line_saying_what_was_expected(tmp_path):
+    (tmp_path / "empty.json").write_text("\n")
+    (tmp_path / "promptfooconfig.yaml").write_text("prompts:\n  - 'What is {{n}}?'\n")
+    for name, said in (("empty.json", "the file is empty: expected a JSON suite"),
+                       ("promptfooconfig.yaml", "suites are JSON; YAML (such as promptfoo's")):
+        with pytest.raises(SuiteError) as info:
+            load_suite(tmp_path / name)
+        assert said in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
 def test_detection_of_the_older_shapes():
     assert detect_format({"name": "q", "tests": [{"name": "a", "prompt": "p"}]}) == FORMAT_FIXTURES
     assert detect_format({"tests": [{"name": "a", "prompt": "p", "params": {}}]}) == FORMAT_FIXTURES
