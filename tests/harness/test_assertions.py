@@ -60,6 +60,16 @@ def test_each_type_passes_and_fails(raw, good, bad):
     assert no.why and ok.why and ok.type == raw["type"]
 
 
+@pytest.mark.parametrize("raw", [{"type": "is-json"}, {"type": "contains-json"}, {"type": "json-path", "path": "$.a"},
+                                 {"type": "python-compiles"}])
+def test_an_answer_no_parser_can_take_fails_the_check_without_crashing_the_harness(raw):
+    for text in ("[" * 100_000, 'x = ' + "1+" * 300_000 + "1", "x [1, " * 500_000):
+        r = evaluate(parse_assertion(raw), Answer(text))
+        assert r.status == "failed", (raw, text[:20], r)
+    r = evaluate(parse_assertion({"type": "not-python-compiles"}), Answer('x = ' + "1+" * 300_000 + "1"))
+    assert r.status == "failed" and r.why == "could not be judged: RecursionError on this answer"
+
+
 def test_metrics_latency_cost_tokens():
     lat = parse_assertion({"type": "latency", "value": 2})
     assert evaluate(lat, Answer("", latency=1.5)).status == "passed"
