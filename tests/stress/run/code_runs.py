@@ -5,7 +5,8 @@ allow-list, timeouts and limits exist to run untrusted commands; running it in t
 process (or a child of it) would bypass all of that and could take the harness down. So after
 the attempt's own job has ended, each python-runs assertion's code (the answer's first
 ```python block) is sent through the same `cc_executor.client` connection as
-`python3 -I -c CODE` with the assertion's timeout; the plan asks the service to allow `python3`.
+`python3 -I -` with the code on stdin (an argument holds 128 KiB at most; a long answer's code
+does not fit), under the assertion's timeout and limits; the plan asks the service to allow `python3`.
 What came back (`CodeRun`) is judged with the other assertions (`stress.suite.assert_eval`).
 
 Must not import the runner (runner.py, execution.py import this); the service only through
@@ -53,7 +54,7 @@ async def _run_one(client: ExecutorClient, code: str, timeout: float, test_id: s
     """One program's end; a refusal or a broken connection is a CodeRun with `error` set."""
     try:
         res = await aio.wait_for(
-            client.execute(args=[PYTHON, "-I", "-c", code], timeout=timeout,
+            client.execute(args=[PYTHON, "-I", "-"], input=code, timeout=timeout,
                            env={"STRESS_TEST_ID": test_id}, limits=dict(limits) if limits else None),
             timeout + REQUEST_TIMEOUT)
     except ExecutorError as e:
