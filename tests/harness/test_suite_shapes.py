@@ -174,6 +174,8 @@ def test_detection_of_the_older_shapes():
     assert detect_format({"tests": [{"name": "a", "prompt": "p", "params": {}}]}) == FORMAT_FIXTURES
     assert detect_format({"tests": [{"id": "a", "command": "c", "validation": {}}]}) == FORMAT_TASK_LIST
     assert detect_format({"name": "q", "tests": [{"id": "a", "prompt": "p"}]}) == FORMAT_OURS
+    assert detect_format({"name": "q", "tests": [{"id": "a", "command": "c", "validation": {}}]}) == FORMAT_TASK_LIST
+    assert detect_format({"name": "q", "tests": [{"id": "a", "args": ["c"], "validation": {}}]}) == FORMAT_OURS
 
 
 # --- matrices ----------------------------------------------------------------------------------
