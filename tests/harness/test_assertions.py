@@ -40,6 +40,9 @@ CASES = [
     ({"type": "contains-json"}, 'Answer: {"a": 1} as asked', "Answer: {a: 1}"),
     ({"type": "is-json", "value": SCHEMA}, '{"answer": 4}', '{"answer": "4"}'),
     ({"type": "json-schema", "value": SCHEMA}, 'The answer: {"answer": 4} as asked', '{"result": 4}'),
+    ({"type": "json-schema", "value": {"answer": "number"}}, '{"answer": 4}', '{"answer": "4"}'),
+    ({"type": "is-json", "value": {"answer": "number", "unit": "string"}}, '{"answer": 4, "unit": "kg"}',
+     '{"answer": 4}'),
     ({"type": "json-path", "path": "$.answer", "value": 4}, '{"answer": 4}', '{"answer": 5}'),
     ({"type": "json-path", "path": "$.items[*].n"}, '{"items": [{"n": 1}]}', '{"items": []}'),
     ({"type": "not-is-json"}, "plain words", "[1, 2]"),
@@ -55,6 +58,16 @@ def test_each_type_passes_and_fails(raw, good, bad):
     assert ok.status == "passed", ok
     assert no.status == "failed", no
     assert no.why and ok.why and ok.type == raw["type"]
+
+
+@pytest.mark.parametrize("raw", [{"type": "is-json"}, {"type": "contains-json"}, {"type": "json-path", "path": "$.a"},
+                                 {"type": "python-compiles"}])
+def test_an_answer_no_parser_can_take_fails_the_check_without_crashing_the_harness(raw):
+    for text in ("[" * 100_000, 'x = ' + "1+" * 300_000 + "1", "x [1, " * 500_000):
+        r = evaluate(parse_assertion(raw), Answer(text))
+        assert r.status == "failed", (raw, text[:20], r)
+    r = evaluate(parse_assertion({"type": "not-python-compiles"}), Answer('x = ' + "1+" * 300_000 + "1"))
+    assert r.status == "failed" and r.why == "could not be judged: RecursionError on this answer"
 
 
 def test_metrics_latency_cost_tokens():
@@ -142,6 +155,10 @@ def test_judge_fails_on_assertions_after_every_other_check():
     ({"type": "javascript", "value": "output.length > 1"}, "out of scope"),
     ({"type": "python", "value": "True"}, "out of scope"),
     ({"type": "json-schema", "value": {"type": "nope"}}, "not a valid JSON Schema"),
+    ({"type": "tokens", "value": {"inputs": 5}}, "unknown limit(s) ['inputs'] (allowed: input, output, total)"),
+    ({"type": "python-runs", "limits": {"memory": 5}}, "unknown limit(s) ['memory'] (allowed: memory_mb,"),
+    ({"type": "python-runs", "limits": {"processes": 0}}, "'limits.processes' must be a number > 0"),
+    ({"type": "contains", "value": "x", "limits": {"processes": 1}}, "do not apply"),
     ({"type": "json-path", "path": "$.[", "value": 1}, "invalid JSONPath"),
     ({"type": "regex", "value": "(a+)+"}, "exponential"),
     ({"type": "contains"}, "'value' must be a non-empty string"),

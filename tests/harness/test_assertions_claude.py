@@ -33,6 +33,10 @@ SUITE = {"name": "json-answers", "defaults": {"timeout": 60}, "tests": [
      "assert": [{"type": "python-compiles"}, {"type": "python-runs", "value": "45"}]},
     {"id": "code_crash", "command": "printf '```python\\nraise SystemExit(3)\\n```\\n'",
      "assert": [{"type": "python-runs"}]},
+    {"id": "code_long", "args": ["python3", "-c", "print('```python\\nx = 1  # ' + 'p' * 200000 + '\\nprint(x + 1)\\n```')"],
+     "assert": [{"type": "python-runs", "value": "2"}]},
+    {"id": "code_chatty", "command": "printf '```python\\nprint(chr(120) * 4000000)\\n```\\n'",
+     "assert": [{"type": "python-runs", "limits": {"output_mb": 1}}]},
 ]}
 
 
@@ -76,9 +80,15 @@ def test_json_schema_passes_and_fails_on_the_loopback_models_answers(tmp_path):
     assert reason == "assertion_failed" and got == [("is-json", "passed"), ("json-schema", "failed")]
     assert why[1] == "$['answer']: 'four' is not of type 'number'"
     assert [judged(f"sum(n={n})")[:2] for n in (5, 7)] == [("passed", [("json-path", "passed")])] * 2
+    by_id = {t["id"]: t for t in report["tests"]}
+    assert (by_id["sum(n=7)"]["test_id"], by_id["sum(n=7)"]["vars"]) == ("sum", {"n": 7})
+    assert (by_id["json_ok"]["test_id"], by_id["json_ok"]["vars"]) == ("json_ok", {})
     assert judged("code")[:2] == ("passed", [("python-compiles", "passed"), ("python-runs", "passed")])
     reason, got, why = judged("code_crash")
     assert reason == "assertion_failed" and why == ["ended exited, exit 3"]
+    assert judged("code_long")[:2] == ("passed", [("python-runs", "passed")])  # 200 KB: more than argv holds
+    reason, _, why = judged("code_chatty")  # the executor ended it at the assertion's output limit
+    assert reason == "assertion_failed" and "output" in why[0], why
     # The older shapes run as they are: a validation object judged as assertions, a warning kept
     # in the report; prompt fixtures expand their params and need a real model offline.
     assert judged("echo_json")[:2] == ("passed", [("is-json", "passed"), ("json-schema", "passed"),

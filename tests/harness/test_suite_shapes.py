@@ -96,6 +96,34 @@ def test_prompt_fixtures_map_to_the_matrix_and_cli_options(tmp_path):
     assert suite.tests[2].args[3:] == ("--output-format", "stream-json", "--verbose")
 
 
+def test_an_assert_list_added_to_an_older_test_is_acted_on(tmp_path, capsys):
+    doc = {"task_list_id": "T", "tests": [
+        {"id": "m", "command": "echo 4", "validation": {"type": "content_check", "min_length": 1},
+         "assert": [{"type": "json-schema", "value": {"answer": "number"}}], "threshold": 0.5},
+        {"name": "fx", "prompt": "{n}", "params": {"n": [1, 2]}, "assert": [{"type": "contains", "value": "={n}"}]},
+        {"id": "v", "command": "echo {{n}}", "vars": {"n": [1]}}]}
+    suite = load_suite(write(tmp_path, doc), timestamp=TS)
+    m, fx1, fx2, v = suite.tests
+    assert [a.type for a in m.assertions] == ["min-length", "json-schema"] and m.threshold == 0.5
+    assert m.assertions[1].value["required"] == ["answer"]
+    assert cli.main([str(tmp_path / "suite.json"), "--list", "--filter", "fx*"]) == 0
+    assert "; 1 assertion\t" in capsys.readouterr().out
+    assert (fx1.id, types(fx1), types(fx2)) == ("fx(n=1)", [("contains", "=1")], [("contains", "=2")])
+    assert v.command == "echo {{n}}" and v.extra == {"vars": {"n": [1]}}
+    assert suite.warnings == ("$.tests[2].vars: not acted on: 'vars' and {{name}} belong to our format; "
+                              "this older shape's matrix is 'params' with {name} placeholders",)
+    unified = {"categories": {"c": {"tasks": [{"id": "t", "command_template": "echo 4", "verification": {},
+                                               "assert": [{"type": "equals", "value": 4}], "threshold": 1}]}}}
+    [t] = load_suite(write(tmp_path, unified, "unified.json"), timestamp=TS).tests
+    assert (types(t), t.threshold) == ([("equals", 4)], 1.0)
+    doc["tests"][0]["assert"] = [{"type": "contians", "value": "x"}]
+    doc["tests"][0]["threshold"] = 2
+    with pytest.raises(SuiteError) as info:
+        load_suite(write(tmp_path, doc), timestamp=TS)
+    assert "$.tests[0].assert[0]: unknown assertion type 'contians'" in str(info.value)
+    assert "$.tests[0].threshold: must be a number from 0 to 1, got the integer 2" in str(info.value)
+
+
 def test_suites_named_by_test_id_or_task_list_id(tmp_path):
     s = load_suite(write(tmp_path, {"test_id": "T1", "tests": [{"id": "a", "command": "true"}]}))
     assert (s.format, s.name) == (FORMAT_TASK_LIST, "T1")
@@ -131,11 +159,23 @@ def test_a_file_that_is_no_suite_is_refused_in_one_line(tmp_path, doc):
     assert "\n" not in text and '"tests" list' in text and '"categories" object' in text
 
 
+def test_an_empty_or_yaml_file_is_refused_in_one_line_saying_what_was_expected(tmp_path):
+    (tmp_path / "empty.json").write_text("\n")
+    (tmp_path / "promptfooconfig.yaml").write_text("prompts:\n  - 'What is {{n}}?'\n")
+    for name, said in (("empty.json", "the file is empty: expected a JSON suite"),
+                       ("promptfooconfig.yaml", "suites are JSON; YAML (such as promptfoo's")):
+        with pytest.raises(SuiteError) as info:
+            load_suite(tmp_path / name)
+        assert said in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
 def test_detection_of_the_older_shapes():
     assert detect_format({"name": "q", "tests": [{"name": "a", "prompt": "p"}]}) == FORMAT_FIXTURES
     assert detect_format({"tests": [{"name": "a", "prompt": "p", "params": {}}]}) == FORMAT_FIXTURES
     assert detect_format({"tests": [{"id": "a", "command": "c", "validation": {}}]}) == FORMAT_TASK_LIST
     assert detect_format({"name": "q", "tests": [{"id": "a", "prompt": "p"}]}) == FORMAT_OURS
+    assert detect_format({"name": "q", "tests": [{"id": "a", "command": "c", "validation": {}}]}) == FORMAT_TASK_LIST
+    assert detect_format({"name": "q", "tests": [{"id": "a", "args": ["c"], "validation": {}}]}) == FORMAT_OURS
 
 
 # --- matrices ----------------------------------------------------------------------------------
@@ -183,16 +223,50 @@ def test_our_format_matrix_fills_everything_and_filters_by_case_id(tmp_path, cap
 
 def test_an_unknown_placeholder_is_an_error_naming_it(tmp_path):
     doc = {"name": "m", "tests": [{"id": "a", "prompt": "{{n}} and {{typo}}", "vars": {"n": [1]}},
-                                  {"id": "b", "command": "echo {{x}}"}]}
+                                  {"id": "b", "command": "echo {{x}}"},
+                                  {"id": "c", "command": "true", "vars": {"n": [1]},
+                                   "assert": [{"type": "contains", "value": "{{n}}"},
+                                              {"type": "contains-all", "value": ["{{n}}", "{{m}}"]}]}]}
     with pytest.raises(SuiteError) as info:
         load_suite(write(tmp_path, doc))
     text = str(info.value)
+    assert "$.tests[2].assert[1].value[1]: unknown placeholder {{m}} (vars: n)" in text
+    assert "$.tests[2].assert[0]" not in text
     assert "$.tests[0].prompt: unknown placeholder {{typo}} (vars: n)" in text
     assert "$.tests[1].command: unknown placeholder {{x}} (vars: none declared)" in text
 
 
+def test_vars_fill_the_claude_command_and_may_not_smuggle_shell_syntax(tmp_path):
+    doc = {"name": "m", "defaults": {"claude_command": ["claude", "-p", "${PROMPT}", "--model", "{{model}}"]},
+           "tests": [{"id": "a", "prompt": "hi", "vars": {"model": ["x", "y"]}}, {"id": "c", "command": "true"}]}
+    suite = load_suite(write(tmp_path, doc), timestamp=TS)
+    assert [t.args[-2:] for t in suite.tests[:2]] == [("--model", "x"), ("--model", "y")]
+    doc["tests"][0]["instances"] = {"count": 1, "criterion": "fastest", "variants": [{"label": "v", "model": "m-{{model}}"}]}
+    suite = load_suite(write(tmp_path, doc), timestamp=TS)
+    assert [t.instances.variants[0].model for t in suite.tests[:2]] == ["m-x", "m-y"]
+    doc["tests"].append({"id": "b", "prompt": "hi"})
+    with pytest.raises(SuiteError) as info:
+        load_suite(write(tmp_path, doc), timestamp=TS)
+    assert "$.defaults.claude_command: unknown placeholder {{model}} (vars: none declared)" in str(info.value)
+    shell = {"name": "m", "defaults": {"claude_command": 'claude -p "${PROMPT}"'},
+             "tests": [{"id": "a", "prompt": "say {{q}}", "vars": {"q": ["ok", "$(reboot)"]}}]}
+    with pytest.raises(SuiteError) as info:
+        load_suite(write(tmp_path, shell), timestamp=TS)
+    assert "$.tests[0].vars: case a(q=#2): the prompt gets $ from a var" in str(info.value)
+
+
+def test_a_case_id_too_long_for_a_file_name_gets_a_short_unique_output_stem(tmp_path):
+    vars_ = {f"variable_name_{i:02d}": [f"value_abcdefghijklmnop_{i}", "b"] for i in range(8)}
+    doc = {"name": "m", "tests": [{"id": "t" * 100, "command": "true", "vars": vars_}]}
+    plan = build_plan([load_suite(write(tmp_path, doc), timestamp=TS)], [], None)
+    stems = [p.stem for p in plan]
+    assert len(set(stems)) == len(plan) == 256 and all(len(s.encode()) <= 200 for s in stems)
+    assert stems[0].startswith(plan[0].test.id[:150]) and plan[0].test.id != stems[0]
+
+
 @pytest.mark.parametrize(("vars_", "message"), [
     ({"n": [1, 1]}, "lists a value twice"),
+    ({"n": [1, "1", True, "true"]}, "lists a value twice (each case needs its own id): '1', 'true'"),
     ({"n": [[1]]}, "values must be strings, numbers"),
     ({"1n": [1]}, "var name '1n'"),
     ({"a": list(range(40)), "b": list(range(40))}, "at most 1000"),

@@ -159,6 +159,10 @@ class Outcome:
     """stress.run.flaky.Flakiness.to_json(): stable_pass / stable_fail / flaky / not_run, pass rate."""
     learned_timeout: dict[str, Any] | None = None
     """When --learned-timeouts set this test's limit: percent, median, learned, configured."""
+    test_id: str | None = None
+    """A matrix case's test id (`answer` for `answer(n=5)`); None: the same as `id`."""
+    vars: dict[str, Any] = field(default_factory=dict)
+    """A matrix case's values (promptfoo reports each result's vars)."""
 
     @property
     def duration(self) -> float:
@@ -174,6 +178,7 @@ class Outcome:
             "runs": self.runs, "required": self.required,
             "duration": round(self.duration, 4), "stability": self.stability,
             "learned_timeout": self.learned_timeout,
+            "test_id": self.test_id or self.id, "vars": self.vars,
             "attempts": [a.to_json() for a in self.attempts],
         }
 

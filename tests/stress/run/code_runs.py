@@ -5,7 +5,8 @@ allow-list, timeouts and limits exist to run untrusted commands; running it in t
 process (or a child of it) would bypass all of that and could take the harness down. So after
 the attempt's own job has ended, each python-runs assertion's code (the answer's first
 ```python block) is sent through the same `cc_executor.client` connection as
-`python3 -I -c CODE` with the assertion's timeout; the plan asks the service to allow `python3`.
+`python3 -I -` with the code on stdin (an argument holds 128 KiB at most; a long answer's code
+does not fit), under the assertion's timeout and limits; the plan asks the service to allow `python3`.
 What came back (`CodeRun`) is judged with the other assertions (`stress.suite.assert_eval`).
 
 Must not import the runner (runner.py, execution.py import this); the service only through
@@ -15,6 +16,7 @@ Must not import the runner (runner.py, execution.py import this); the service on
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from cc_executor import aio
 from cc_executor.client import ConnectionLost, ExecutorClient, ExecutorError
@@ -43,16 +45,17 @@ async def run_code_checks(client: ExecutorClient, planned: Planned, seen: Observ
         if a.type != "python-runs":
             continue
         code, _where = find_python(answer.text(a.target))
-        runs[i] = await _run_one(client, code, a.timeout, planned.test.id)
+        runs[i] = await _run_one(client, code, a.timeout, planned.test.id, a.limits)
     return runs
 
 
-async def _run_one(client: ExecutorClient, code: str, timeout: float, test_id: str) -> CodeRun:
+async def _run_one(client: ExecutorClient, code: str, timeout: float, test_id: str,
+                   limits: Mapping[str, float] | None) -> CodeRun:
     """One program's end; a refusal or a broken connection is a CodeRun with `error` set."""
     try:
         res = await aio.wait_for(
-            client.execute(args=[PYTHON, "-I", "-c", code], timeout=timeout,
-                           env={"STRESS_TEST_ID": test_id}),
+            client.execute(args=[PYTHON, "-I", "-"], input=code, timeout=timeout,
+                           env={"STRESS_TEST_ID": test_id}, limits=dict(limits) if limits else None),
             timeout + REQUEST_TIMEOUT)
     except ExecutorError as e:
         return CodeRun(None, "error", error=f"refused: {e}")

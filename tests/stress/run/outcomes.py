@@ -49,7 +49,7 @@ def outcome(p: Planned, execs: Sequence[Execution]) -> Outcome:
         suite=p.suite, id=t.id, name=t.name, tags=list(t.tags), source=str(t.source),
         kind=t.kind, invocation=invocation_summary(t), requires=list(t.requires),
         timeout=t.timeout, stall_timeout=t.stall_timeout, repeat=p.repeat,
-        output_stem=p.stem,
+        output_stem=p.stem, test_id=t.test_id, vars=dict(t.vars),
     )
     o.attempts = [e.attempt for e in execs]
     o.learned_timeout = p.learned_timeout

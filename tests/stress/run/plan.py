@@ -19,6 +19,7 @@ Must not import `stress.cli`, `stress.session` or anything that starts processes
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import re
 import shlex
 import sys
@@ -145,10 +146,23 @@ def build_plan(suites: list[Suite], filters: list[str], repeat: int | None) -> l
         counts[t.id] = counts.get(t.id, 0) + 1
     plan = []
     for s, t in chosen:
-        stem = t.id if counts[t.id] == 1 else f"{_slug(s.name)}/{t.id}"
+        stem = _short(t.id) if counts[t.id] == 1 else f"{_slug(s.name)[:100]}/{_short(t.id)}"
         n = repeat or t.repeat
         plan.append(Planned(s.name, t, stem, n, effective_threshold(t, n), uses_claude(t)))
     return plan
+
+
+MAX_STEM = 200
+"""Longest output file stem: a file name holds 255 bytes, and `.<attempt>.stdout` follows."""
+
+
+def _short(test_id: str) -> str:
+    """The id as a file name; a matrix case id too long for one (many or long var names) keeps
+    its first characters and a digest of the whole, so it stays unique and recognisable."""
+    if len(test_id.encode()) <= MAX_STEM:
+        return test_id
+    digest = hashlib.sha256(test_id.encode()).hexdigest()[:12]
+    return test_id.encode()[:MAX_STEM - 14].decode("utf-8", "ignore") + "~" + digest
 
 
 def _slug(text: str) -> str:
@@ -225,7 +239,8 @@ def list_plan(suites: list[Suite], plan: list[Planned], out: TextIO | None = Non
             if t.instances:
                 bits.append(f"{t.instances.count} instances ({t.instances.criterion})")
             if t.assertions:
-                bits.append(f"{len(t.assertions)} assertions")
+                n = len(t.assertions)
+                bits.append(f"{n} assertion" + ("s" if n != 1 else ""))
             tags = ",".join(t.tags) or "-"
             print(f"  {t.id}\t{t.name}\ttags={tags}\t{'; '.join(bits)}\t{invocation_summary(t)}", file=out)
     print(f"{len(plan)} tests", file=out)

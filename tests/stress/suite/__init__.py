@@ -120,7 +120,7 @@ def detect_format(raw: Any) -> str:
         return FORMAT_FIXTURES
     if any(_OUR_ONLY_TEST_KEYS & set(t) for t in dicts):
         return FORMAT_OURS
-    if "name" in keys:
+    if "name" in keys and not any("validation" in t for t in dicts):  # only older tests have it
         return FORMAT_OURS
     if {"task_list_id", "test_id", "timeout"} & keys or any(
             "validation" in t or "id" not in t for t in dicts):

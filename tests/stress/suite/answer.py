@@ -101,23 +101,41 @@ def find_json(text: str, *, anywhere: bool = True) -> tuple[bool, Any, str]:
         return True, json.loads(stripped), "the whole answer"
     except ValueError as e:
         first_error = f"{e.msg} at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
+    except RecursionError:  # a model's output like "[[[[..." must not take the harness down
+        first_error = "nested too deeply to parse"
     for tag, body in fenced_blocks(text):
         if tag in ("json", "jsonc", ""):
             try:
                 return True, json.loads(body), f"a fenced {tag or 'untagged'} block"
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
     if not anywhere:
         return False, None, f"not JSON ({first_error}) and no JSON fence that parses"
+    found = _json_anywhere(text)
+    if found is not None:
+        return True, found[1], f"JSON at character {found[0]}"
+    return False, None, f"not JSON ({first_error}) and no JSON fence or object in it"
+
+
+MAX_STARTS = 1000
+"""Brackets the search for JSON anywhere tries: every failed parse costs time in proportion to
+its position in the text (the decoder's error counts lines), so an output full of brackets
+would take minutes without a bound. Realistic answers put their JSON in the first few."""
+
+
+def _json_anywhere(text: str) -> tuple[int, Any] | None:
+    """(position, value) of the first {...} or [...] span that parses, among MAX_STARTS tries."""
     decoder = json.JSONDecoder()
-    for m in re.finditer(r"[{\[]", text):
+    for n, m in enumerate(re.finditer(r"[{\[]", text)):
+        if n >= MAX_STARTS:
+            return None
         try:
             value, _ = decoder.raw_decode(text, m.start())
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(value, dict | list):
-            return True, value, f"JSON at character {m.start()}"
-    return False, None, f"not JSON ({first_error}) and no JSON fence or object in it"
+            return m.start(), value
+    return None
 
 
 def find_python(text: str) -> tuple[str, str]:

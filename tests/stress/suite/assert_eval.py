@@ -85,7 +85,11 @@ def score(results: Sequence[AssertionResult], threshold: float | None) -> Score:
 
 def evaluate(a: Assertion, answer: Answer, index: int = 0) -> AssertionResult:
     """One assertion against one answer; `not-` inverts a pass or fail (never a skip)."""
-    status, why = _CHECKS[a.type](a, answer, index)
+    try:
+        status, why = _CHECKS[a.type](a, answer, index)
+    except (RecursionError, MemoryError) as e:  # an answer no check should be able to crash on
+        why = f"could not be judged: {type(e).__name__} on this answer"
+        return AssertionResult(index, a.name, a.label, FAIL, why, a.weight, a.metric)
     if a.negate and status != SKIP:
         status = FAIL if status == PASS else PASS
         why = f"not wanted, but {why}" if status == FAIL else f"as wanted: {why}"

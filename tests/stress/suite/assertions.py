@@ -28,6 +28,7 @@ import jsonschema
 import jsonschema.exceptions
 
 from stress.suite.patterns import compile_regex, describe_json
+from stress.suite.schema_shorthand import shorthand_schema
 
 TEXT_TYPES = ("contains", "icontains", "starts-with", "equals", "regex")
 LIST_TYPES = ("contains-all", "contains-any", "icontains-all", "icontains-any")
@@ -49,7 +50,10 @@ OUT_OF_SCOPE = {
 }
 TARGETS = ("result", "stdout", "stderr")
 UNITS = ("chars", "words")
-KEYS = ("type", "value", "weight", "path", "target", "unit", "flags", "threshold", "timeout", "metric")
+KEYS = ("type", "value", "weight", "path", "target", "unit", "flags", "threshold", "timeout", "limits",
+        "metric")
+CODE_LIMITS = ("memory_mb", "processes", "cpu_seconds", "open_files", "output_mb")
+"""What a python-runs job may ask the executor to enforce (its `execute` limits; docs/protocol.md)."""
 NOT_NEGATABLE = METRIC_TYPES + ("python-runs",)
 DEFAULT_CODE_TIMEOUT = 30.0
 """Seconds a python-runs job may take unless the assertion sets `timeout`."""
@@ -71,6 +75,8 @@ class Assertion:
     unit: str = "chars"
     flags: str = ""
     timeout: float = DEFAULT_CODE_TIMEOUT
+    limits: Mapping[str, float] | None = None
+    """python-runs: the job's resource limits on the executor (its ceilings apply regardless)."""
     metric: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
     """The entry as written (after {{var}} substitution), for reports and --explain."""
@@ -142,17 +148,19 @@ def _base_type(kind: str) -> tuple[str, bool]:
         raise ValueError(f"unknown assertion type {kind!r}{hint}; known: {', '.join(TYPES)}, "
                          "and not-<type> for the opposite")
     if negate and base in NOT_NEGATABLE:
-        raise ValueError(f"{kind!r}: {base} cannot be inverted with not- (give the limit instead)")
+        instead = ("check what its stdout must contain instead" if base == "python-runs"
+                   else "give the limit instead")
+        raise ValueError(f"{kind!r}: {base} cannot be inverted with not- ({instead})")
     return base, negate
 
 
 def _checked(a: Assertion, raw: Mapping[str, Any]) -> Assertion:
     """The type's own rules for `value` and the keys that go with it."""
     t, v = a.type, raw.get("value")
-    extra = {k for k in ("path", "unit", "flags", "threshold", "timeout") if k in raw}
+    extra = {k for k in ("path", "unit", "flags", "threshold", "timeout", "limits") if k in raw}
     allowed = {"json-path": {"path"}, "min-length": {"unit"}, "max-length": {"unit"},
                "regex": {"flags"}, "latency": {"threshold"}, "cost": {"threshold"},
-               "python-runs": {"timeout"}}.get(t, set())
+               "python-runs": {"timeout", "limits"}}.get(t, set())
     if extra - allowed:
         raise ValueError(f"{a.name}: key(s) {sorted(extra - allowed)} do not apply to this type")
     if t in TEXT_TYPES + LIST_TYPES and t != "equals":
@@ -182,10 +190,24 @@ def _checked(a: Assertion, raw: Mapping[str, Any]) -> Assertion:
         _need(v is None or isinstance(v, str), a, "a string the program's stdout must contain (or none)", v)
         timeout = raw.get("timeout", DEFAULT_CODE_TIMEOUT)
         _need(_number(timeout) and 0 < timeout <= 600, a, "seconds from 0 to 600", timeout, key="timeout")
-        return replace(a, value=v, timeout=float(timeout))
+        return replace(a, value=v, timeout=float(timeout), limits=_code_limits(a, raw.get("limits")))
     else:
         return _checked_metric(a, raw)
     return replace(a, value=v)
+
+
+def _code_limits(a: Assertion, limits: Any) -> dict[str, float] | None:
+    """python-runs `limits`: names the executor knows, positive numbers (it checks the rest)."""
+    if limits is None:
+        return None
+    _need(isinstance(limits, dict) and limits, a, f"an object of limits ({', '.join(CODE_LIMITS)})",
+          limits, key="limits")
+    unknown = sorted(set(limits) - set(CODE_LIMITS))
+    if unknown:
+        raise ValueError(f"{a.name}: unknown limit(s) {unknown} (allowed: {', '.join(CODE_LIMITS)})")
+    for k, v in limits.items():
+        _need(_number(v) and v > 0, a, "a number > 0", v, key=f"limits.{k}")
+    return dict(limits)
 
 
 def _numbers_as_text(v: Any) -> Any:
@@ -208,6 +230,8 @@ def _checked_json(a: Assertion, raw: Mapping[str, Any]) -> Assertion:
     if a.type in ("is-json", "contains-json", "json-schema"):
         if a.type == "json-schema" or v is not None:
             _need(isinstance(v, dict | bool), a, "a JSON Schema (an object)", v)
+            if isinstance(v, dict):
+                v = shorthand_schema(v)
             check_schema(v, a.name)
         return replace(a, value=v)
     path = raw.get("path")
@@ -244,6 +268,9 @@ def _checked_metric(a: Assertion, raw: Mapping[str, Any]) -> Assertion:
     if a.type == "tokens":
         if isinstance(v, int) and not isinstance(v, bool):
             v = {"total": v}
+        if isinstance(v, dict) and set(v) - {"input", "output", "total"}:
+            raise ValueError(f"tokens: unknown limit(s) {sorted(set(v) - {'input', 'output', 'total'})} "
+                             "(allowed: input, output, total)")
         _need(isinstance(v, dict) and v and set(v) <= {"input", "output", "total"}
               and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v.values()),
               a, 'a token count or {"input", "output", "total"} limits', v)

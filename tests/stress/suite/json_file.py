@@ -54,9 +54,15 @@ def read_json(file: Path) -> Any:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise SuiteError(file, [Problem("$", f"not UTF-8 text (bad byte at offset {e.start})")]) from None
+    if not text.strip():
+        raise SuiteError(file, [Problem("$", "the file is empty: expected a JSON suite")])
     try:
         parsed = json.loads(text, object_pairs_hook=_pairs_hook)
     except json.JSONDecodeError as e:
+        if file.suffix.lower() in (".yaml", ".yml"):  # e.g. a promptfooconfig.yaml
+            raise SuiteError(file, [Problem("$", "suites are JSON; YAML (such as promptfoo's "
+                                            "promptfooconfig.yaml) is not read: write its tests as a "
+                                            "JSON suite (docs/suites.md)")]) from None
         raise SuiteError(file, [Problem("$", f"invalid JSON: {e.msg}", e.lineno, e.colno)]) from None
     dups: list[Problem] = []
     plain = _plain_json(parsed, (), dups)

@@ -61,9 +61,11 @@ def check_vars(raw: Any) -> list[str]:
         vals = values if isinstance(values, list) else [values]
         if not vals:
             out.append(f"var {name!r} has no values")
-        rendered = [json.dumps(v, sort_keys=True) for v in vals]
-        if len(set(rendered)) < len(rendered):
-            out.append(f"var {name!r} lists a value twice (each case needs its own id)")
+        rendered = [render_value(v) for v in vals if not isinstance(v, dict | list)]
+        twice = sorted({r for r in rendered if rendered.count(r) > 1})
+        if twice:  # 1 and "1" read the same in the text and the case id: one case, twice
+            out.append(f"var {name!r} lists a value twice (each case needs its own id): "
+                       + ", ".join(repr(r) for r in twice))
         for v in vals:
             if isinstance(v, dict | list):
                 out.append(f"var {name!r}: values must be strings, numbers, true, false or null; "

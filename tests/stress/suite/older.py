@@ -35,6 +35,7 @@ from stress.suite.matrix import check_vars, expand, fill_params
 from stress.suite.model import Source, SuiteTest
 from stress.suite.placeholders import substitute
 from stress.suite.problems import ProblemCollector, json_path
+from stress.suite.schema_shorthand import JSON_TYPE_NAMES, shorthand_schema
 from stress.suite.verdict import (
     ALL_REPEATS,
     EXIT_ZERO,
@@ -44,7 +45,7 @@ from stress.suite.verdict import (
 )
 
 TEST_KEYS = {"id", "name", "description", "command", "prompt", "expected_patterns", "validation",
-             "params", "repeat", "timeout", "json_mode", "stream", "model", "tags"}
+             "params", "repeat", "timeout", "json_mode", "stream", "model", "tags", "assert", "threshold"}
 """The keys an older test may have that we act on."""
 VALIDATION_KEYS = {
     "json": {"type", "schema", "expected_answer"},
@@ -52,8 +53,6 @@ VALIDATION_KEYS = {
                       "min_words", "max_words"},
     "code_validation": {"type", "language", "must_contain", "must_not_contain"},
 }
-JSON_TYPE_NAMES = {"string", "number", "integer", "boolean", "array", "object", "null"}
-_SCHEMA_WORDS = {"$schema", "properties", "required", "items", "oneOf", "anyOf", "allOf", "enum", "const"}
 
 
 @dataclass
@@ -107,7 +106,13 @@ def read_older_test(t: dict[str, Any], loc: tuple, ctx: OlderContext) -> list[Su
     flags = _cli_flags(t, loc, ck)
     assertions = validation_assertions(t["validation"], loc + ("validation",), ck) \
         if "validation" in t else []
-    extra = ck.warn_unknown(t, loc, TEST_KEYS)
+    own = _own_assertions(t, loc, ck)
+    threshold = _threshold(t, loc, ck)
+    extra = ck.warn_unknown({k: v for k, v in t.items() if k != "vars"}, loc, TEST_KEYS)
+    if "vars" in t:  # our matrix spelling in an older shape: say what this shape reads instead
+        extra["vars"] = t["vars"]
+        ck.warn(loc + ("vars",), "not acted on: 'vars' and {{name}} belong to our format; this "
+                "older shape's matrix is 'params' with {name} placeholders")
     if tid is None or (command is None) == (prompt is None):
         return []
     out = []
@@ -127,7 +132,8 @@ def read_older_test(t: dict[str, Any], loc: tuple, ctx: OlderContext) -> list[Su
             timeout=float(timeout), stall_timeout=None, repeat=repeat, pass_threshold=ALL_REPEATS,
             requires=("claude", "real-model") if claude else (), env={}, cwd=None, input=None,
             instances=None, source=Source(str(ctx.file), json_path(loc)), extra=extra,
-            assertions=tuple(assertions), test_id=tid if case.suffix else None,
+            assertions=(*assertions, *_filled(own, case.values, loc, ck)),
+            threshold=threshold, test_id=tid if case.suffix else None,
             vars=dict(case.values), origin=t,
         ))
     return out
@@ -146,6 +152,61 @@ def _test_id(t: dict[str, Any], loc: tuple, ctx: OlderContext) -> str | None:
     tid = derive_id(name, ctx.seen)
     ctx.seen[tid] = loc
     return tid
+
+
+def _own_assertions(t: dict[str, Any], loc: tuple, ck: ProblemCollector) -> list[tuple[tuple, Any]]:
+    """An `assert` list added to an older test (a user moving to promptfoo-style checks keeps
+    the file's shape), read as in our format, after the `validation` object's assertions:
+    the entries that parse, with where they are (each case parses them again, its `{param}`
+    filled as in the prompt)."""
+    raw = t.get("assert", [])
+    if not isinstance(raw, list):
+        ck.add(loc + ("assert",), f"must be a list of assertions, got {describe_json(raw)}")
+        return []
+    out = []
+    for i, entry in enumerate(raw):
+        try:
+            parse_assertion(entry)
+            out.append((loc + ("assert", i), entry))
+        except ValueError as e:
+            ck.add(loc + ("assert", i), str(e))
+    return out
+
+
+def added_assertions(t: dict[str, Any], loc: tuple, ck: ProblemCollector) -> tuple[list[Assertion], float | None]:
+    """An older test's own `assert` list and `threshold` (no matrix to fill), problems recorded."""
+    return _filled(_own_assertions(t, loc, ck), {}, loc, ck), _threshold(t, loc, ck)
+
+
+def _filled(own: list[tuple[tuple, Any]], values: dict[str, Any], loc: tuple,
+            ck: ProblemCollector) -> list[Assertion]:
+    out = []
+    for where, entry in own:
+        try:
+            out.append(parse_assertion(_fill_params_json(entry, values)))
+        except ValueError as e:
+            ck.add(where, str(e))
+    return out
+
+
+def _fill_params_json(value: Any, values: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        return fill_params(value, values)
+    if isinstance(value, list):
+        return [_fill_params_json(v, values) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill_params_json(v, values) for k, v in value.items()}
+    return value
+
+
+def _threshold(t: dict[str, Any], loc: tuple, ck: ProblemCollector) -> float | None:
+    th = t.get("threshold")
+    if th is None:
+        return None
+    if isinstance(th, bool) or not isinstance(th, int | float) or not 0 <= th <= 1:
+        ck.add(loc + ("threshold",), f"must be a number from 0 to 1, got {describe_json(th)}")
+        return None
+    return float(th)
 
 
 def _repeat(t: dict[str, Any], loc: tuple, ck: ProblemCollector) -> int:
@@ -179,17 +240,6 @@ def _cli_flags(t: dict[str, Any], loc: tuple, ck: ProblemCollector) -> tuple[str
     if model:
         flags += ["--model", model]
     return tuple(flags)
-
-
-def shorthand_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """`{"answer": "number"}` (every value a JSON type name) as the JSON Schema it means: an
-    object with those keys, each of that type. A real JSON Schema is returned as it is."""
-    looks_real = bool(_SCHEMA_WORDS & set(schema)) or set(schema) == {"type"}
-    if looks_real or not schema or not all(isinstance(v, str) and v in JSON_TYPE_NAMES
-                                           for v in schema.values()):
-        return schema
-    return {"type": "object", "required": list(schema),
-            "properties": {k: {"type": v} for k, v in schema.items()}}
 
 
 def validation_assertions(ver: Any, vloc: tuple, ck: ProblemCollector) -> list[Assertion]:
@@ -254,5 +304,5 @@ def _json_entries(ver: dict[str, Any], vloc: tuple) -> list[tuple[tuple, dict[st
     return out
 
 
-__all__ = ["JSON_TYPE_NAMES", "TEST_KEYS", "VALIDATION_KEYS", "OlderContext", "derive_id",
+__all__ = ["JSON_TYPE_NAMES", "TEST_KEYS", "VALIDATION_KEYS", "OlderContext", "added_assertions", "derive_id",
            "read_older_test", "shorthand_schema", "validation_assertions"]

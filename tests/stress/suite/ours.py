@@ -213,7 +213,7 @@ def load_ours(raw: Any, file: Path, timestamp: str) -> Suite:
 
 
 FILLED_KEYS = ("name", "description", "command", "args", "prompt", "expected_patterns",
-               "must_not_contain", "assert", "env", "input")
+               "must_not_contain", "assert", "env", "input", "instances")
 """Where {{var}} placeholders are filled (and `\\{{` unescaped) in a test of our format."""
 
 
@@ -235,6 +235,19 @@ def _cases(raw_t: dict[str, Any], i: int, d: DefaultsSpec, template: str | tuple
                 loc = ("defaults", "assert")
                 located.append((loc, Problem(json_path(loc), f"{e} (in test {raw_t['id']!r})")))
                 continue
+        try:  # {{vars}} in the claude_command (e.g. "--model", "{{model}}") are this case's too
+            case_template = _filled_template(template, case.values) if "prompt" in raw_t else template
+        except PlaceholderError as e:
+            loc = ("defaults", "claude_command")
+            located.append((loc, Problem(json_path(loc), f"{e} (in test {raw_t['id']!r})")))
+            continue
+        bad = _shell_specials(case_template, filled.get("prompt")) if case.suffix else ""
+        if bad:  # the raw prompt was checked; a var's value must not bring them in either
+            loc = ("tests", i, "vars")
+            located.append((loc, Problem(json_path(loc), f"case {raw_t['id']}{case.suffix}: the prompt "
+                            f"gets {bad} from a var, which the shell would interpret inside the string "
+                            "template $.defaults.claude_command; use a list template instead")))
+            continue
         try:
             spec_t = SuiteTestSpec.model_validate(filled)
         except ValidationError as e:
@@ -242,7 +255,7 @@ def _cases(raw_t: dict[str, Any], i: int, d: DefaultsSpec, template: str | tuple
                 full = ("tests", i, *loc)
                 located.append((full, Problem(json_path(full), f"{p.message} (case {raw_t['id']}{case.suffix})")))
             continue
-        t = _resolve_test(spec_t, i, d, template, file, timestamp)
+        t = _resolve_test(spec_t, i, d, case_template, file, timestamp)
         out.append(replace(t, id=t.id + case.suffix, test_id=t.id if case.suffix else None,
                            vars=dict(case.values), origin=raw_t))
     return out
@@ -333,12 +346,11 @@ def _test_problems(t: dict[str, Any], i: int, defaults: dict[str, Any], base_dir
         first_seen[tid] = i
     prompt = t.get("prompt")
     template = defaults.get("claude_command", list(DEFAULT_CLAUDE_COMMAND))
-    if isinstance(prompt, str) and isinstance(template, str):
-        bad = sorted(set(PLACEHOLDER_RE.sub("", prompt)) & SHELL_SPECIAL_IN_DQUOTES)
-        if bad:
-            add(loc + ("prompt",),
-                f"contains {' '.join(bad)}, which the shell would interpret inside the string "
-                "template $.defaults.claude_command; use a list template instead")
+    bad = _shell_specials(template, prompt)
+    if bad:
+        add(loc + ("prompt",),
+            f"contains {bad}, which the shell would interpret inside the string "
+            "template $.defaults.claude_command; use a list template instead")
     repeat = t.get("repeat", defaults.get("repeat"))
     thr = t.get("pass_threshold")
     if isinstance(thr, dict) and isinstance(thr.get("of"), int) and isinstance(repeat, int) \
@@ -364,6 +376,18 @@ def _test_problems(t: dict[str, Any], i: int, defaults: dict[str, Any], base_dir
     return out
 
 
+def _shell_specials(template: Any, prompt: Any) -> str:
+    """The characters of `prompt` a string (shell) template would interpret, space-separated."""
+    if not (isinstance(prompt, str) and isinstance(template, str)):
+        return ""
+    return " ".join(sorted(set(PLACEHOLDER_RE.sub("", prompt)) & SHELL_SPECIAL_IN_DQUOTES))
+
+
+def _filled_template(template: str | tuple[str, ...], values: dict[str, Any]) -> str | tuple[str, ...]:
+    filled = fill_json(template if isinstance(template, str) else list(template), values)
+    return filled if isinstance(filled, str) else tuple(filled)
+
+
 def _var_problems(t: dict[str, Any], loc: tuple) -> list[Located]:
     """A bad `vars` object, and every {{name}} that names no var (found per key)."""
     out: list[Located] = []
@@ -373,11 +397,21 @@ def _var_problems(t: dict[str, Any], loc: tuple) -> list[Located]:
     names = {k: None for k in raw_vars} if isinstance(raw_vars, dict) else {}
     for key in FILLED_KEYS:
         if key in t:
-            try:
-                fill_json(t[key], names)
-            except PlaceholderError as e:
-                out.append((loc + (key,), Problem(json_path(loc + (key,)), str(e))))
+            out += _placeholder_problems(t[key], names, loc + (key,))
     return out
+
+
+def _placeholder_problems(value: Any, names: dict[str, None], loc: tuple) -> list[Located]:
+    """Every string under `value` naming an unknown {{var}}, each at its own path
+    (`$.tests[2].assert[0].value`, not just `assert`)."""
+    if isinstance(value, list | dict):
+        items = enumerate(value) if isinstance(value, list) else value.items()
+        return [p for k, v in items for p in _placeholder_problems(v, names, loc + (k,))]
+    try:
+        fill_json(value, names)
+    except PlaceholderError as e:
+        return [(loc, Problem(json_path(loc), str(e)))]
+    return []
 
 
 # ---------------------------------------------------------------------------------------------

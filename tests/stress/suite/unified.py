@@ -33,7 +33,12 @@ from stress.suite.model import (
     SuiteTest,
     Variant,
 )
-from stress.suite.older import OlderContext, read_older_test, validation_assertions
+from stress.suite.older import (
+    OlderContext,
+    added_assertions,
+    read_older_test,
+    validation_assertions,
+)
 from stress.suite.placeholders import substitute
 from stress.suite.problems import ProblemCollector, json_path
 from stress.suite.task_list import suite_name
@@ -59,7 +64,7 @@ SEED_CRITERIA = {"FASTEST": "fastest", "MOST_DETAILED": "longest", "LONGEST": "l
 
 _UNIFIED_TASK_KEYS = {"id", "name", "natural_language_request", "command_template", "metatags",
                       "verification", "validation", "concurrent_instances", "evaluation_criteria", "models",
-                      "temperature_range"}
+                      "temperature_range", "assert", "threshold"}
 _UNIFIED_SUITE_KEYS = {"task_list_id", "test_id", "name", "description", "categories",
                        "execution_config"}
 _UNIFIED_VERIFY_KEYS = {"expected_patterns", "timeout", "stall_timeout", "marker",
@@ -217,6 +222,7 @@ class _UnifiedReader:
         ck.warn_unknown(task, loc, _UNIFIED_TASK_KEYS)
         assertions = validation_assertions(task["validation"], loc + ("validation",), ck) \
             if "validation" in task else []
+        own, threshold = added_assertions(task, loc, ck)
         ck.warn_unknown(ver, vloc, _UNIFIED_VERIFY_KEYS)
         if not isinstance(tid, str):
             return None
@@ -261,7 +267,7 @@ class _UnifiedReader:
             source=Source(str(self.file), json_path(loc)),
             extra=_kept_keys(extra, task, ver, default_command=template is None),
             origin=task,
-            assertions=tuple(assertions),
+            assertions=(*assertions, *own), threshold=threshold,
         )
 
 
