@@ -175,8 +175,13 @@ async def join(ns: argparse.Namespace, setup: WorkerSetup, tls: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    if ns.slots is not None and ns.slots < 1:
-        print("stress.worker: --slots must be at least 1", file=sys.stderr)
+    bad = ("--slots must be at least 1" if ns.slots is not None and ns.slots < 1 else
+           "--gpus must be 0 or more" if ns.gpus is not None and ns.gpus < 0 else
+           "--gpu-weight must be a number above 0"
+           if ns.gpu_weight is not None and not ns.gpu_weight > 0 else None)
+    if bad:
+        # A negative count would be advertised as a Dask resource and no test could ever match.
+        print(f"stress.worker: {bad}", file=sys.stderr)
         return EXIT_USAGE
     try:
         return asyncio.run(serve(ns))
