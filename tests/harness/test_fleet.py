@@ -24,7 +24,7 @@ import pytest
 from conftest import REPO, marked_pids, wait_until
 from stress import cli
 from stress.cluster import capacity
-from stress.cluster.fleet_run import cv, task_prefix, unroutable
+from stress.cluster.fleet_run import cv, lost_busy, task_prefix, unroutable
 from test_harness import SCHEMA, schema_errors
 
 pytestmark = pytest.mark.slow
@@ -204,6 +204,30 @@ def test_a_worker_refuses_a_scheduler_off_loopback_without_tls():
     assert len(lines) == 1 and "tcp://10.1.2.3:8786" in lines[0] and "TLS" in lines[0], r.stderr
 
 
+@pytest.mark.parametrize("flag, value, word", [
+    ("--gpus", "-1", "--gpus"), ("--gpu-weight", "0", "--gpu-weight"),
+    ("--gpu-weight", "nan", "--gpu-weight"), ("--slots", "0", "--slots")])
+def test_a_worker_refuses_counts_no_test_could_match_before_starting_anything(flag, value, word,
+                                                                               capsys):
+    from stress.cluster import worker
+
+    # 127.0.0.1:9 is never reached: the flags are judged first.
+    assert worker.main(["tcp://127.0.0.1:9", "--start-executor", flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and word in err, err
+
+
+def test_a_lost_worker_was_busy_with_the_tests_it_lost_until_it_died():
+    t0 = 1000.0
+    starts = [(1001.0, {"key": "k1", "worker": "tcp://g:1"}),   # finished there: its own duration
+              (1002.0, {"key": "k2", "worker": "tcp://g:1"}),   # running when g died at t0 + 5
+              (1004.5, {"key": "k3", "worker": "tcp://g:1"}),
+              (1003.0, {"key": "k4", "worker": "tcp://h:1"}),   # another worker's
+              (990.0, {"key": "k5", "worker": "tcp://g:1"})]    # a clock behind: at most its life
+    assert lost_busy(starts, "tcp://g:1", {"k1"}, t0, 5.0) == 3.0 + 0.5 + 5.0
+    assert lost_busy(starts, "tcp://h:1", set(), t0, 1.0) == 0.0  # started after h died
+
+
 def test_a_run_on_one_host_imports_no_dask(tmp_path):
     """Without --cluster the harness is what it was: Dask is not even imported."""
     path = suite(tmp_path / "one.json", [sleeper(1, 0)])
@@ -291,6 +315,8 @@ def test_a_worker_killed_mid_run_its_tests_complete_once_elsewhere(cluster, tmp_
     assert "retried after a worker was lost" in out
     g = next(w for w in doc["servers"]["servers"] if w["name"] == "g")
     assert not g["alive"]
+    # g was running a test when it died: that time was busy, not idle (its result never came)
+    assert g["busy"] > 0 and g["idle"] < g["concurrency"] * g["lost_at"], g
 
 
 def test_a_worker_killed_beside_a_running_executor_leaves_no_job_going(cluster, executor_service,
