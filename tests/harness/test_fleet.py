@@ -69,12 +69,20 @@ class Cluster:
         assert found, self.log("scheduler")
         self.address = found.group(0)
         for name, extra in workers.items():
-            self._spawn(name, [PY, "-m", "stress.worker", self.address, "--start-executor",
-                               "--name", name, "--log-dir", str(self.home / f"{name}-logs"), *extra])
+            self.start_worker(name, extra, wait=False)
         for name in workers:
-            assert wait_until(lambda: "joined" in self.log(name) or self.procs[name].poll() is not None,
-                              60, 0.05), self.log(name)
-            assert self.procs[name].poll() is None, self.log(name)
+            self.wait_joined(name)
+
+    def start_worker(self, name: str, extra: list[str], wait: bool = True) -> None:
+        self._spawn(name, [PY, "-m", "stress.worker", self.address, "--start-executor",
+                           "--name", name, "--log-dir", str(self.home / f"{name}-logs"), *extra])
+        if wait:
+            self.wait_joined(name)
+
+    def wait_joined(self, name: str) -> None:
+        assert wait_until(lambda: "joined" in self.log(name) or self.procs[name].poll() is not None,
+                          60, 0.05), self.log(name)
+        assert self.procs[name].poll() is None, self.log(name)
 
     def executor_of(self, name: str) -> psutil.Process:
         kids = psutil.Process(self.procs[name].pid).children()
@@ -374,6 +382,21 @@ def test_local_cluster_starts_workers_with_their_own_executors_and_leaves_nothin
     assert all(w["slots_source"].startswith("hardware:") for w in rows)
     assert len({w["executor"] for w in rows}) == 2
     assert wait_until(lambda: not (set(marked_pids()) - before), 20, 0.1)
+
+
+def test_a_worker_whose_executor_died_leaves_the_cluster_and_takes_no_test(cluster, tmp_path):
+    """Left in, it would fail every test sent to it at once (and draw more, finishing fastest)."""
+    cluster.start_worker("x", ["--slots", "4"])
+    executor = cluster.executor_of("x")
+    executor.kill()
+    assert wait_until(lambda: cluster.procs["x"].poll() is not None, 20, 0.05), cluster.log("x")
+    assert cluster.procs["x"].returncode == 3
+    assert "x leaves the cluster: the executor it started (ws://127.0.0.1:" in cluster.log("x")
+    r = harness(str(suite(tmp_path / "s.json", [sleeper(i, 0) for i in range(6)])), "--cluster",
+                cluster.address, out=tmp_path / "o")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = report(tmp_path / "o")
+    assert "x" not in {w["name"] for w in doc["servers"]["servers"]}
 
 
 def test_with_every_worker_gone_the_run_ends_in_bounded_time_listing_lost_tests(cluster, tmp_path):
