@@ -13,8 +13,8 @@ tree it runs and exits. Its jobs end even sooner on their own: each job's WebSoc
 the worker, and the executor ends a job whose client is gone.
 
 Exit status: 0 stopped by SIGTERM/SIGINT or the scheduler closing; 2 usage (one line naming the
-option); 3 the scheduler or the executor cannot be reached, or the executor cannot be started
-(one line naming the address).
+option); 3 the scheduler or the executor cannot be reached, the executor cannot be started, or
+it went away while the worker ran (one line naming the address).
 """
 
 from __future__ import annotations
