@@ -73,11 +73,12 @@ class Cluster:
         for name in workers:
             self.wait_joined(name)
 
-    def start_worker(self, name: str, extra: list[str], wait: bool = True) -> None:
-        self._spawn(name, [PY, "-m", "stress.worker", self.address, "--start-executor",
-                           "--name", name, "--log-dir", str(self.home / f"{name}-logs"), *extra])
+    def start_worker(self, name: str, extra: list[str], wait: bool = True) -> subprocess.Popen:
+        p = self._spawn(name, [PY, "-m", "stress.worker", self.address, "--start-executor",
+                               "--name", name, "--log-dir", str(self.home / f"{name}-logs"), *extra])
         if wait:
             self.wait_joined(name)
+        return p
 
     def wait_joined(self, name: str) -> None:
         assert wait_until(lambda: "joined" in self.log(name) or self.procs[name].poll() is not None,
@@ -397,6 +398,14 @@ def test_a_worker_whose_executor_died_leaves_the_cluster_and_takes_no_test(clust
     assert r.returncode == 0, r.stdout + r.stderr
     doc = report(tmp_path / "o")
     assert "x" not in {w["name"] for w in doc["servers"]["servers"]}
+
+
+def test_a_worker_whose_name_is_taken_is_told_so_in_one_line(cluster):
+    p = cluster.start_worker("dup", ["--name", "a"], wait=False)
+    assert wait_until(lambda: p.poll() is not None, 60, 0.05), cluster.log("dup")
+    lines = [x for x in cluster.log("dup").splitlines() if x.startswith("stress.worker")]
+    assert p.returncode == 3 and lines == [
+        f"stress.worker: the scheduler at {cluster.address} refused worker a: name taken, a"], lines
 
 
 def test_with_every_worker_gone_the_run_ends_in_bounded_time_listing_lost_tests(cluster, tmp_path):

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import ctypes
 import os
+import re
 import signal
 import socket
 import sys
@@ -175,6 +176,16 @@ async def executor_gone(svc: Any, url: str) -> str:
             return f"the executor at {url} has not answered /health {misses} times in a row"
 
 
+def join_failure(address: str, name: str, exc: BaseException) -> str:
+    """One line for a worker that could not join. Dask wraps what went wrong in "Worker failed
+    to start."; a refusal by the scheduler (a name already taken) is a dict's text in there."""
+    cause = exc.__cause__ if isinstance(exc, RuntimeError) and exc.__cause__ else exc
+    if isinstance(cause, (OSError, asyncio.TimeoutError)):
+        return f"cannot reach the scheduler at {address}: {cause}"
+    said = re.search(r"'message': '([^']*)'", str(cause))
+    return f"the scheduler at {address} refused worker {name}: {said.group(1) if said else cause}"
+
+
 async def join(ns: argparse.Namespace, setup: WorkerSetup, tls: Any, svc: Any = None) -> int:
     """Run a Dask worker with this setup until a signal, the scheduler, or the loss of its
     executor ends it. A worker without its executor would fail every test sent to it at once,
@@ -190,8 +201,8 @@ async def join(ns: argparse.Namespace, setup: WorkerSetup, tls: Any, svc: Any = 
                         dashboard=False, memory_limit=0, death_timeout=CONNECT_TIMEOUT,
                         validate=False)
         await aio.wait_for(worker.start(), CONNECT_TIMEOUT + 5)
-    except (OSError, asyncio.TimeoutError) as e:
-        print(f"stress.worker: cannot reach the scheduler at {ns.scheduler}: {e}", file=sys.stderr)
+    except (OSError, asyncio.TimeoutError, RuntimeError) as e:
+        print(f"stress.worker: {join_failure(ns.scheduler, setup.name, e)}", file=sys.stderr)
         return EXIT_UNREACHABLE
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
