@@ -290,6 +290,30 @@ def test_idle_workers_steal_from_one_stuck_behind_a_long_test(cluster, tmp_path)
     assert late == [], (late, rows)
 
 
+def test_a_worker_that_joins_mid_run_takes_tests_and_has_its_row(cluster, tmp_path):
+    tests = [sleeper(i, 1.5, requires=["gpu"]) for i in range(6)]  # queued on g, 1 slot
+    argv = [PY, "-m", "stress.local", str(suite(tmp_path / "j.json", tests)), "--cluster",
+            cluster.address, "--out", str(tmp_path / "o"), "--no-history", "--quiet"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env=_env())
+    try:
+        assert wait_until(lambda: cluster.executor_of("g").children(), 60, 0.02), "g ran no job"
+        late = cluster.start_worker("late", ["--slots", "2", "--gpus", "1"])
+        out, err = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if "late" in cluster.procs and cluster.procs["late"].poll() is None:
+            os.killpg(cluster.procs["late"].pid, signal.SIGTERM)  # later tests count on one GPU
+            cluster.procs["late"].wait(30)
+    assert proc.returncode == 0, out + err
+    rows = {w["name"]: w for w in report(tmp_path / "o")["servers"]["servers"]}
+    assert late.returncode == 0 and rows["late"]["tests_run"] >= 1, rows
+    assert rows["late"]["slots_source"] == "--slots" and rows["late"]["gpus"] == 1
+    assert sum(w["tests_run"] for w in rows.values()) == 6
+
+
 def test_a_worker_killed_mid_run_its_tests_complete_once_elsewhere(cluster, tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()

@@ -271,8 +271,20 @@ class FleetRun:
 
     async def stats(self) -> dict[str, Any]:
         """The report's per-worker section (`servers`, mode `cluster`)."""
+        from stress.cluster.connect import workers_now
+
         starts = await _events(self.client, START_TOPIC)
         steals = await _events(self.client, "stealing")
+        # Workers that joined mid-run took tests too (Dask places and steals onto them): they get
+        # rows as well, or the table would not add up to the run. Routing stays as decided.
+        try:
+            late = {a: w for a, w in (await workers_now(self.client)).items()
+                    if a not in self.workers_at_start}
+            if late:
+                self.reports.update(await self.client.run(worker_report, workers=list(late)))
+        except Exception:  # noqa: BLE001 - statistics are best effort
+            late = {}
+        self.workers_at_start.update(late)
         return fleet_stats(self, starts, steals)
 
 
