@@ -170,7 +170,7 @@ def test_an_empty_or_yaml_file_is_refused_in_one_line_saying_what_was_expected(t
 
 
 def test_promptfoo_top_level_keys_say_where_they_live_here(tmp_path):
-    doc = {"name": "m", "defaultTest": {}, "providers": [], "tests": [{"id": "a", "command": "true"}]}
+    doc = {"defaultTest": {}, "providers": [], "tests": [{"vars": {"n": 1}, "assert": [{"type": "is-json"}]}]}
     with pytest.raises(SuiteError) as info:
         load_suite(write(tmp_path, doc))
     assert "$.defaultTest: unknown key 'defaultTest' (promptfoo's defaultTest: here defaults" in str(info.value)
