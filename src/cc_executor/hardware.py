@@ -8,9 +8,11 @@ to learn what the machine behind a WebSocket has.
 What is read: the cores this process may run on (its CPU affinity, which a container's cpuset
 narrows, not the machine's count), total and available memory, the load averages, and GPUs from
 `nvidia-smi --query-gpu` when that program exists (absent otherwise: no GPU is not an error).
-Cores, memory and load are read at each call (microseconds); the GPU list is read once, by
-`detect_gpus`, because `nvidia-smi` takes a few hundred milliseconds and GPUs do not come and go
-while a service runs.
+The service takes memory and load from its latest load sample (`from_reading`, at most one
+sample interval old) rather than reading them again: `read_hardware` costs ~0.1 ms (psutil parses
+/proc/meminfo), and `connected` is on every connection's way to its first job. The GPU list is
+read once, by `detect_gpus`, because `nvidia-smi` takes a few hundred milliseconds and GPUs do
+not come and go while a service runs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 
 import psutil
 
+from cc_executor.load import LoadReading
 from cc_executor.protocol import Gpu, Hardware
 
 NVIDIA_SMI = "nvidia-smi"
@@ -74,3 +77,12 @@ def read_hardware(gpus: Sequence[Gpu] | None) -> Hardware:
     load = tuple(round(x, 2) for x in os.getloadavg())
     return Hardware(cores=usable_cores(), memory_total=mem.total, memory_available=mem.available,
                     load=load, gpus=list(gpus) if gpus else None)
+
+
+def from_reading(reading: LoadReading, cores: int, gpus: Sequence[Gpu] | None) -> Hardware:
+    """The same figures from a load sample the service already took (`cores`: `usable_cores()`,
+    read once)."""
+    return Hardware(cores=cores, memory_total=reading.mem_total,
+                    memory_available=reading.mem_available,
+                    load=(round(reading.load1, 2), round(reading.load5, 2),
+                          round(reading.load15, 2)), gpus=list(gpus) if gpus else None)

@@ -172,6 +172,7 @@ class Service:
         self.admission = Admission(settings.slow_start)
         self.usage = UsageRates()  # each running job's CPU rate and RSS, by process group
         self._cores = os.cpu_count() or 1  # read once: glibc reads /sys for each call
+        self._usable_cores = hardware.usable_cores()
         self._counting: asyncio.Task | None = None
         self.gpus: list[protocol.Gpu] | None = None  # read once at start (hardware.detect_gpus)
         self.observe = Observation(self)  # /metrics, /dashboard's recent events, refusal log
@@ -351,7 +352,10 @@ class Service:
         return body
 
     def hardware(self) -> protocol.Hardware:
-        return hardware.read_hardware(self.gpus)
+        reading = self.monitor.latest if self.monitor is not None else None
+        if reading is None:
+            return hardware.read_hardware(self.gpus)
+        return hardware.from_reading(reading, self._usable_cores, self.gpus)
 
     # ---- the upgrade checks --------------------------------------------------------------------
 

@@ -356,3 +356,50 @@ async def test_open_files_and_cpu_seconds_are_the_jobs_rlimits(services, mode):
         result = await c.execute(args=["python3", "-c", show],
                                  limits={"open_files": 20, "cpu_seconds": 7}, timeout=30)
         assert result.ok and result.stdout == b"(20, 20) (7, 8)\n"
+
+
+def cgroup_v2_of(pid: int | str) -> str:
+    """The v2 path ("0::...") of a process, from /proc."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        return next(line.split("::", 1)[1].strip() for line in f if line.startswith("0::"))
+
+
+def test_a_job_without_limits_is_born_in_its_cgroup_with_no_wrapper():
+    """The bare path, on the spawn itself: for a job with no limit, `spawn` steps into the job's
+    v2 cgroup and back out, so the command is exec'd as given (no `/bin/sh` wrapper in its
+    argv), it is a member from its first instruction, and the spawner is back home after."""
+    from cc_executor.containment import Containment
+    from cc_executor.containment.limits import Limits
+    from cc_executor.process.spawn import spawn
+    from cc_executor.process.spec import RunSpec, build_env
+
+    containment = Containment("auto")
+    if containment.v2 is None:
+        pytest.skip("no writable cgroup v2 tree here")
+    home = cgroup_v2_of("self")
+    box = containment.box("bare-test", Limits())
+    limited = containment.box("wrapped-test", Limits(open_files=64))
+    procs = []
+    try:
+        assert box is not None and box.bare and not limited.bare
+        argv = ["/bin/sh", "-c", "cat /proc/self/cgroup"]
+        spec = RunSpec(argv=argv)
+        proc, _ = spawn(spec, argv, build_env(spec, "bare-test"), box)
+        procs.append(proc)
+        out = proc.stdout.read().decode()
+        assert proc.args == argv  # exec'd as given
+        assert f"0::{home.rstrip('/')}/" in out and "/job-bare-test" in out, out
+        assert cgroup_v2_of("self") == home
+        wrapped, _ = spawn(spec, argv, build_env(spec, "wrapped-test"), limited)
+        procs.append(wrapped)
+        assert wrapped.args[:2] == ["/bin/sh", "-c"] and wrapped.args[-3:] == argv
+        assert "/job-wrapped-test" in wrapped.stdout.read().decode()
+    finally:
+        for p in procs:
+            p.wait(10)
+            for f in (p.stdout, p.stderr):
+                f.close()
+        for b in (box, limited):
+            if b is not None:
+                b.remove()
+        containment.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,10 +61,11 @@ class Cluster:
     def log(self, name: str) -> str:
         return (self.home / f"{name}.log").read_text(errors="replace")
 
-    def start(self, workers: dict[str, list[str]]) -> None:
+    def start(self, workers: dict[str, list[str]], scheduler: tuple[str, ...] = ()) -> None:
         self._spawn("scheduler", [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                  "--no-dashboard"])
-        found = wait_until(lambda: re.search(r"tcp://127\.0\.0\.1:\d+", self.log("scheduler")), 30, 0.05)
+                                  "--no-dashboard", *scheduler])
+        found = wait_until(lambda: re.search(r"(tcp|tls)://127\.0\.0\.1:\d+", self.log("scheduler")),
+                           30, 0.05)
         assert found, self.log("scheduler")
         self.address = found.group(0)
         for name, extra in workers.items():
@@ -157,10 +159,16 @@ def test_routing_names_the_missing_resource_and_keys_keep_one_prefix_per_test(tm
     from dask.utils import key_split
     from stress.run.plan import build_plan, load_suites
 
-    path = suite(tmp_path / "r.json", [sleeper(1, 0, requires=["gpu"]), sleeper(2, 0)])
-    gpu, plain = build_plan(load_suites([str(path)], complex_mode=False), [], None)
+    path = suite(tmp_path / "r.json", [sleeper(1, 0, requires=["gpu"]), sleeper(2, 0),
+                                       {"id": "e", "args": ["echo", "hi"], "timeout": 5}])
+    gpu, plain, echo = build_plan(load_suites([str(path)], complex_mode=False), [], None)
     workers = {"tcp://x:1": {"name": "w", "resources": {"claude": 2, "allow.sh": 2}}}
     assert "'gpu'" in unroutable(gpu, workers) and unroutable(plain, workers) is None
+    assert "an executor allowing echo" in unroutable(echo, workers)
+    workers["tcp://y:1"] = {"name": "v", "resources": {"claude": 1, "allow.echo": 1, "gpu": 1}}
+    assert unroutable(echo, workers) is None
+    assert unroutable(gpu, workers) == ("no worker of the cluster has all it needs (v lacks an "
+                                        "executor allowing sh; w lacks 'gpu')")
     assert key_split(f"{task_prefix(gpu)}-3-{'ab12cd34'}") == task_prefix(gpu) != task_prefix(plain)
     assert cv([2.0, 2.0]) == 0.0 and cv([1.0, 3.0]) == 0.5
 
@@ -188,6 +196,26 @@ def test_unreachable_scheduler_is_one_line_naming_it_and_exit_3(tmp_path):
     assert len(lines) == 1 and "tcp://127.0.0.1:9" in lines[0], r.stderr
 
 
+def test_a_worker_refuses_a_scheduler_off_loopback_without_tls():
+    r = subprocess.run([PY, "-m", "stress.worker", "tcp://10.1.2.3:8786", "--start-executor"],
+                       capture_output=True, text=True, timeout=60, env=_env(), stdin=subprocess.DEVNULL)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tcp://10.1.2.3:8786" in lines[0] and "TLS" in lines[0], r.stderr
+
+
+def test_a_run_on_one_host_imports_no_dask(tmp_path):
+    """Without --cluster the harness is what it was: Dask is not even imported."""
+    path = suite(tmp_path / "one.json", [sleeper(1, 0)])
+    code = ("import sys; from stress import cli; "
+            f"rc = cli.main([{str(path)!r}, '--out', {str(tmp_path / 'o')!r}, '--no-history', '--quiet']); "
+            "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')); "
+            "print(rc, loaded)")
+    r = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                       env=_env(), stdin=subprocess.DEVNULL)
+    assert r.stdout.strip().splitlines()[-1] == "0 []", r.stdout + r.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # On the cluster
 
@@ -209,11 +237,14 @@ def test_slots_are_followed_and_gpu_tests_run_only_on_the_gpu_worker(cluster, tm
     assert rows["b"]["tests_run"] > rows["a"]["tests_run"]
     assert sum(w["tests_run"] for w in rows.values()) == 14
     assert doc["servers"]["mode"] == "cluster" and doc["servers"]["fairness_cv"] is not None
+    # started with --no-dashboard: its HTTP port answers, but there is no dashboard to name
+    assert doc["service"]["scheduler"] == cluster.address and doc["service"]["dashboard"] is None
     assert "## Workers" in doc["_md"] and "| 2 (--slots) |" in doc["_md"]
+    assert f"Dask cluster {cluster.address}, scheduler {cluster.address}; see Workers" in doc["_md"]
 
 
 def test_idle_workers_steal_from_one_stuck_behind_a_long_test(cluster, tmp_path):
-    tests = [sleeper(0, 4.0)] + [sleeper(i, 0.1) for i in range(1, 17)]
+    tests = [sleeper(0, 3.0)] + [sleeper(i, 0.1) for i in range(1, 17)]
     r = harness(str(suite(tmp_path / "s.json", tests)), "--cluster", cluster.address, out=tmp_path / "o")
     assert r.returncode == 0, r.stdout + r.stderr
     doc = report(tmp_path / "o")
@@ -260,6 +291,40 @@ def test_a_worker_killed_mid_run_its_tests_complete_once_elsewhere(cluster, tmp_
     assert "retried after a worker was lost" in out
     g = next(w for w in doc["servers"]["servers"] if w["name"] == "g")
     assert not g["alive"]
+
+
+def test_a_worker_killed_beside_a_running_executor_leaves_no_job_going(cluster, executor_service,
+                                                                      tmp_path):
+    """The executor outlives the worker here (it was not started by it): the worker's jobs must
+    still end, because a fleet task's connection does not resume (detach_timeout 0)."""
+    svc = executor_service("--token", "fleet-tok", allow=["sh"])
+    cluster._spawn("x", [PY, "-m", "stress.worker", cluster.address, "--executor", svc.url,
+                         "--token", "fleet-tok", "--slots", "2", "--name", "x"])
+    assert wait_until(lambda: "joined" in cluster.log("x"), 60, 0.05), cluster.log("x")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    tests = [{"id": f"x{i}", "timeout": 60, "expected_patterns": [f"done-{i}"],
+              "command": f"sleep 1; echo end >> {marks}/x{i}; echo done-{i}"} for i in range(6)]
+    service = psutil.Process(svc.pid)
+    argv = [PY, "-m", "stress.local", str(suite(tmp_path / "x.json", tests)), "--cluster",
+            cluster.address, "--out", str(tmp_path / "o"), "--no-history", "--quiet"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env=_env())
+    try:
+        assert wait_until(lambda: service.children(), 60, 0.02), "x never ran a job"
+        doomed = service.children(recursive=True)
+        os.killpg(cluster.procs["x"].pid, signal.SIGKILL)
+        # the executor lives on, and ends the dead worker's jobs at once
+        assert wait_until(lambda: not any(p.is_running() for p in doomed), 10, 0.05), doomed
+        assert service.is_running()
+        out, err = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, out + err
+    ends = {t["id"]: (marks / t["id"]).read_text().split().count("end") for t in tests}
+    assert set(ends.values()) == {1}, ends
 
 
 def test_with_no_gpu_worker_left_a_gpu_test_is_reported_not_run(cluster, tmp_path):
@@ -316,3 +381,41 @@ def test_with_every_worker_gone_the_run_ends_in_bounded_time_listing_lost_tests(
     assert "## Lost" in doc["_md"]
     assert not any((marks / t["id"]).exists() for t in tests)  # none ran to its end anywhere
     assert wait_until(lambda: not any(e.is_running() for e in executors), 20, 0.05)
+
+
+def _certificates(home: Path) -> list[str]:
+    """A CA and one certificate for 127.0.0.1 signed by it (scheduler, worker and harness share
+    it here); the --tls-* arguments."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=home, check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "2", "-subj", "/CN=fleet-test-ca")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr",
+            "-subj", "/CN=127.0.0.1")
+    (home / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                  "extendedKeyUsage=serverAuth,clientAuth\n")
+    openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "leaf.pem", "-days", "2", "-extfile", "ext.cnf")
+    return ["--tls-ca-file", str(home / "ca.pem"), "--tls-cert", str(home / "leaf.pem"),
+            "--tls-key", str(home / "leaf.key")]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make certificates")
+def test_a_tls_cluster_runs_with_certificates_and_refuses_a_client_without(tmp_path):
+    before = set(marked_pids())
+    tls = _certificates(tmp_path)
+    c = Cluster(tmp_path)
+    try:
+        c.start({"t": ["--slots", "2", *tls]}, scheduler=("--protocol", "tls", *tls))
+        assert c.address.startswith("tls://")
+        path = str(suite(tmp_path / "s.json", [sleeper(i, 0.1) for i in range(4)]))
+        r = harness(path, "--cluster", c.address, *tls, out=tmp_path / "o")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert {t["status"] for t in report(tmp_path / "o")["tests"]} == {"passed"}
+        plain = harness(path, "--cluster", c.address.replace("tls://", "tcp://"),
+                        "--cluster-timeout", "2", out=tmp_path / "plain")
+        assert plain.returncode == 3 and "cannot reach the Dask scheduler" in plain.stderr, plain.stderr
+    finally:
+        c.close()
+    assert wait_until(lambda: not (set(marked_pids()) - before), 20, 0.1)

@@ -96,6 +96,7 @@ def test_dashboard_follows_a_capacity_run(tmp_path, browser_page):  # noqa: F811
         page.locator("#phase", has_text="finished").wait_for(timeout=30_000)
         labels = page.locator("#capacity text").all_text_contents()
         assert "1" in labels and "2" in labels, labels  # each step's concurrency on the axis
+        assert "errors 100 %" in labels, labels  # both curves' scales are written
         assert "closed" in page.locator("#link").inner_text()
         shown = {k: int(page.locator(f"#{k}").inner_text().split()[1]) for k in ("passed", "failed")}
         bars = page.locator("#timeline rect").count()

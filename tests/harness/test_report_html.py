@@ -210,3 +210,87 @@ def test_capacity_host_and_trend_charts_from_a_record():
     assert trend and "<title>History: the last 3 runs of these suites</title>" in trend[0]
     assert "runs passed (%)" in trend[0] and "run duration (s)" in trend[0]
     assert 'id="chart-timeline"' not in page  # nothing ran in this record: no empty chart
+
+
+@pytest.mark.parametrize("values, seconds, want", [
+    ([0.3, 0.9, 2.0, 7.0], True, {"0.5", "1", "2", "5"}),  # under two decades: 1-2-5 labelled
+    ([12, 3_000, 4_000_000], False, {"100 B", "1 kB", "1 MB"}),  # wide: decades only
+])
+def test_log_axes_label_enough_ticks_to_read(values, seconds, want):
+    """A histogram of runs from 0.3 s to 7 s once showed a single `1` under its log axis; and
+    its count axis read `2.5 runs`."""
+    from stress.report.html.charts import count_axis, log_axis
+    from stress.report.html.svg import pyplot
+
+    fig, ax = pyplot().subplots()
+    try:
+        lo, hi = min(values), max(values)
+        ax.hist(values, bins=[lo * (hi / lo) ** (i / 20) for i in range(21)])
+        log_axis(ax, seconds=seconds)
+        count_axis(ax)
+        fig.canvas.draw()
+        lo, hi = ax.get_xlim()
+        shown = {t.get_text() for t, v in zip(ax.get_xticklabels(), ax.get_xticks())
+                 if lo <= v <= hi and t.get_text()}
+        counts = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    finally:
+        pyplot().close(fig)
+    assert want <= shown, shown
+    assert seconds or not {"2 kB", "5 kB"} & shown, shown  # a wide axis stays uncluttered
+    assert all("." not in c for c in counts), counts
+
+
+def test_previews_are_capped_per_test_so_every_test_gets_some():
+    """A capacity run repeated `echo` 73 times; its previews filled the page's 200 and the tests
+    after it got none. At most 3 per test, and the page says how many it left out."""
+    from stress.report.html import render_html
+    from stress.report.results import Attempt, Outcome, RunResult
+
+    def outcome(tid: str, n: int) -> Outcome:
+        attempts = [Attempt(i + 1, "passed", "passed", "", "exited", exit_code=0,
+                            started_at=1001.0 + i, duration=0.1, preview=f"{tid}-out-{i + 1}")
+                    for i in range(n)]
+        return Outcome("s", tid, tid, [], "s.json", "command", "true", [], 10.0, None, n,
+                       status="passed", reason="passed", message="", passes=n, runs=n,
+                       required=n, attempts=attempts)
+
+    run = RunResult(run_id="r", tool="stress.local", argv=["x"], started_at=1000.0,
+                    finished_at=1100.0, environment={"cores": 2})
+    run.outcomes = [outcome("many", 80), outcome("late", 2)]
+    page = render_html(run)
+    previews = re.search(r"<h2>Output previews.*?</section>", page, re.S)[0]
+    assert previews.count("<details>") == 5
+    assert "late-out-1" in previews and "late-out-2" in previews and "many-out-4" not in previews
+    assert "77 more passed run(s) are not previewed" in previews
+
+
+def test_live_counters_under_a_result_line_already_count_it():
+    """On a terminal, the counters drawn under `FAIL x` include x (they once said `failed 0`
+    there until the next timed refresh)."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    stream = os.fdopen(slave, "w")
+    p = None
+    try:
+        p = Progress(2, stream=stream)
+        p.started("bad", "bad")
+        p.finished("bad", "bad", "failed", "exit_code", 0.1, "exit 3")
+        p.skipped("later", "requires 'real-model'")
+        out = b""
+        for _ in range(200):  # each read waits at most 5 s
+            if b"skipped 1" in out:
+                break
+            ready, _, _ = select.select([master], [], [], 5)
+            assert ready, out
+            out += os.read(master, 65536)
+    finally:
+        if p is not None:
+            p.close()  # stops rich's refresh thread
+        stream.close()
+        os.close(master)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.decode())
+    after_fail = text[text.index("FAIL bad"):]
+    assert "failed 1" in after_fail.split("SKIP later")[0], after_fail
+    assert "skipped 1" in after_fail.split("SKIP later")[1], after_fail

@@ -359,10 +359,8 @@ async def shut_down(s: Session) -> None:
             print(f"{s.tool}: the service at {sv.url} did not stop within "
                   f"{sv.stop_timeout:g} s of SIGTERM and was killed; its stacks are in "
                   f"{sv.log_dir / 'service.stderr'}", file=sys.stderr, flush=True)
-    if len(stops) == 1:
+    if stops:
         run.service["stop"] = stops[0]
-    for entry, stop in zip(run.service.get("servers") or [], stops):
-        entry["stop"] = stop
 
 
 def settle(s: Session) -> int:

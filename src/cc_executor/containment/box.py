@@ -5,10 +5,18 @@ service has a writable v2 hierarchy), and v1 `memory` and `pids` cgroups when it
 controllers the v2 tree does not offer (a hybrid host). They are created before the spawn and
 the child joins all of them itself, before it execs the command (`wrap`), so nothing it forks
 can start outside. They are removed at the job's end, once empty.
+
+A job with no limit needs only its v2 cgroup (membership and the kill), and then the wrapper's
+extra exec (~0.5 ms, a third of an `echo hi` end to end) is avoidable: the service steps into
+the job's cgroup for the spawn and back out right after it (`enter` / `leave`), so the child is
+born a member, as `clone3(CLONE_INTO_CGROUP)` would make it (which Python cannot call). The
+spawn is synchronous (vfork: the service is suspended until the child execs), so nothing else
+of the service runs meanwhile; a kill never writes `cgroup.kill` while the service is inside.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 from dataclasses import dataclass, field
@@ -17,6 +25,7 @@ from . import cgfs
 from .limits import Limits
 
 _MB = 1024 * 1024
+log = logging.getLogger("cc_executor.containment")
 
 
 @dataclass
@@ -28,6 +37,8 @@ class JobBox:
     v1: dict[str, str] = field(default_factory=dict)
     """v1 cgroups by controller, made only for the limits that need them."""
     cpu_base: int = 0
+    home: str | None = None
+    """The service's own v2 cgroup, where it returns after spawning from inside (`leave`)."""
 
     # ---- creation -----------------------------------------------------------------------------
 
@@ -89,6 +100,31 @@ class JobBox:
         return ["/bin/sh", "-c", script, *argv]
 
     @property
+    def bare(self) -> bool:
+        """Membership only: a v2 cgroup and no limit anywhere (no v1 cgroup, no rlimit), so
+        the service may spawn from inside it (`enter`) instead of wrapping the command."""
+        lim = self.limits
+        return (self.v2 is not None and self.home is not None and not self.v1
+                and lim.memory_mb is None and lim.processes is None
+                and lim.cpu_seconds is None and lim.open_files is None)
+
+    def enter(self) -> None:
+        """Move the service into the job's v2 cgroup (for one spawn). Raises OSError."""
+        cgfs.write(os.path.join(self.v2, "cgroup.procs"), "0")
+
+    def leave(self) -> bool:
+        """Move the service back home; True when it is. Tried twice: staying inside would put
+        the service in the way of the job's kill (`kill` checks)."""
+        for _ in range(2):
+            try:
+                cgfs.write(os.path.join(self.home, "cgroup.procs"), "0")
+                return True
+            except OSError as e:
+                err = e
+        log.error("could not leave job cgroup %s for %s: %s", self.v2, self.home, err)
+        return False
+
+    @property
     def needs_wrap(self) -> bool:
         lim = self.limits
         return bool(self.dirs()) or lim.cpu_seconds is not None or lim.open_files is not None
@@ -107,6 +143,16 @@ class JobBox:
         return any(cgfs.populated(d, False) for d in self.v1.values())
 
     def kill(self) -> None:
+        if self.home is not None and self.v2 is not None and os.getpid() in cgfs.procs(self.v2):
+            # Never kill ourselves: a spawn from inside could not `leave`. Try again; if the
+            # service is still inside, signal the job's other members one by one instead.
+            if not self.leave():
+                for pid in cgfs.procs(self.v2) - {os.getpid()}:
+                    try:
+                        os.kill(pid, 9)
+                    except OSError:
+                        pass
+                return
         for d in self.dirs():
             cgfs.kill(d, d == self.v2)
 
@@ -137,19 +183,6 @@ class JobBox:
         return None
 
     # ---- the end ------------------------------------------------------------------------------
-
-    def try_remove(self) -> bool:
-        """One rmdir per cgroup, no waiting: True when all are gone (the usual case at a run's
-        end, the cgroup being empty by then); else `remove` finishes the job off the loop."""
-        left = []
-        for d in self.dirs():
-            try:
-                os.rmdir(d)
-            except FileNotFoundError:
-                pass
-            except OSError:
-                left.append(d)
-        return not left
 
     def remove(self) -> bool:
         """rmdir every cgroup of the job (killing stragglers). Returns whether all are gone."""

@@ -43,6 +43,7 @@ class Containment:
     def __init__(self, mode: str = "auto", hierarchies: Hierarchies | None = None):
         self.mode = mode
         self.v2: str | None = None
+        self.home: str | None = None  # the service's own v2 cgroup (`JobBox.leave` goes back)
         self.v2_controllers: frozenset[str] = frozenset()
         self.v1: dict[str, str] = {}
         self.cleaned = 0
@@ -67,7 +68,7 @@ class Containment:
                 cgfs.remove(d, True)
                 d = None
             if d is not None:
-                self.v2 = d
+                self.v2, self.home = d, h.v2
                 self.v2_controllers = _delegate(d)
         for c, own in h.v1.items():
             if c in self.v2_controllers:
@@ -98,7 +99,7 @@ class Containment:
                     raise OSError(0, f"no {c} controller for {limit}")
                 v1[c] = os.path.join(self.v1[c], f"job-{run_id}")
         box = JobBox(limits, os.path.join(self.v2, f"job-{run_id}") if self.v2 else None,
-                     self.v2_controllers, v1)
+                     self.v2_controllers, v1, home=self.home)
         if not box.needs_wrap:
             return None
         box.create()

@@ -65,8 +65,25 @@ def _placed(spec: RunSpec, argv: list[str], env: dict[bytes, bytes],
 def spawn(spec: RunSpec, argv: list[str], env: dict[bytes, bytes],
           box: JobBox | None = None) -> tuple[subprocess.Popen, tuple[int, int] | None]:
     """Start `argv` as a session leader. Returns the process and, with `capture_to="file"`, the
-    capture files (stdout, stderr), now the caller's to read and close. Raises SpawnError."""
-    argv = _placed(spec, argv, env, box)
+    capture files (stdout, stderr), now the caller's to read and close. Raises SpawnError.
+
+    In a bare `box` (membership only) the child is spawned from inside the job's cgroup (see
+    `containment.box`); in any other box, behind its wrapper."""
+    if box is not None and box.bare:
+        try:
+            box.enter()
+        except OSError:
+            pass  # cannot step in (a foreign cgroup rule): the wrapper joins it instead
+        else:
+            try:
+                return _popen(spec, argv, env)
+            finally:
+                box.leave()
+    return _popen(spec, _placed(spec, argv, env, box), env)
+
+
+def _popen(spec: RunSpec, argv: list[str],
+           env: dict[bytes, bytes]) -> tuple[subprocess.Popen, tuple[int, int] | None]:
     files: tuple[int, int] | None = None
     if spec.capture and spec.capture_to == "file":
         files = (_capture_file(), _capture_file())

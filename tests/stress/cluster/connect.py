@@ -128,20 +128,24 @@ async def connect(spec: ClusterSpec, tls: TlsFiles | None, *, timeout: float) ->
     except (OSError, asyncio.TimeoutError, TimeoutError) as e:
         raise ClusterError(f"cannot reach the Dask scheduler at {spec.address}: "
                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    return Fleet(spec, client, spec.address, dashboard=_dashboard(client))
+    return Fleet(spec, client, spec.address, dashboard=await _dashboard(client))
 
 
-def _dashboard(client: Any) -> str | None:
+async def _dashboard(client: Any) -> str | None:
+    """The scheduler's dashboard page when it serves one (its HTTP port also answers without
+    bokeh, for /health and /metrics, so the page itself is asked for)."""
+    from stress.cluster.security import split_address
+    from stress.service.managed import fetch_json
+
     try:
-        info = client.scheduler_info()
-        port = (info.get("services") or {}).get("dashboard")
+        port = (client.scheduler_info().get("services") or {}).get("dashboard")
+        if not port:
+            return None
+        url = f"http://{split_address(client.scheduler.address)[1]}:{port}/status"
+        status, _ = await fetch_json(url, timeout=3.0)
     except Exception:  # noqa: BLE001 - the dashboard is optional
         return None
-    if not port:
-        return None
-    from stress.cluster.security import split_address
-
-    return f"http://{split_address(client.scheduler.address)[1]}:{port}/status"
+    return url if status == 200 else None
 
 
 async def start_local(spec: ClusterSpec, *, steal: bool, report_dir: Path,

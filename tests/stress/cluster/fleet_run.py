@@ -63,18 +63,26 @@ def needs(p: Planned) -> dict[str, float]:
     return res
 
 
+def _words(names: list[str]) -> str:
+    return ", ".join(n.replace("allow.", "an executor allowing ") if n.startswith("allow.")
+                     else f"'{n}'" for n in names)
+
+
 def unroutable(p: Planned, workers: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """Why no worker of the cluster can take `p` (None: at least one can)."""
+    """Why no worker of the cluster can take `p` (None: at least one can), naming what each
+    worker lacks."""
     need = needs(p)
-    if any(all((w.get("resources") or {}).get(k, 0) >= v for k, v in need.items())
-           for w in workers.values()):
-        return None
-    missing = sorted({k for k in need for w in workers.values()
-                      if (w.get("resources") or {}).get(k, 0) < need[k]})
-    words = ", ".join(m.replace("allow.", "an executor allowing ") if m.startswith("allow.")
-                      else f"'{m}'" for m in missing)
-    return (f"no worker of the cluster has {words} "
-            f"({len(workers)} worker(s): {', '.join(sorted(str(w.get('name')) for w in workers.values()))})")
+    lacks = {}
+    for w in workers.values():
+        have = w.get("resources") or {}
+        lacks[str(w.get("name"))] = sorted(k for k in need if have.get(k, 0) < need[k])
+    if not workers or not all(lacks.values()):
+        return None if workers else "no worker in the cluster"
+    common = sorted(set.intersection(*(set(v) for v in lacks.values())))
+    if common:
+        return f"no worker of the cluster has {_words(common)} (workers: {', '.join(sorted(lacks))})"
+    return "no worker of the cluster has all it needs (" + "; ".join(
+        f"{name} lacks {_words(v)}" for name, v in sorted(lacks.items())) + ")"
 
 
 def declare_durations(durations: dict[str, float], dask_scheduler: Any = None) -> int:
@@ -98,6 +106,8 @@ class FleetRun:
         self.progress = progress
         self.recorded: set[str] = set()
         self.results: dict[str, AttemptResult] = {}
+        self.arrived: dict[str, float] = {}
+        """When each result reached the harness (its clock: workers' clocks may differ)."""
         self.keys: dict[str, tuple[int, int]] = {}
         self.lost: dict[str, str] = {}
         self.t0 = 0.0
@@ -149,7 +159,6 @@ class FleetRun:
             p = runner.plan[idx]
             key = f"{task_prefix(p)}-{n}-{secrets.token_hex(4)}"
             self.keys[key] = (idx, n)
-            self.progress.started(p.attempt_stem(n), p.attempt_stem(n))
             futures.append(self.client.submit(run_attempt, key, self.run_id, p, n, runner.options,
                                               key=key, resources=needs(p), pure=False))
         pending = {f.key: f for f in futures}
@@ -158,9 +167,7 @@ class FleetRun:
             async for fut in as_completed(futures, loop=self.client.loop):
                 pending.pop(fut.key, None)
                 await self._take(fut)
-                if runner.stop_reason is not None and pending:
-                    await self.client.cancel(list(pending.values()))
-                    pending.clear()
+                await self._stop_if_asked(pending)
         finally:
             watch.cancel()
         self._record_lost()
@@ -182,13 +189,20 @@ class FleetRun:
             if isinstance(e, KilledWorker):
                 self.lost.setdefault(key, "lost: its worker died while running it, on every "
                                           "try the scheduler's allowed-failures permits")
-            else:
-                self.lost.setdefault(key, f"harness error on the worker: {type(e).__name__}: {e}")
+            else:  # the task itself raised: a harness bug, this attempt's error (not retried)
+                self.recorded.add(key)
+                p = self.runner.plan[idx]
+                ex = attempt_record.failed_to_start(
+                    p, n, f"harness error on the worker: {type(e).__name__}: {e}")
+                self.runner.take(idx, n, ex)
+                self.progress.finished(p.attempt_stem(n), p.attempt_stem(n), ex.attempt.status,
+                                       ex.attempt.reason, 0.0, ex.attempt.message)
             fut.release()
             return
         fut.release()
         self.recorded.add(key)
         self.results[key] = res
+        self.arrived[key] = time.time()
         self._write_files(res)
         ex = res.execution
         ex.attempt.server = res.worker
@@ -206,13 +220,23 @@ class FleetRun:
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(zlib.decompress(blob))
 
+    async def _stop_if_asked(self, pending: dict[str, Any]) -> None:
+        """--fail-fast, --halt or a signal stopped the run: cancel every test not yet recorded
+        (Dask cannot interrupt a running task; its result is simply not recorded)."""
+        if self.runner.stop_reason is not None and pending:
+            futures = list(pending.values())
+            pending.clear()
+            await self.client.cancel(futures)
+
     async def _watch_workers(self, pending: dict[str, Any]) -> None:
-        """Note workers that leave; with none left for `worker_wait` s, cancel what is left."""
+        """Note workers that leave; with none left for `worker_wait` s, cancel what is left.
+        Also where a signal's stop is noticed while no test finishes."""
         from stress.cluster.connect import workers_now
 
         empty_since: float | None = None
         while pending:
             await asyncio.sleep(POLL)
+            await self._stop_if_asked(pending)
             try:
                 now = await workers_now(self.client)
             except (OSError, asyncio.TimeoutError):
@@ -284,19 +308,19 @@ def fleet_stats(run: FleetRun, starts: list[Any], steals: list[Any]) -> dict[str
         ex = run.runner.recorded(idx, n)
         if ex is not None:
             ex.attempt.tries = list(where)
-    makespan = max((r.ended for r in run.results.values()), default=run.t0) - run.t0
-    by_worker: dict[str, list[AttemptResult]] = {}
+    makespan = max(run.arrived.values(), default=run.t0) - run.t0
+    by_worker: dict[str, list[tuple[AttemptResult, float]]] = {}
     addr_of = {str(w.get("name")): a for a, w in run.workers_at_start.items()}
-    for r in run.results.values():
-        by_worker.setdefault(addr_of.get(r.worker, r.worker), []).append(r)
+    for key, r in run.results.items():
+        by_worker.setdefault(addr_of.get(r.worker, r.worker), []).append((r, run.arrived[key]))
     rows = []
     for addr, info in run.workers_at_start.items():
         done = by_worker.get(addr, [])
         slots = int((info.get("resources") or {}).get("claude", info.get("nthreads", 1)))
         rep = run.reports.get(addr) or {}
         cap = rep.get("capacity") or {}
-        busy = sum(r.ended - r.started for r in done)
-        completion = max((r.ended for r in done), default=None)
+        busy = sum(r.ended - r.started for r, _ in done)  # one worker's clock: a duration
+        completion = max((at for _, at in done), default=None)
         end = run.gone.get(addr, makespan)
         rows.append({
             "name": str(info.get("name")), "url": addr, "weight": float(slots),

@@ -54,7 +54,7 @@ async def run_cluster(s: Any, model: Any) -> None:
             s.progress.skipped(p.test.id, p.skip, p.repeat)
     s.runner = Runner("", None, s.plan, s.report_dir,
                       RunOptions(concurrency=1, fail_fast=ns.fail_fast, model_env=model.env,
-                                 halt=s.halt), progress=s.progress)
+                                 halt=s.halt, resume=False), progress=s.progress)
     if fleet.dashboard and not ns.quiet:
         print(f"{s.tool}: Dask dashboard: {fleet.dashboard}", flush=True)
     run = FleetRun(s.runner, fleet, s.run.run_id, s.progress,

@@ -10,9 +10,9 @@ another host shares no file system with the harness, and a test's output (a few 
 MiB of mostly text) compresses several-fold and travels in Dask's own frames. The harness writes
 the files where a local run would have (`outputs/` of the report folder).
 
-The job runs with the executor's default end-on-disconnect: when this worker dies its WebSocket
-closes and the executor ends the job at once (the `detach_timeout=0` of the fleet design; a
-detached job would make Dask's rerun elsewhere a second live run).
+The job runs without resume (`RunOptions.resume` False: no `detach_timeout`, so the executor's
+default 0, end on disconnect): when this worker dies its WebSocket closes and the executor ends
+the job at once. A detached job would make Dask's rerun elsewhere a second live run.
 """
 
 from __future__ import annotations
@@ -76,6 +76,28 @@ class AttemptResult:
     ended: float = 0.0
 
 
+CANCEL_POLL = 0.2
+"""Seconds between checks that the scheduler still wants this task (a halt cancels it)."""
+
+
+def _still_wanted(key: str) -> bool:
+    """Whether this worker still holds `key` as a task to compute (Dask cannot interrupt a
+    running task: a cancelled one is only forgotten by the worker, so the task looks)."""
+    try:
+        from distributed import get_worker
+
+        ts = get_worker().state.tasks.get(key)
+    except (ValueError, AttributeError):
+        return True
+    return ts is not None and ts.state in ("executing", "long-running", "ready", "constrained", "resumed")
+
+
+async def _cancel_when_unwanted(key: str, runner: Runner) -> None:
+    while _still_wanted(key):
+        await asyncio.sleep(CANCEL_POLL)
+    runner.interrupt("cancelled by the harness (--halt, --fail-fast or a signal)")
+
+
 def _announce(key: str) -> None:
     try:
         from distributed import get_worker
@@ -99,9 +121,16 @@ def run_attempt(key: str, run_id: str, planned: Planned, n: int, options: RunOpt
 
         async def go() -> None:
             runner.begin(1)
-            client = await runner.run_item(None, 0, n)
+            watch = asyncio.ensure_future(_cancel_when_unwanted(key, runner))
+            try:
+                client = await runner.run_item(None, 0, n)
+            finally:
+                watch.cancel()
             if client is not None:
-                await aio.wait_for(client.close(), 5)
+                try:
+                    await aio.wait_for(client.close(), 5)
+                except (asyncio.TimeoutError, OSError, Exception):  # noqa: BLE001 - best effort
+                    pass
 
         asyncio.run(go())
         files = {str(p.relative_to(report_dir)): zlib.compress(p.read_bytes(), 6)

@@ -13,7 +13,8 @@ tree it runs and exits. Its jobs end even sooner on their own: each job's WebSoc
 the worker, and the executor ends a job whose client is gone.
 
 Exit status: 0 stopped by SIGTERM/SIGINT or the scheduler closing; 2 usage (one line naming the
-option); 3 the scheduler or the executor cannot be reached (one line naming the address).
+option); 3 the scheduler or the executor cannot be reached, or the executor cannot be started
+(one line naming the address).
 """
 
 from __future__ import annotations
@@ -122,8 +123,15 @@ async def serve(ns: argparse.Namespace) -> int:
         if ns.start_executor:
             import tempfile
 
+            from stress.service.managed import ServiceError
+
             log_dir = Path(ns.log_dir or tempfile.mkdtemp(prefix="stress_worker_"))
-            svc = await start_executor(log_dir)
+            try:
+                svc = await start_executor(log_dir)
+            except (ServiceError, OSError) as e:
+                print(f"stress.worker: cannot start an executor: {str(e).splitlines()[0]} "
+                      f"(logs: {log_dir})", file=sys.stderr)
+                return EXIT_UNREACHABLE
             url, token, pid = svc.url, svc.token, svc.pid
         else:
             url, token, pid = ns.executor, ns.token, None
@@ -156,7 +164,9 @@ async def join(ns: argparse.Namespace, setup: WorkerSetup, tls: Any) -> int:
         return EXIT_UNREACHABLE
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close(reason="signal")))
+        # Not waiting for running tests: their jobs end with the executor (stopped next).
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(
+            worker.close(reason="signal", executor_wait=False)))
     print(f"stress.worker: {setup.name} joined {ns.scheduler} as {worker.address} with "
           f"{resources(setup)} ({setup.capacity['slots_source']})", flush=True)
     await worker.finished()

@@ -34,9 +34,11 @@ svg{width:100%;background:#fafafa;border:1px solid #eee}
 <h2>Timeline</h2><p class="muted">Each bar is one execution on the first free row (a connection);
 blue: still running; x: seconds since the dashboard started.</p><svg id="timeline" height="60"></svg>
 <div id="capbox" hidden><h2>Capacity search</h2><p class="muted">p95 duration (s, blue) and error
-rate (%, red) per step's concurrency; a hollow point crossed its criteria; green line: the limit found.</p>
+rate (%, red) per step's concurrency, each scaled to the top value in its corner; a hollow point
+crossed its criteria; green line: the limit found.</p>
 <svg id="capacity" height="220"></svg></div>
-<h2>Host</h2><p class="muted">1-minute load (grey) and the service's CPU % (blue) over the run.</p>
+<h2>Host</h2><p class="muted">1-minute load (grey) and the service's CPU % (blue, 100 % = one core)
+over the run, each scaled to the top value in its corner.</p>
 <svg id="host" height="120"></svg>
 <h2>Notes</h2><div id="notes"></div>
 <script>
@@ -83,8 +85,9 @@ function drawCapacity(steps, cap) {
   const svg = document.getElementById("capacity"); clear(svg);
   const W = svg.clientWidth || 1000, H = 220, maxC = Math.max(...steps.map(s => s.concurrency), 1);
   const maxP = Math.max(...steps.map(s => s.p95_duration || 0), 0.001);
-  const x = c => 40 + (W - 60) * c / maxC, yp = v => H - 25 - (H - 40) * v / maxP;
-  const ye = v => H - 25 - (H - 40) * Math.min(v, 1);
+  // The top 20 px hold the scales' labels, clear of the curves.
+  const x = c => 40 + (W - 60) * c / maxC, yp = v => H - 25 - (H - 45) * v / maxP;
+  const ye = v => H - 25 - (H - 45) * Math.min(v, 1);
   polyline(svg, steps.filter(s => s.p95_duration != null).map(s => [x(s.concurrency), yp(s.p95_duration)]), "#1565c0");
   polyline(svg, steps.map(s => [x(s.concurrency), ye(s.error_rate || 0)]), "#c62828", "4 3");
   for (const s of steps) {
@@ -98,11 +101,12 @@ function drawCapacity(steps, cap) {
     const lx = x(cap.max_sustainable_concurrency);
     el("line", {x1: lx, x2: lx, y1: 10, y2: H - 25, stroke: "#2e7d32", "stroke-width": 2}, svg);
     const right = lx > W * 0.6;
-    el("text", {x: right ? lx - 4 : lx + 4, y: 20, "font-size": 11, "text-anchor": right ? "end" : "start"},
+    el("text", {x: right ? lx - 4 : lx + 4, y: 28, "font-size": 11, "text-anchor": right ? "end" : "start"},
       svg).textContent = `sustains ${cap.max_sustainable_concurrency} (limited by ${cap.limited_by})`;
   }
   el("text", {x: W / 2 - 60, y: H - 6, "font-size": 10}, svg).textContent = "tests in flight (concurrency)";
   el("text", {x: 2, y: 12, "font-size": 10}, svg).textContent = "p95 " + maxP.toFixed(2) + " s";
+  el("text", {x: W - 2, y: 12, "font-size": 10, "text-anchor": "end", fill: "#c62828"}, svg).textContent = "errors 100 %";
 }
 function drawHost(host) {
   const svg = document.getElementById("host"); clear(svg);
@@ -110,9 +114,10 @@ function drawHost(host) {
   const W = svg.clientWidth || 1000, H = 120, t1 = Math.max(1, ...host.map(p => p.t));
   const maxL = Math.max(1, ...host.map(p => p.load1 || 0)), maxC = Math.max(100, ...host.map(p => p.service_cpu_percent || 0));
   const x = t => 40 + (W - 50) * t / t1;
-  polyline(svg, host.filter(p => p.load1 != null).map(p => [x(p.t), H - 15 - (H - 25) * p.load1 / maxL]), "#455a64");
-  polyline(svg, host.filter(p => p.service_cpu_percent != null).map(p => [x(p.t), H - 15 - (H - 25) * p.service_cpu_percent / maxC]), "#1565c0");
+  polyline(svg, host.filter(p => p.load1 != null).map(p => [x(p.t), H - 15 - (H - 32) * p.load1 / maxL]), "#455a64");
+  polyline(svg, host.filter(p => p.service_cpu_percent != null).map(p => [x(p.t), H - 15 - (H - 32) * p.service_cpu_percent / maxC]), "#1565c0");
   el("text", {x: 2, y: 12, "font-size": 10}, svg).textContent = "load " + maxL.toFixed(1);
+  el("text", {x: W - 2, y: 12, "font-size": 10, "text-anchor": "end", fill: "#1565c0"}, svg).textContent = "CPU " + maxC.toFixed(0) + " %";
 }
 function render(s) {
   text("title", s.title); text("phase", s.phase);

@@ -153,12 +153,12 @@ def environment_section(run: RunResult) -> list[str]:
 
 
 def _service_cell(svc: dict) -> str:
-    """One service (kind, URL, pid, how it stopped) or several (name, weight, concurrency each)."""
-    if svc.get("servers"):
-        return (f"{len(svc['servers'])} {cell(svc.get('kind'))} services: "
-                + cell(", ".join(f"{x['name']} (weight {x['weight']:g}, concurrency "
-                                 f"{x['concurrency']}{', left out: ' + x['error'] if x.get('error') else ''})"
-                                 for x in svc["servers"])) + "; see Servers")
+    """The one service (kind, URL, pid, how it stopped), or a cluster's scheduler and dashboard."""
+    if svc.get("kind") == "cluster":
+        return (f"Dask cluster {cell(svc.get('cluster') or svc.get('url') or '')}, scheduler "
+                f"{cell(svc.get('scheduler') or '-')}"
+                + (f", dashboard {cell(svc['dashboard'])}" if svc.get("dashboard") else "")
+                + "; see Workers")
     return (f"{cell(svc.get('kind'))} {cell(svc.get('url', ''))}"
             + (f", pid {svc['pid']}" if svc.get("pid") else "")
             + (f", stopped by {svc['stop']['how']} in {svc['stop']['seconds']} s"
@@ -443,7 +443,8 @@ def previews_section(run: RunResult) -> list[str]:
     if not passed:
         return []
     return ["## Passed tests' output", "",
-            f"Previews of the {passed} passed run(s) are folded in [report.html](report.html); "
+            f"Previews of passed runs (the first few of each test; {passed} in all) are folded in "
+            "[report.html](report.html); "
             "every run's full stdout and stderr is in [outputs/](outputs/) (linked per test in "
             "report.json).", ""]
 

@@ -82,9 +82,17 @@ class Progress:
         if self._live is not None:
             style = {"passed": "green", "failed": "bold red", "skipped": "yellow",
                      "lost": "magenta"}.get(status, "")
-            self._live.console.print(Text(line, style=style))
+            self._live_print(Text(line, style=style))
         else:
             self._line(line)
+
+    def _live_print(self, text: Text) -> None:
+        """A line above the live counters, which are redrawn from the counts as they are now:
+        rich redraws the last refresh's counters under a printed line, so without the refresh
+        a `FAIL` line stood over `failed 0` for up to a refresh period."""
+        assert self._live is not None
+        self._live.refresh()
+        self._live.console.print(text)
 
     def instance_finished(self, key: str, label: str, status: str, reason: str, duration: float,
                           message: str) -> None:
@@ -115,7 +123,7 @@ class Progress:
         if self.quiet:
             return
         if self._live is not None:
-            self._live.console.print(Text(text))  # Text: no markup, "[stderr]" stays as is
+            self._live_print(Text(text))  # Text: no markup, "[stderr]" stays as is
         else:
             self._line(text)
 

@@ -97,7 +97,7 @@ class Attempt:
     server: str | None = None
     """The server the attempt ran on (its last try)."""
     tries: list[str] | None = None
-    """Every server it started on, in order, when several servers ran the run."""
+    """Every worker it started on, in order, on a --cluster run (more than one: rerun after a loss)."""
     assertions: list[dict[str, Any]] | None = None
     """The test's `assert` list judged on this attempt: index, type, label, status, why, weight
     (`stress.suite.assert_eval.AssertionResult`); None for a test without assertions."""

@@ -101,6 +101,10 @@ class RunOptions:
     preview_chars: int = PREVIEW_CHARS
     halt: HaltRule | None = None
     """--halt: counted over attempts that ran (passed or failed; lost ones count as failed)."""
+    resume: bool = True
+    """Connections resume after a blip (jobs detach for 30 s). False for a fleet task
+    (stress.cluster): its job must end with its worker (detach_timeout 0), or Dask's rerun
+    elsewhere would be a second live run."""
     simulated_cost: bool = False
     """The model is the loopback stand-in: its cost is made up, so `cost` assertions skip."""
 

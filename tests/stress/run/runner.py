@@ -258,6 +258,10 @@ class Runner:
     async def _connect(self) -> ExecutorClient:
         # resume: a network blip reconnects and re-attaches the jobs (no gap, no duplicate)
         # instead of failing them; a service that is really gone is lost after 10 s of tries.
+        # Not for a fleet task (RunOptions.resume False): its job ends with its connection.
+        if not self.options.resume:
+            return await ExecutorClient.connect(self.url, self.token, open_timeout=10.0,
+                                                ping_timeout=None)
         return await ExecutorClient.connect(self.url, self.token, open_timeout=10.0,
                                             ping_timeout=None, resume=True,
                                             detach_timeout=30.0, resume_timeout=10.0)

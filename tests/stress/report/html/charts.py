@@ -223,11 +223,13 @@ def distributions_chart(run: RunResult) -> Chart | None:
     log_axis(left, seconds=True)
     left.set_xlabel("duration (s, log scale)")
     left.set_ylabel("runs")
+    count_axis(left)
     left.set_title("Run durations")
     right.hist(sizes, bins=_log_bins(sizes, 1), color=PALETTE["passed"])
     log_axis(right, seconds=False)
     right.set_xlabel("stdout + stderr (bytes, log scale)")
     right.set_ylabel("runs")
+    count_axis(right)
     right.set_title("Output sizes")
     title = f"Distributions of durations and output sizes ({len(ran)} runs)"
     caption = ("How run times and output sizes spread; a second hump on the right of either is "
@@ -253,11 +255,23 @@ def log_axis(ax, *, seconds: bool) -> None:
     """A log x axis labelled in plain numbers (`0.01`, `10`; `1 kB` for bytes) at decades only:
     matplotlib's default `10^-2` labels go through its TeX parser, which cost more than the rest
     of the page together."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    # Decades alone leave a span under two decades (0.3 s to 7 s) with one label or none:
+    # there 2 and 5 are labelled too. Call this after the data is drawn, so the span is known.
+    subs = (1.0, 2.0, 5.0) if hi < 100 * max(lo, 1e-12) else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}" if seconds else _decimal(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def count_axis(ax) -> None:
+    """A y axis of counts (runs) ticks whole numbers only: no `2.5 runs`."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 __all__ = ["Bar", "Chart", "distributions_chart", "durations_chart", "pack_rows",

@@ -115,7 +115,7 @@ def _service_panel(ax, s: Series) -> None:
     twin.set_ylim(bottom=0)
     twin.grid(False)
     _merge_legends(ax, twin)
-    ax.set_title("Service")
+    ax.set_title("Service", loc="left")
 
 
 def _host_panel(ax, s: Series, run: RunResult) -> None:
@@ -138,14 +138,17 @@ def _host_panel(ax, s: Series, run: RunResult) -> None:
     twin.grid(False)
     _merge_legends(ax, twin)
     remote = (run.service or {}).get("kind") == "remote" and not (run.profile or {}).get("samples")
-    ax.set_title("Host running the harness (the service is remote)" if remote else "Host")
+    ax.set_title("Host running the harness (the service is remote)" if remote else "Host", loc="left")
 
 
 def _merge_legends(ax, twin) -> None:
+    """One legend for both y axes, in a row above the plot: inside it covered the lines and
+    points it names (the first capacity step sits in the top-left corner)."""
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = twin.get_legend_handles_labels()
     if h1 or h2:
-        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left", framealpha=0.85)
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0),
+                  ncol=len(h1 + h2), frameon=False, borderaxespad=0.2)
 
 
 def capacity_chart(run: RunResult) -> Chart | None:
@@ -164,6 +167,7 @@ def capacity_chart(run: RunResult) -> Chart | None:
             ax.plot([x], [v], "X", ms=10, color=PALETTE["failed"])
     ax.set_xlabel("tests in flight (concurrency of the step)")
     ax.set_xticks(sorted(set(xs)))
+    ax.margins(x=0.08)  # the first and last steps off the frame, where they can be seen
     ax.set_ylabel("p95 duration (s)")
     ax.set_ylim(bottom=0)
     twin = ax.twinx()

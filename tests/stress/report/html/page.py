@@ -39,6 +39,8 @@ from stress.report.text import (
 
 MAX_PREVIEWS = 200
 """At most this many passed attempts get a folded preview (a load run may have thousands)."""
+PREVIEWS_PER_TEST = 3
+"""...and at most this many per test, so one test repeated 400 times cannot crowd out the rest."""
 
 
 def _trend(run: RunResult) -> Chart | None:
@@ -189,13 +191,19 @@ def _failures(run: RunResult) -> str:
 
 
 def _previews(run: RunResult) -> str:
-    items = [(o, a) for o in run.outcomes if o.status == PASSED for a in o.attempts
-             if a.status == PASSED and a.preview][:MAX_PREVIEWS]
+    items, left_out = [], 0
+    for o in run.outcomes:
+        shown = [a for a in o.attempts if a.status == PASSED and a.preview] if o.status == PASSED else []
+        room = max(0, min(PREVIEWS_PER_TEST, MAX_PREVIEWS - len(items)))
+        items += [(o, a) for a in shown[:room]]
+        left_out += len(shown) - min(len(shown), room)
     if not items:
         return ""
+    more = (f" {left_out} more passed run(s) are not previewed here (at most {PREVIEWS_PER_TEST} "
+            f"per test, {MAX_PREVIEWS} in all)." if left_out else "")
     parts = ["<section><h2>Output previews (passed tests)</h2>"
              "<p class=\"note\">The start of each passed run's output; full outputs are in "
-             '<a href="outputs/">outputs/</a>.</p>']
+             f'<a href="outputs/">outputs/</a>.{more}</p>']
     for o, a in items:
         parts.append(f"<details><summary>{escape(o.id)}{attempt_tag(o, a, ' attempt {}')}: "
                      f"{fmt_bytes(a.stdout_bytes)}, "
