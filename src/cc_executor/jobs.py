@@ -165,8 +165,6 @@ class JobManager:
                                    f"{self.settings.max_jobs_per_connection})",
                                    limit=self.settings.max_jobs_per_connection)
         job = Job(uuid.uuid4().hex[:12], owner, sink, argv, spec, is_claude)
-        if params.detach_timeout:
-            self.resumer.enroll(job, params.detach_timeout)
         decision = self._may_start()
         ok, reason = decision.may_start, decision.reason
         if not ok and len(self.queue) >= self.settings.max_queue:
@@ -183,6 +181,8 @@ class JobManager:
             self._log("queued", job, position=len(self.queue), reason=job.queue_reason,
                       **_held_by(job))
             self._ensure_queue_timer()
+        if params.detach_timeout:  # only once accepted (a refused job must leave no trace)
+            self.resumer.enroll(job, params.detach_timeout)  # before its gated pump runs
         return job
 
     def result_of(self, job: Job) -> protocol.ExecuteStarted | protocol.ExecuteQueued:

@@ -290,3 +290,19 @@ async def test_a_clean_close_ends_resumable_jobs_as_any_other(svc):
                                         "resume_token": reply["resume_token"]})
     assert late["error"]["code"] == -32004
     await second.ws.close()
+
+
+async def test_a_refused_execute_leaves_no_resumable_job_behind(executor_service):
+    """Review: an `execute` refused with -32003 (queue full) was still entered in the resume
+    book: /health counted it as detached after the drop, and each refusal kept a spool and a
+    delivery task until `detach_timeout` after the connection dropped."""
+    svc = executor_service(allow=["sleep"], env={"CC_EXECUTOR_MAX_JOBS": "1",
+                                                  "CC_EXECUTOR_MAX_QUEUE": "0"})
+    first = await Raw.open(svc)
+    running = (await first.call("execute", {"args": ["sleep", "30"]}))["result"]
+    for _ in range(3):
+        refused = await first.call("execute", {"args": ["sleep", "30"], "detach_timeout": 60})
+        assert refused["error"]["data"]["reason"] == "queue_full", refused
+    first.abort()
+    assert await asyncio.to_thread(wait_gone, [running["pid"]], 15) == []
+    assert svc.health()["detached_jobs"] == 0
