@@ -306,3 +306,26 @@ async def test_a_refused_execute_leaves_no_resumable_job_behind(executor_service
     first.abort()
     assert await asyncio.to_thread(wait_gone, [running["pid"]], 15) == []
     assert svc.health()["detached_jobs"] == 0
+
+
+async def test_attach_since_a_seq_not_yet_sent_is_refused_and_moves_nothing(svc):
+    """Review: `since_seq` past the job's output was accepted, and the live output up to that
+    seq was then skipped (a client saw a completion with none of the bytes it counts)."""
+    first = await Raw.open(svc)
+    reply = (await first.call("execute", {"args": ["python3", "-c", TREE],
+                                          "detach_timeout": 30}))["result"]
+    await first.read_until(lambda fs: outputs(fs))
+    child = int(outputs(first.frames)[0]["data"])
+    second = await Raw.open(svc)
+    ask = {"job_id": reply["job_id"], "resume_token": reply["resume_token"]}
+    past = await second.call("attach", {**ask, "since_seq": 1})
+    assert past["error"]["code"] == -32602 and past["error"]["data"]["next_seq"] == 1, past
+    assert "since_seq" in past["error"]["message"]
+    assert not first.of(reply["job_id"], "process.detached")  # still the first's job
+    moved = await second.call("attach", {**ask, "since_seq": 0})
+    assert moved["result"]["next_seq"] == 1
+    await second.call("control", {"type": "cancel", "job_id": reply["job_id"]})
+    await second.read_until(completed(reply["job_id"]))
+    assert await asyncio.to_thread(wait_gone, [reply["pid"], child], 15) == []
+    await first.ws.close()
+    await second.ws.close()
