@@ -23,7 +23,7 @@ from . import defaults, protocol
 from .claude_cli import adapt_claude_argv
 from .detach import Resumer
 from .load import Decision
-from .policy import AllowList, check_env, grant_limits
+from .policy import AllowList, check_detach, check_env, grant_limits
 from .process import OutputBatch, ProcessRunner, Run, RunEnd, RunSpec, SpawnError
 from .protocol import (
     INVALID_PARAMS,
@@ -114,6 +114,7 @@ class JobManager:
         s = self.settings
         check_env(params.env)  # before the program's checks: a bad param, whatever the program
         limits, _ = grant_limits(params.limits, s, self.runner.containment)
+        check_detach(params.detach_timeout, s)
         shell = None
         if params.command is not None and s.shell:
             argv = params.argv(shell=True)  # [SHELL, "-c", command]: the protocol's one spelling
@@ -579,11 +580,7 @@ class JobManager:
 
 
 def _held_by(job: Job) -> dict[str, Any]:
-    """The structured part of why a queued job waits: the signal, its value and its limit."""
-    d = job.queue_decision
-    if d is None or d.signal is None:
-        return {}
-    return {"signal": d.signal, "value": d.value, "limit": d.limit}
+    return job.queue_decision.held() if job.queue_decision is not None else {}
 
 
 def _completion(**fields: Any) -> protocol.CompletedParams:

@@ -329,3 +329,19 @@ async def test_attach_since_a_seq_not_yet_sent_is_refused_and_moves_nothing(svc)
     assert await asyncio.to_thread(wait_gone, [reply["pid"], child], 15) == []
     await first.ws.close()
     await second.ws.close()
+
+
+async def test_a_detach_timeout_over_the_ceiling_is_refused_naming_it(svc):
+    """Review: a client could leave a job running ~forever behind a dropped connection
+    (detach_timeout up to 1e9 s) on a shared executor; the operator's ceiling bounds it."""
+    conn = await Raw.open(svc)
+    over = await conn.call("execute", {"args": ["sleep", "30"], "detach_timeout": 3601})
+    assert over["error"]["code"] == -32602, over
+    assert over["error"]["data"] == {"field": "detach_timeout", "ceiling": "max_detach_timeout"}
+    assert "3601" in over["error"]["message"] and "3600" in over["error"]["message"]
+    assert svc.health()["jobs"]["running"] == 0  # nothing was started
+    at = (await conn.call("execute", {"args": ["python3", "-c", "print(1)"],
+                                      "detach_timeout": 3600}))["result"]
+    assert at["resume_token"]
+    await conn.read_until(completed(at["job_id"]))
+    await conn.ws.close()
