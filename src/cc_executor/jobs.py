@@ -539,6 +539,7 @@ class JobManager:
     async def shutdown(self) -> None:
         """End every job (reason shutdown), tell clients that are still there, and wait."""
         self._closing = True
+        self.resumer.drop_detached()
         for job in list(self.queue):
             self.queue.remove(job)
             await self._complete_unstarted(job, "shutdown", "server shutting down")

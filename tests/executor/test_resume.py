@@ -345,3 +345,20 @@ async def test_a_detach_timeout_over_the_ceiling_is_refused_naming_it(svc):
     assert at["resume_token"]
     await conn.read_until(completed(at["job_id"]))
     await conn.ws.close()
+
+
+async def test_shutdown_with_a_detached_job_paused_by_its_full_spool_is_prompt(executor_service):
+    """Review: the paused job's pump waited for spool room that nobody would make, so SIGTERM
+    waited out the whole end wait (kill_grace + 10 s) and the server dumped 'shutdown is slow'."""
+    svc = executor_service(allow=["python3"], env={**ENV, "CC_EXECUTOR_KILL_GRACE": "1"})
+    first = await Raw.open(svc)
+    flood = "import sys\nwhile True:\n    sys.stdout.buffer.write(b'z' * 65536); sys.stdout.flush()\n"
+    reply = (await first.call("execute", {"args": ["python3", "-c", flood],
+                                          "detach_timeout": 60}))["result"]
+    first.abort()
+    assert await asyncio.to_thread(wait_until, lambda: pid_state(reply["pid"]) == "T", 15)
+    assert await asyncio.to_thread(svc.stop) == 0
+    assert "shutdown is slow" not in svc.stderr()
+    ends = [e for e in svc.event_log() if e["event"] == "completed"]
+    assert [(e["job_id"], e["reason"]) for e in ends] == [(reply["job_id"], "shutdown")]
+    assert not pid_alive(reply["pid"])

@@ -128,6 +128,13 @@ class Resumer:
                 return
             await asyncio.sleep(0.01)
 
+    def drop_detached(self) -> None:
+        """The service stops: nobody attaches any more, so a detached job's relay stops holding
+        its pump (with a full spool it would wait out the shutdown's whole end wait)."""
+        for entry in list(self.book.entries.values()):
+            if entry.detached:
+                entry.job.relay.drop()
+
     def close(self) -> None:
         """The service stops: every spool is freed (the manager ended the runs)."""
         for job in self.book.close():
