@@ -24,7 +24,7 @@ import pytest
 from conftest import REPO, marked_pids, wait_until
 from stress import cli
 from stress.cluster import capacity
-from stress.cluster.fleet_run import cv, task_prefix, unroutable
+from stress.cluster.fleet_run import cv, lost_busy, task_prefix, unroutable
 from test_harness import SCHEMA, schema_errors
 
 pytestmark = pytest.mark.slow
@@ -69,12 +69,21 @@ class Cluster:
         assert found, self.log("scheduler")
         self.address = found.group(0)
         for name, extra in workers.items():
-            self._spawn(name, [PY, "-m", "stress.worker", self.address, "--start-executor",
-                               "--name", name, "--log-dir", str(self.home / f"{name}-logs"), *extra])
+            self.start_worker(name, extra, wait=False)
         for name in workers:
-            assert wait_until(lambda: "joined" in self.log(name) or self.procs[name].poll() is not None,
-                              60, 0.05), self.log(name)
-            assert self.procs[name].poll() is None, self.log(name)
+            self.wait_joined(name)
+
+    def start_worker(self, name: str, extra: list[str], wait: bool = True) -> subprocess.Popen:
+        p = self._spawn(name, [PY, "-m", "stress.worker", self.address, "--start-executor",
+                               "--name", name, "--log-dir", str(self.home / f"{name}-logs"), *extra])
+        if wait:
+            self.wait_joined(name)
+        return p
+
+    def wait_joined(self, name: str) -> None:
+        assert wait_until(lambda: "joined" in self.log(name) or self.procs[name].poll() is not None,
+                          60, 0.05), self.log(name)
+        assert self.procs[name].poll() is None, self.log(name)
 
     def executor_of(self, name: str) -> psutil.Process:
         kids = psutil.Process(self.procs[name].pid).children()
@@ -204,6 +213,30 @@ def test_a_worker_refuses_a_scheduler_off_loopback_without_tls():
     assert len(lines) == 1 and "tcp://10.1.2.3:8786" in lines[0] and "TLS" in lines[0], r.stderr
 
 
+@pytest.mark.parametrize("flag, value, word", [
+    ("--gpus", "-1", "--gpus"), ("--gpu-weight", "0", "--gpu-weight"),
+    ("--gpu-weight", "nan", "--gpu-weight"), ("--slots", "0", "--slots")])
+def test_a_worker_refuses_counts_no_test_could_match_before_starting_anything(flag, value, word,
+                                                                               capsys):
+    from stress.cluster import worker
+
+    # 127.0.0.1:9 is never reached: the flags are judged first.
+    assert worker.main(["tcp://127.0.0.1:9", "--start-executor", flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and word in err, err
+
+
+def test_a_lost_worker_was_busy_with_the_tests_it_lost_until_it_died():
+    t0 = 1000.0
+    starts = [(1001.0, {"key": "k1", "worker": "tcp://g:1"}),   # finished there: its own duration
+              (1002.0, {"key": "k2", "worker": "tcp://g:1"}),   # running when g died at t0 + 5
+              (1004.5, {"key": "k3", "worker": "tcp://g:1"}),
+              (1003.0, {"key": "k4", "worker": "tcp://h:1"}),   # another worker's
+              (990.0, {"key": "k5", "worker": "tcp://g:1"})]    # a clock behind: at most its life
+    assert lost_busy(starts, "tcp://g:1", {"k1"}, t0, 5.0) == 3.0 + 0.5 + 5.0
+    assert lost_busy(starts, "tcp://h:1", set(), t0, 1.0) == 0.0  # started after h died
+
+
 def test_a_run_on_one_host_imports_no_dask(tmp_path):
     """Without --cluster the harness is what it was: Dask is not even imported."""
     path = suite(tmp_path / "one.json", [sleeper(1, 0)])
@@ -291,6 +324,8 @@ def test_a_worker_killed_mid_run_its_tests_complete_once_elsewhere(cluster, tmp_
     assert "retried after a worker was lost" in out
     g = next(w for w in doc["servers"]["servers"] if w["name"] == "g")
     assert not g["alive"]
+    # g was running a test when it died: that time was busy, not idle (its result never came)
+    assert g["busy"] > 0 and g["idle"] < g["concurrency"] * g["lost_at"], g
 
 
 def test_a_worker_killed_beside_a_running_executor_leaves_no_job_going(cluster, executor_service,
@@ -348,6 +383,29 @@ def test_local_cluster_starts_workers_with_their_own_executors_and_leaves_nothin
     assert all(w["slots_source"].startswith("hardware:") for w in rows)
     assert len({w["executor"] for w in rows}) == 2
     assert wait_until(lambda: not (set(marked_pids()) - before), 20, 0.1)
+
+
+def test_a_worker_whose_executor_died_leaves_the_cluster_and_takes_no_test(cluster, tmp_path):
+    """Left in, it would fail every test sent to it at once (and draw more, finishing fastest)."""
+    cluster.start_worker("x", ["--slots", "4"])
+    executor = cluster.executor_of("x")
+    executor.kill()
+    assert wait_until(lambda: cluster.procs["x"].poll() is not None, 20, 0.05), cluster.log("x")
+    assert cluster.procs["x"].returncode == 3
+    assert "x leaves the cluster: the executor it started (ws://127.0.0.1:" in cluster.log("x")
+    r = harness(str(suite(tmp_path / "s.json", [sleeper(i, 0) for i in range(6)])), "--cluster",
+                cluster.address, out=tmp_path / "o")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = report(tmp_path / "o")
+    assert "x" not in {w["name"] for w in doc["servers"]["servers"]}
+
+
+def test_a_worker_whose_name_is_taken_is_told_so_in_one_line(cluster):
+    p = cluster.start_worker("dup", ["--name", "a"], wait=False)
+    assert wait_until(lambda: p.poll() is not None, 60, 0.05), cluster.log("dup")
+    lines = [x for x in cluster.log("dup").splitlines() if x.startswith("stress.worker")]
+    assert p.returncode == 3 and lines == [
+        f"stress.worker: the scheduler at {cluster.address} refused worker a: name taken, a"], lines
 
 
 def test_with_every_worker_gone_the_run_ends_in_bounded_time_listing_lost_tests(cluster, tmp_path):

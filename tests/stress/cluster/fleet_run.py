@@ -291,6 +291,17 @@ def cv(values: list[float]) -> float | None:
     return round(statistics.pstdev(values) / mean, 4) if mean > 0 else 0.0
 
 
+def lost_busy(starts: list[Any], addr: str, done: set[str], t0: float, lost_at: float) -> float:
+    """Slot seconds a worker that died spent on tests that came to nothing there: from each
+    one's start event (the scheduler's clock) to the loss. They were busy, not idle, though no
+    result came of them. Clamped to the worker's life, in case the clocks disagree."""
+    total = 0.0
+    for stamp, msg in starts:
+        if isinstance(msg, dict) and msg.get("worker") == addr and msg.get("key") not in done:
+            total += min(max(0.0, t0 + lost_at - float(stamp)), lost_at)
+    return total
+
+
 def fleet_stats(run: FleetRun, starts: list[Any], steals: list[Any]) -> dict[str, Any]:
     """Per worker: slots and their source, tests run, busy/idle, steals, retries, losses."""
     tries: dict[str, list[str]] = {}
@@ -322,6 +333,10 @@ def fleet_stats(run: FleetRun, starts: list[Any], steals: list[Any]) -> dict[str
         busy = sum(r.ended - r.started for r, _ in done)  # one worker's clock: a duration
         completion = max((at for _, at in done), default=None)
         end = run.gone.get(addr, makespan)
+        if addr in run.gone:
+            mine = {k for k, r in run.results.items() if addr_of.get(r.worker, r.worker) == addr}
+            ours = [e for e in starts if isinstance(e[1], dict) and e[1].get("key") in run.keys]
+            busy += lost_busy(ours, addr, mine, run.t0, end)
         rows.append({
             "name": str(info.get("name")), "url": addr, "weight": float(slots),
             "concurrency": slots, "dealt": sum(1 for w in tries.values() if addr in w),

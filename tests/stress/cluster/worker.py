@@ -13,8 +13,8 @@ tree it runs and exits. Its jobs end even sooner on their own: each job's WebSoc
 the worker, and the executor ends a job whose client is gone.
 
 Exit status: 0 stopped by SIGTERM/SIGINT or the scheduler closing; 2 usage (one line naming the
-option); 3 the scheduler or the executor cannot be reached, or the executor cannot be started
-(one line naming the address).
+option); 3 the scheduler or the executor cannot be reached, the executor cannot be started, or
+it went away while the worker ran (one line naming the address).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import ctypes
 import os
+import re
 import signal
 import socket
 import sys
@@ -46,6 +47,11 @@ EXIT_USAGE, EXIT_UNREACHABLE = 2, 3
 PR_SET_PDEATHSIG = 1
 CONNECT_TIMEOUT = 30.0
 """Seconds to reach the scheduler before giving up (exit 3)."""
+EXECUTOR_POLL = 0.1
+"""Seconds between checks that a started executor still runs (a process poll: cheap)."""
+EXECUTOR_PROBE, EXECUTOR_MISSES = 2.0, 3
+"""A given executor (`--executor`) is probed on `/health` this often; this many failures in a
+row (~6 s: rides out a busy moment, not a restart) and the worker leaves."""
 
 
 def die_with_parent() -> None:
@@ -141,14 +147,50 @@ async def serve(ns: argparse.Namespace) -> int:
             print(f"stress.worker: cannot use the executor at {url}: {e}", file=sys.stderr)
             return EXIT_UNREACHABLE
         configure(setup)
-        return await join(ns, setup, tls)
+        return await join(ns, setup, tls, svc)
     finally:
         if svc is not None:
             await svc.stop()
 
 
-async def join(ns: argparse.Namespace, setup: WorkerSetup, tls: Any) -> int:
-    """Run a Dask worker with this setup until a signal or the scheduler ends it."""
+async def executor_gone(svc: Any, url: str) -> str:
+    """Returns (why) once this worker's executor is gone: a started one exited, or a given one's
+    `/health` failed EXECUTOR_MISSES times in a row. Runs for the worker's life (cancelled)."""
+    from stress.service.managed import fetch_json, health_url
+
+    misses = 0
+    while True:
+        if svc is not None:
+            await asyncio.sleep(EXECUTOR_POLL)
+            code = svc.proc.poll()
+            if code is not None:
+                return f"the executor it started ({url}) exited with code {code}"
+            continue
+        await asyncio.sleep(EXECUTOR_PROBE)
+        try:
+            status, _ = await fetch_json(health_url(url), timeout=EXECUTOR_PROBE)
+            misses = 0 if status == 200 else misses + 1
+        except Exception:  # noqa: BLE001 - any failure to answer is a miss
+            misses += 1
+        if misses >= EXECUTOR_MISSES:
+            return f"the executor at {url} has not answered /health {misses} times in a row"
+
+
+def join_failure(address: str, name: str, exc: BaseException) -> str:
+    """One line for a worker that could not join. Dask wraps what went wrong in "Worker failed
+    to start."; a refusal by the scheduler (a name already taken) is a dict's text in there."""
+    cause = exc.__cause__ if isinstance(exc, RuntimeError) and exc.__cause__ else exc
+    if isinstance(cause, (OSError, asyncio.TimeoutError)):
+        return f"cannot reach the scheduler at {address}: {cause}"
+    said = re.search(r"'message': '([^']*)'", str(cause))
+    return f"the scheduler at {address} refused worker {name}: {said.group(1) if said else cause}"
+
+
+async def join(ns: argparse.Namespace, setup: WorkerSetup, tls: Any, svc: Any = None) -> int:
+    """Run a Dask worker with this setup until a signal, the scheduler, or the loss of its
+    executor ends it. A worker without its executor would fail every test sent to it at once,
+    and finishing fastest it would draw ever more of them: it leaves the cluster instead, so
+    the scheduler places its tests on the others."""
     from distributed import Worker
 
     _, host, _ = split_address(ns.scheduler)
@@ -159,8 +201,8 @@ async def join(ns: argparse.Namespace, setup: WorkerSetup, tls: Any) -> int:
                         dashboard=False, memory_limit=0, death_timeout=CONNECT_TIMEOUT,
                         validate=False)
         await aio.wait_for(worker.start(), CONNECT_TIMEOUT + 5)
-    except (OSError, asyncio.TimeoutError) as e:
-        print(f"stress.worker: cannot reach the scheduler at {ns.scheduler}: {e}", file=sys.stderr)
+    except (OSError, asyncio.TimeoutError, RuntimeError) as e:
+        print(f"stress.worker: {join_failure(ns.scheduler, setup.name, e)}", file=sys.stderr)
         return EXIT_UNREACHABLE
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -169,14 +211,29 @@ async def join(ns: argparse.Namespace, setup: WorkerSetup, tls: Any) -> int:
             worker.close(reason="signal", executor_wait=False)))
     print(f"stress.worker: {setup.name} joined {ns.scheduler} as {worker.address} with "
           f"{resources(setup)} ({setup.capacity['slots_source']})", flush=True)
-    await worker.finished()
-    return 0
+    watch = asyncio.ensure_future(executor_gone(svc, setup.url))
+    finished = asyncio.ensure_future(worker.finished())
+    try:
+        await asyncio.wait({watch, finished}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if finished.done():
+        return 0
+    print(f"stress.worker: {setup.name} leaves the cluster: {watch.result()}", file=sys.stderr,
+          flush=True)
+    await worker.close(reason="executor gone", executor_wait=False)
+    return EXIT_UNREACHABLE
 
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    if ns.slots is not None and ns.slots < 1:
-        print("stress.worker: --slots must be at least 1", file=sys.stderr)
+    bad = ("--slots must be at least 1" if ns.slots is not None and ns.slots < 1 else
+           "--gpus must be 0 or more" if ns.gpus is not None and ns.gpus < 0 else
+           "--gpu-weight must be a number above 0"
+           if ns.gpu_weight is not None and not ns.gpu_weight > 0 else None)
+    if bad:
+        # A negative count would be advertised as a Dask resource and no test could ever match.
+        print(f"stress.worker: {bad}", file=sys.stderr)
         return EXIT_USAGE
     try:
         return asyncio.run(serve(ns))
