@@ -9,19 +9,21 @@ feels, each sample (every `sample_interval`, 0.5 s by default):
    000's ceiling, 8): each job counts its *measured* CPU rate (a waiting job ~0, a job that burns
    a core 1) times the share the lagging average does not show yet (`load.unshown_load`);
 3. PSI (`pressure`): the share of the last window some task stalled on CPU, memory or IO, each
-   under its limit (`cpu_pressure_limit`...); CPU counts while the jobs themselves use at least
-   `job_cpu_share` of the cores (else the contention is the service's or another tenant's, and
-   holding light jobs back would only serialise them);
+   under its limit (`cpu_pressure_limit`...); CPU counts while the heavy jobs themselves use at
+   least `job_cpu_share` of the cores (else the contention is the service's, many light jobs'
+   or another tenant's, and holding light jobs back would only serialise them);
 4. slow start, the burst protection: at most `slow_start` *young or heavy* jobs at once (young:
-   started, not measured yet; heavy: measured to want half a core or more, see `usage`: its
-   *demand*, the time it ran or waited for a CPU, so a burner sharing a busy CPU still reads
-   heavy). Each calm sample after the window filled doubles it; a contended one (a counted PSI
-   share over half its limit) or an idle one (no start) puts it back, and one in which under
-   half of it was used halves it (down to the start). While the window holds jobs back the service samples every `QUICK_SAMPLE` seconds
-   instead of every `sample_interval`, so a burst of light jobs starts in steps of 8, 16, 32,
-   64 a few tens of milliseconds apart. A stream of short jobs one after another is never held
-   by it. Sixty sleepers run together within a quarter second; a burst of CPU burners starts 8,
-   which are measured heavy and make the CPU contended, and nothing more starts until they end.
+   started, not measured yet; heavy: measured runnable 80% of the time or more, its *demand*
+   (`usage`: the time it ran or waited for a CPU), so a burner sharing a busy CPU still reads
+   heavy; half a core of CPU rate where schedstat is missing). Each calm sample after the window
+   filled doubles it (quadruples it when no running job is heavy); a contended one (a counted
+   PSI share over half its limit) or an idle one (no start) puts it back, and one in which under
+   half of it was used halves it (down to the start). While the window holds jobs back the
+   service samples every `QUICK_SAMPLE` seconds instead of every `sample_interval`, so a burst of
+   light jobs starts in steps of 8, 32, 128 about a tenth of a second apart. A stream of short
+   jobs one after another is never held by it. Sixty sleepers run together within a quarter
+   second; a burst of CPU burners starts 8, which are measured heavy and make the CPU contended,
+   and nothing more starts until they end.
 
 Where PSI is missing (older kernels, some containers), rules 3 and 4 fall away and rule 2 counts
 every young job as `job_load` (the rule before PSI); /health and `python -m cc_executor.load`
@@ -42,6 +44,9 @@ RULE_FALLBACK = "load-pacing (PSI unavailable)"
 MAX_WINDOW = 1024
 HEAVY = 0.5
 """A job measured using this many cores or more counts against the slow-start window."""
+HEAVY_DEMAND = 0.8
+"""The same for demand (run + run-queue wait): a burner is runnable all the time (~1.0 however
+starved), while a light job's waits grow with the host's contention, so the bar sits higher."""
 QUICK_SAMPLE = 0.06
 """Seconds to the next sample while the slow-start window holds jobs back: just over the age
 at which a job's demand is first measured (`usage.FIRST_DEMAND_AGE`)."""
@@ -80,8 +85,9 @@ class RunningJob:
 
     @property
     def heavy(self) -> bool:
-        wants = self.demand if self.demand is not None else self.cpu_rate
-        return wants is not None and wants >= HEAVY
+        if self.demand is not None:
+            return self.demand >= HEAVY_DEMAND
+        return self.cpu_rate is not None and self.cpu_rate >= HEAVY
 
 
 class Admission:
@@ -110,9 +116,13 @@ class Admission:
         jobs = list(jobs)
         # Judged once per sample, with rates measured for it: between samples a job's rate is
         # stale (measured while it shared the CPU), and the pressure window is the same anyway.
-        # Demand where measured: a burner sharing a contended CPU gets a quarter core but wants
-        # one, and it is the wanting that makes the contention.
-        jobs_cpu = sum(j.demand if j.demand is not None else j.cpu_rate or 0.0 for j in jobs)
+        # What the heavy jobs consume: 8 burners on 2 cores consume both (measured from 50 ms
+        # of age, `usage`). Not light jobs: a hundred streaming output together consume about a
+        # core in many short wake-ups and the host keeps up (holding them only serialises
+        # them); should so many run that they starve, each becomes runnable most of the time,
+        # heavy by demand, and counts then. Not what jobs wait for: on a host another tenant
+        # keeps busy, a light job's run-queue waits grow with contention it suffers.
+        jobs_cpu = sum(j.cpu_rate or 0.0 for j in jobs if j.heavy)
         self.cpu_by_jobs = jobs_cpu >= limits.job_cpu_share * limits.cores
         calm = pressure is not None and not self._contended(pressure, limits, 0.5)
         settled = all(j.age >= limits.settle for j in jobs)
@@ -121,7 +131,11 @@ class Admission:
             # whatever a calm burst before it earned (TCP restarts slow start after idle too).
             self.window = max(1, limits.slow_start)
         elif self.young_peak >= self.window and settled:  # calm, with the jobs showing in it
-            self.window = min(self.window * 2, MAX_WINDOW)
+            # x4 when none of the jobs is heavy (they proved light: sleepers, API waiters,
+            # output streamers), x2 otherwise: a burst of light jobs is all running after two
+            # or three quick samples instead of four or five.
+            grow = 2 if any(j.heavy for j in jobs) else 4
+            self.window = min(self.window * grow, MAX_WINDOW)
         elif 2 * self.young_peak < self.window:
             # A window a burst earned is kept only while used: under a steady stream of light
             # jobs it shrinks back, so a burst of burners that follows starts `slow_start`,

@@ -23,7 +23,7 @@ from . import defaults, protocol
 from .claude_cli import adapt_claude_argv
 from .detach import Resumer
 from .load import Decision
-from .policy import AllowList, check_env, grant_limits
+from .policy import AllowList, check_detach, check_env, grant_limits
 from .process import OutputBatch, ProcessRunner, Run, RunEnd, RunSpec, SpawnError
 from .protocol import (
     INVALID_PARAMS,
@@ -114,6 +114,7 @@ class JobManager:
         s = self.settings
         check_env(params.env)  # before the program's checks: a bad param, whatever the program
         limits, _ = grant_limits(params.limits, s, self.runner.containment)
+        check_detach(params.detach_timeout, s)
         shell = None
         if params.command is not None and s.shell:
             argv = params.argv(shell=True)  # [SHELL, "-c", command]: the protocol's one spelling
@@ -165,8 +166,6 @@ class JobManager:
                                    f"{self.settings.max_jobs_per_connection})",
                                    limit=self.settings.max_jobs_per_connection)
         job = Job(uuid.uuid4().hex[:12], owner, sink, argv, spec, is_claude)
-        if params.detach_timeout:
-            self.resumer.enroll(job, params.detach_timeout)
         decision = self._may_start()
         ok, reason = decision.may_start, decision.reason
         if not ok and len(self.queue) >= self.settings.max_queue:
@@ -183,6 +182,8 @@ class JobManager:
             self._log("queued", job, position=len(self.queue), reason=job.queue_reason,
                       **_held_by(job))
             self._ensure_queue_timer()
+        if params.detach_timeout:  # only once accepted (a refused job must leave no trace)
+            self.resumer.enroll(job, params.detach_timeout)  # before its gated pump runs
         return job
 
     def result_of(self, job: Job) -> protocol.ExecuteStarted | protocol.ExecuteQueued:
@@ -538,6 +539,7 @@ class JobManager:
     async def shutdown(self) -> None:
         """End every job (reason shutdown), tell clients that are still there, and wait."""
         self._closing = True
+        self.resumer.drop_detached()
         for job in list(self.queue):
             self.queue.remove(job)
             await self._complete_unstarted(job, "shutdown", "server shutting down")
@@ -579,11 +581,7 @@ class JobManager:
 
 
 def _held_by(job: Job) -> dict[str, Any]:
-    """The structured part of why a queued job waits: the signal, its value and its limit."""
-    d = job.queue_decision
-    if d is None or d.signal is None:
-        return {}
-    return {"signal": d.signal, "value": d.value, "limit": d.limit}
+    return job.queue_decision.held() if job.queue_decision is not None else {}
 
 
 def _completion(**fields: Any) -> protocol.CompletedParams:

@@ -142,6 +142,13 @@ class Decision:
     def to_dict(self) -> dict[str, object]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+    def held(self) -> dict[str, object]:
+        """The structured part of why a queued job waits: the signal, its value and its limit
+        (empty when it only waits behind earlier jobs)."""
+        if self.signal is None:
+            return {}
+        return {"signal": self.signal, "value": self.value, "limit": self.limit}
+
 
 def _read_loadavg() -> tuple[float, float, float, int | None]:
     """Load averages and the runnable count; falls back to os.getloadavg off Linux."""

@@ -184,7 +184,8 @@ class Service:
         self._event_log = setup_event_log(Path(self.settings.log_dir))
         self.containment = ServiceContainment(
             self.settings.containment, grace=self.settings.kill_grace,
-            leaders=lambda: {run.pid for run in self.runner.runs.values()})
+            leaders=lambda: {run.pid for run in self.runner.runs.values()},
+            run_dir=self.settings.run_dir)
         check_ceilings(self.settings, self.containment.cgroups)
         self.runner = ProcessRunner(self.settings.run_dir, containment=self.containment.cgroups,
                                     reaper=self.containment.reaper)

@@ -111,6 +111,9 @@ class Settings(BaseModel):
                              "job may hold before it is paused (never truncated)")
     replay_window: int = Field(4 * 1024**2, ge=0, description="Output already sent that a "
                                "resumable job keeps for a replay after a dropped connection")
+    max_detach_timeout: float = Field(3600, ge=0, description="Ceiling of a job's "
+                                      "detach_timeout: how long a job may outlive its dropped "
+                                      "connection; 0: no ceiling")
     is_sandbox: bool = Field(False, description="Set IS_SANDBOX=1 for claude (root + skip-perms)")
     claude_path: str | None = Field(None, description="Path of the claude executable")
     claude_capture: str = Field("file", pattern="^(file|pipe)$",

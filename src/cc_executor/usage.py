@@ -29,8 +29,9 @@ from dataclasses import dataclass
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 FIRST_MEASURE_AGE = 0.2
-"""Seconds a job must have run before its first pass gives it a CPU rate (CPU time over age):
-younger, one clock tick over a few ms would read as several cores."""
+"""Seconds a job must have run before its first pass gives it a CPU rate from clock ticks (CPU
+time over age): younger, one tick over a few ms would read as several cores. Where schedstat
+exists the main threads' CPU time (nanoseconds) gives a rate from `FIRST_DEMAND_AGE` on."""
 FIRST_DEMAND_AGE = 0.05
 """The same for demand, which schedstat counts in nanoseconds."""
 
@@ -44,6 +45,9 @@ class GroupUsage:
     runnable_seconds: float | None = None
     """Time their main threads ran or waited to run (schedstat); None where schedstat is
     missing (a kernel without CONFIG_SCHED_INFO)."""
+    ran_seconds: float | None = None
+    """Time their main threads ran (schedstat's first field): CPU time in nanoseconds, where
+    `cpu_seconds` counts 10 ms clock ticks."""
 
 
 def _stat(pid: str) -> tuple[int, int, int] | None:
@@ -60,12 +64,12 @@ def _stat(pid: str) -> tuple[int, int, int] | None:
         return None
 
 
-def _runnable_ns(pid: str) -> int | None:
-    """Nanoseconds the process's main thread ran plus waited on a run queue; None if unknown."""
+def _schedstat_ns(pid: str) -> tuple[int, int] | None:
+    """Nanoseconds the process's main thread ran, and waited on a run queue; None if unknown."""
     try:
         with open(f"/proc/{pid}/schedstat", "rb") as f:
             ran, waited = f.read().split()[:2]
-        return int(ran) + int(waited)
+        return int(ran), int(waited)
     except (OSError, ValueError):
         return None
 
@@ -75,7 +79,7 @@ def group_usage(pgids: Collection[int]) -> dict[int, GroupUsage]:
     wanted = set(pgids)
     ticks: dict[int, int] = {}
     pages: dict[int, int] = {}
-    runnable: dict[int, int | None] = {}
+    sched: dict[int, tuple[int, int] | None] = {}
     if not wanted:
         return {}
     try:
@@ -91,10 +95,16 @@ def group_usage(pgids: Collection[int]) -> dict[int, GroupUsage]:
         group, cpu, rss = stat
         ticks[group] = ticks.get(group, 0) + cpu
         pages[group] = pages.get(group, 0) + rss
-        ns, before = _runnable_ns(name), runnable.get(group, 0)
-        runnable[group] = None if ns is None or before is None else before + ns
-    return {g: GroupUsage(ticks[g] / _TICK, pages[g] * _PAGE,
-                          None if runnable[g] is None else runnable[g] / 1e9) for g in ticks}
+        ns, before = _schedstat_ns(name), sched.get(group, (0, 0))
+        sched[group] = None if ns is None or before is None else (before[0] + ns[0],
+                                                                  before[1] + ns[1])
+    out = {}
+    for g in ticks:
+        ran_waited = sched[g]
+        out[g] = GroupUsage(ticks[g] / _TICK, pages[g] * _PAGE,
+                            None if ran_waited is None else sum(ran_waited) / 1e9,
+                            None if ran_waited is None else ran_waited[0] / 1e9)
+    return out
 
 
 def _rate(now_value: float, last: tuple[float, float] | None, now: float, age: float | None,
@@ -117,6 +127,7 @@ class UsageRates:
     def __init__(self) -> None:
         self._last: dict[int, tuple[float, float]] = {}  # pgid -> (cpu seconds, at)
         self._last_runnable: dict[int, tuple[float, float]] = {}
+        self._last_ran: dict[int, tuple[float, float]] = {}
         self.rates: dict[int, float] = {}
         self.demands: dict[int, float] = {}
         self.rss: dict[int, int] = {}
@@ -132,6 +143,11 @@ class UsageRates:
         for group, u in usage.items():
             rate = _rate(u.cpu_seconds, self._last.get(group), now, ages.get(group),
                          FIRST_MEASURE_AGE)
+            if u.ran_seconds is not None:  # the main threads' CPU, from 50 ms of age
+                ran = _rate(u.ran_seconds, self._last_ran.get(group), now, ages.get(group),
+                            FIRST_DEMAND_AGE)
+                if ran is not None:
+                    rate = ran if rate is None else max(rate, ran)
             if rate is not None:
                 rates[group] = rate
             if u.runnable_seconds is not None:
@@ -142,6 +158,8 @@ class UsageRates:
         self._last = {g: (u.cpu_seconds, now) for g, u in usage.items()}
         self._last_runnable = {g: (u.runnable_seconds, now) for g, u in usage.items()
                                if u.runnable_seconds is not None}
+        self._last_ran = {g: (u.ran_seconds, now) for g, u in usage.items()
+                          if u.ran_seconds is not None}
         self.rates, self.demands = rates, demands
         self.rss = {g: u.rss for g, u in usage.items()}
 

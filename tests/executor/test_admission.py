@@ -83,10 +83,13 @@ def test_slow_start_holds_young_jobs_and_grows_while_calm():
     assert (held.may_start, held.signal, held.value, held.limit) == (False, "slow_start", 4, 4)
     measured = [RunningJob(age=0.6, cpu_rate=0.0) for _ in young]
     a.on_sample(CALM, True, LIMITS, measured)
-    assert a.window == 8  # filled on a calm host: doubled
+    assert a.window == 16  # filled on a calm host, every job light: quadrupled
     assert a.decide(reading(), measured, LIMITS).may_start  # measured jobs are not young
     a.on_sample(CALM, True, LIMITS, measured)
-    assert a.window == 4  # asked, but under half of it used: halved (down to the start)
+    assert a.window == 8  # asked, but under half of it used: halved (down to the start)
+    a.decide(reading(), measured, LIMITS)
+    a.on_sample(CALM, True, LIMITS, measured)
+    assert a.window == 4
     a.window = 8
     a.on_sample(CALM, True, LIMITS, measured)
     assert a.window == 4  # idle (nothing asked to start): back to the start
@@ -251,14 +254,19 @@ def test_demand_tells_a_starved_burner_from_a_waiter():
     assert a.decide(reading(), waiting, LIMITS).may_start  # measured by demand: not young
 
 
-def test_starved_burners_make_the_cpu_contention_theirs():
-    """The jobs' share of the CPU is judged by what they want: two burners starved to 0.2 core
-    each still make a 2-core host's CPU pressure count, and it holds the next job."""
-    limits = Limits(**{**LIMITS.__dict__, "cores": 2})
+def test_cpu_contention_counts_by_what_the_jobs_consume_not_what_they_wait_for():
+    """Eight burners on two cores each get a quarter core but together consume both: the CPU
+    pressure is theirs and holds the next job. Light jobs on a host another tenant keeps busy
+    wait on the run queue at every wake-up (their demand grows) but consume next to nothing:
+    the pressure is not theirs, and holding them would only serialise them."""
+    limits = Limits(**{**LIMITS.__dict__, "cores": 2, "slow_start": 64})
     a = Admission(limits.slow_start)
-    starved = [RunningJob(age=1.0, cpu_rate=0.2, demand=1.0) for _ in range(2)]
-    a.on_sample(BUSY, True, limits, starved)
-    assert a.decide(reading(), starved, limits).signal == "cpu_pressure"
+    burners = [RunningJob(age=1.0, cpu_rate=0.25, demand=1.0) for _ in range(8)]
+    a.on_sample(BUSY, True, limits, burners)
+    assert a.decide(reading(), burners, limits).signal == "cpu_pressure"
+    waiting = [RunningJob(age=1.0, cpu_rate=0.01, demand=0.4) for _ in range(30)]
+    a.on_sample(BUSY, True, limits, waiting)
+    assert a.decide(reading(), waiting, limits).may_start
 
 
 def test_usage_rates_measure_demand_early_and_cpu_late():
@@ -271,6 +279,10 @@ def test_usage_rates_measure_demand_early_and_cpu_late():
     assert rates.demand(7) == pytest.approx(0.1) and rates.rate(7) == pytest.approx(1.0)
     rates.update({7: GroupUsage(0.1, 1 << 20, None)}, now=100.2, ages={7: 0.26})
     assert rates.demand(7) is None  # no schedstat: admission judges by the CPU rate
+    # schedstat's run time (ns) gives a CPU rate as early as demand, before ticks can
+    early = UsageRates()
+    early.update({8: GroupUsage(0.0, 1 << 20, 0.06, 0.03)}, now=100.0, ages={8: 0.06})
+    assert early.rate(8) == pytest.approx(0.5) and early.demand(8) == pytest.approx(1.0)
 
 
 def test_group_usage_reads_a_real_burner_as_demanding_a_core():

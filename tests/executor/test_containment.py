@@ -403,3 +403,39 @@ def test_a_job_without_limits_is_born_in_its_cgroup_with_no_wrapper():
             if b is not None:
                 b.remove()
         containment.close()
+
+
+async def test_a_crashed_fallback_services_adopted_daemon_is_ended_by_the_next(
+        executor_service, tmp_path):
+    """Review: fallback, an env-cleared daemon adopted by the service (kept: a running job may
+    have made it), then the service is SIGKILLed: the daemon went to init, and no net of the
+    next service (registry records name leaders, by marker) found it. The service now keeps a
+    list of what it adopted in its run dir; the next one ends what a dead owner listed."""
+    dirs = ["--run-dir", str(tmp_path / "run"), "--log-dir", str(tmp_path / "logs")]
+    env = {"CC_EXECUTOR_CONTAINMENT": "fallback", "CC_EXECUTOR_KILL_GRACE": "1"}
+    first = executor_service(*dirs, allow=ALLOW, env=env, default_dirs=False)
+    daemons: list[int] = []
+    try:
+        async with await ExecutorClient.connect(first.url) as c:
+            keeper = await c.start(args=["sleep", "30"])  # so the daemon is kept, unattributed
+            events: list = []
+            await c.execute(args=["python3", "-c", DAEMON, "60", "1", "0"],
+                            on_event=events.append, timeout=30)
+            daemons.append(stdout_pids(events)[0])
+            listed = tmp_path / "run" / "adopted" / f"{first.pid}-{pid_ticks(first.pid)}.json"
+            assert await asyncio.to_thread(
+                wait_until, lambda: listed.exists() and str(daemons[0]) in listed.read_text(), 5)
+            first.proc.kill()
+            first.proc.wait(10)
+        assert pid_alive(daemons[0]) and pid_alive(keeper.pid)
+        second = executor_service(*dirs, allow=ALLOW, env=env, default_dirs=False)
+        await gone_or_fail([daemons[0], keeper.pid], "what the crashed service left", 10.0)
+        assert not listed.exists()
+        assert "stale adopted processes ended 1" in second.stderr()
+    finally:
+        end_by_pid(daemons)
+
+
+def pid_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])

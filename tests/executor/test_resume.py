@@ -290,3 +290,75 @@ async def test_a_clean_close_ends_resumable_jobs_as_any_other(svc):
                                         "resume_token": reply["resume_token"]})
     assert late["error"]["code"] == -32004
     await second.ws.close()
+
+
+async def test_a_refused_execute_leaves_no_resumable_job_behind(executor_service):
+    """Review: an `execute` refused with -32003 (queue full) was still entered in the resume
+    book: /health counted it as detached after the drop, and each refusal kept a spool and a
+    delivery task until `detach_timeout` after the connection dropped."""
+    svc = executor_service(allow=["sleep"], env={"CC_EXECUTOR_MAX_JOBS": "1",
+                                                  "CC_EXECUTOR_MAX_QUEUE": "0"})
+    first = await Raw.open(svc)
+    running = (await first.call("execute", {"args": ["sleep", "30"]}))["result"]
+    for _ in range(3):
+        refused = await first.call("execute", {"args": ["sleep", "30"], "detach_timeout": 60})
+        assert refused["error"]["data"]["reason"] == "queue_full", refused
+    first.abort()
+    assert await asyncio.to_thread(wait_gone, [running["pid"]], 15) == []
+    assert svc.health()["detached_jobs"] == 0
+
+
+async def test_attach_since_a_seq_not_yet_sent_is_refused_and_moves_nothing(svc):
+    """Review: `since_seq` past the job's output was accepted, and the live output up to that
+    seq was then skipped (a client saw a completion with none of the bytes it counts)."""
+    first = await Raw.open(svc)
+    reply = (await first.call("execute", {"args": ["python3", "-c", TREE],
+                                          "detach_timeout": 30}))["result"]
+    await first.read_until(lambda fs: outputs(fs))
+    child = int(outputs(first.frames)[0]["data"])
+    second = await Raw.open(svc)
+    ask = {"job_id": reply["job_id"], "resume_token": reply["resume_token"]}
+    past = await second.call("attach", {**ask, "since_seq": 1})
+    assert past["error"]["code"] == -32602 and past["error"]["data"]["next_seq"] == 1, past
+    assert "since_seq" in past["error"]["message"]
+    assert not first.of(reply["job_id"], "process.detached")  # still the first's job
+    moved = await second.call("attach", {**ask, "since_seq": 0})
+    assert moved["result"]["next_seq"] == 1
+    await second.call("control", {"type": "cancel", "job_id": reply["job_id"]})
+    await second.read_until(completed(reply["job_id"]))
+    assert await asyncio.to_thread(wait_gone, [reply["pid"], child], 15) == []
+    await first.ws.close()
+    await second.ws.close()
+
+
+async def test_a_detach_timeout_over_the_ceiling_is_refused_naming_it(svc):
+    """Review: a client could leave a job running ~forever behind a dropped connection
+    (detach_timeout up to 1e9 s) on a shared executor; the operator's ceiling bounds it."""
+    conn = await Raw.open(svc)
+    over = await conn.call("execute", {"args": ["sleep", "30"], "detach_timeout": 3601})
+    assert over["error"]["code"] == -32602, over
+    assert over["error"]["data"] == {"field": "detach_timeout", "ceiling": "max_detach_timeout"}
+    assert "3601" in over["error"]["message"] and "3600" in over["error"]["message"]
+    assert svc.health()["jobs"]["running"] == 0  # nothing was started
+    at = (await conn.call("execute", {"args": ["python3", "-c", "print(1)"],
+                                      "detach_timeout": 3600}))["result"]
+    assert at["resume_token"]
+    await conn.read_until(completed(at["job_id"]))
+    await conn.ws.close()
+
+
+async def test_shutdown_with_a_detached_job_paused_by_its_full_spool_is_prompt(executor_service):
+    """Review: the paused job's pump waited for spool room that nobody would make, so SIGTERM
+    waited out the whole end wait (kill_grace + 10 s) and the server dumped 'shutdown is slow'."""
+    svc = executor_service(allow=["python3"], env={**ENV, "CC_EXECUTOR_KILL_GRACE": "1"})
+    first = await Raw.open(svc)
+    flood = "import sys\nwhile True:\n    sys.stdout.buffer.write(b'z' * 65536); sys.stdout.flush()\n"
+    reply = (await first.call("execute", {"args": ["python3", "-c", flood],
+                                          "detach_timeout": 60}))["result"]
+    first.abort()
+    assert await asyncio.to_thread(wait_until, lambda: pid_state(reply["pid"]) == "T", 15)
+    assert await asyncio.to_thread(svc.stop) == 0
+    assert "shutdown is slow" not in svc.stderr()
+    ends = [e for e in svc.event_log() if e["event"] == "completed"]
+    assert [(e["job_id"], e["reason"]) for e in ends] == [(reply["job_id"], "shutdown")]
+    assert not pid_alive(reply["pid"])

@@ -63,10 +63,10 @@ def test_each_type_passes_and_fails(raw, good, bad):
 @pytest.mark.parametrize("raw", [{"type": "is-json"}, {"type": "contains-json"}, {"type": "json-path", "path": "$.a"},
                                  {"type": "python-compiles"}])
 def test_an_answer_no_parser_can_take_fails_the_check_without_crashing_the_harness(raw):
-    for text in ("[" * 100_000, 'x = ' + "1+" * 300_000 + "1", "x [1, " * 500_000):
+    for text in ("[" * 5_000, 'x = ' + "1+" * 30_000 + "1", "x [1, " * 200_000):  # the last took 54 s unbounded
         r = evaluate(parse_assertion(raw), Answer(text))
         assert r.status == "failed", (raw, text[:20], r)
-    r = evaluate(parse_assertion({"type": "not-python-compiles"}), Answer('x = ' + "1+" * 300_000 + "1"))
+    r = evaluate(parse_assertion({"type": "not-python-compiles"}), Answer('x = ' + "1+" * 30_000 + "1"))
     assert r.status == "failed" and r.why == "could not be judged: RecursionError on this answer"
 
 

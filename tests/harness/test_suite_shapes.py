@@ -169,6 +169,14 @@ def test_an_empty_or_yaml_file_is_refused_in_one_line_saying_what_was_expected(t
         assert said in str(info.value) and len(str(info.value).splitlines()) == 1
 
 
+def test_promptfoo_top_level_keys_say_where_they_live_here(tmp_path):
+    doc = {"defaultTest": {}, "providers": [], "tests": [{"vars": {"n": 1}, "assert": [{"type": "is-json"}]}]}
+    with pytest.raises(SuiteError) as info:
+        load_suite(write(tmp_path, doc))
+    assert "$.defaultTest: unknown key 'defaultTest' (promptfoo's defaultTest: here defaults" in str(info.value)
+    assert "$.providers: unknown key 'providers' (promptfoo's providers: here defaults.claude_command" in str(info.value)
+
+
 def test_detection_of_the_older_shapes():
     assert detect_format({"name": "q", "tests": [{"name": "a", "prompt": "p"}]}) == FORMAT_FIXTURES
     assert detect_format({"tests": [{"name": "a", "prompt": "p", "params": {}}]}) == FORMAT_FIXTURES

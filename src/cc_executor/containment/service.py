@@ -13,6 +13,7 @@ import signal
 from collections.abc import Callable
 
 from .. import tree
+from .adopted_log import AdoptedLog, end_stale
 from .parent import Containment
 from .reaper import AdoptionReaper
 
@@ -23,8 +24,11 @@ MAX_WATCHED = 1024  # pidfds held for adopted children when SIGCHLD is not ours
 
 
 class ServiceContainment:
-    def __init__(self, mode: str, leaders: Callable[[], set[int]], grace: float):
+    def __init__(self, mode: str, leaders: Callable[[], set[int]], grace: float,
+                 run_dir: str | os.PathLike[str] | None = None):
         self.subreaper = tree.become_subreaper()
+        self.stale_adopted = end_stale(run_dir, grace)  # a crashed predecessor's
+        self.adopted_log = AdoptedLog(run_dir)
         self.cgroups = Containment(mode)  # raises ContainmentError for an impossible `cgroup`
         self.reaper = AdoptionReaper(leaders, grace)
         self._task: asyncio.Task | None = None
@@ -45,8 +49,9 @@ class ServiceContainment:
         self._task = self._loop.create_task(self._every_second())
         c = self.cgroups
         log.info("containment: %s (cgroup v2 %s, v1 %s, subreaper %s, reaping on %s, stale "
-                 "cgroups removed %d)", c.mechanism, c.v2, c.v1, self.subreaper,
-                 "SIGCHLD and a 1 s timer" if self._sigchld else "a 1 s timer", c.cleaned)
+                 "cgroups removed %d, stale adopted processes ended %d)", c.mechanism, c.v2, c.v1,
+                 self.subreaper, "SIGCHLD and a 1 s timer" if self._sigchld else "a 1 s timer",
+                 c.cleaned, self.stale_adopted)
         logging.getLogger("cc_executor.events").info("containment", extra={"job_event": {
             "event": "containment", **c.describe(), "subreaper": self.subreaper}})
 
@@ -57,6 +62,7 @@ class ServiceContainment:
         while True:
             await asyncio.sleep(REAP_INTERVAL)
             self.reaper.reap()
+            self.adopted_log.write(self.reaper.adopted())
             if not self._sigchld:
                 self._watch_adopted()
 
@@ -95,6 +101,7 @@ class ServiceContainment:
         for pid in list(self._watched):
             self._unwatch(pid)
         await self.reaper.end_all()
+        self.adopted_log.close()
         if self._sigchld and self._loop is not None:
             self._loop.remove_signal_handler(signal.SIGCHLD)
         self.cgroups.close()

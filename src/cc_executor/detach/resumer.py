@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol
-from ..protocol import NO_SUCH_JOB, ErrorReason, RpcError
+from ..protocol import INVALID_PARAMS, NO_SUCH_JOB, ErrorReason, RpcError
 from .book import ResumeBook
 from .relay import Relay
 from .spool import Spool
@@ -93,6 +93,12 @@ class Resumer:
         if job is None or job.relay.dropped:
             raise RpcError.because(NO_SUCH_JOB, ErrorReason.UNKNOWN_JOB,
                                    f"no such job: {params.job_id}", job_id=params.job_id)
+        last = job.relay.spool.next_seq - 1
+        if params.since_seq > last:  # told only to the token's holder: no existence leak
+            # Accepted, it would mark output not yet read as held: live output then skipped.
+            raise RpcError(INVALID_PARAMS, f"params.since_seq: {params.since_seq} is past the "
+                           f"job's output (its last seq is {last})",
+                           {"field": "since_seq", "next_seq": last + 1})
         old_owner, old_sink = job.owner, job.sink
         job.owner, job.sink, job.sink_broken = owner, sink, False
         self.book.attached(job.job_id)
@@ -121,6 +127,13 @@ class Resumer:
             if not waiting or loop.time() >= deadline:
                 return
             await asyncio.sleep(0.01)
+
+    def drop_detached(self) -> None:
+        """The service stops: nobody attaches any more, so a detached job's relay stops holding
+        its pump (with a full spool it would wait out the shutdown's whole end wait)."""
+        for entry in list(self.book.entries.values()):
+            if entry.detached:
+                entry.job.relay.drop()
 
     def close(self) -> None:
         """The service stops: every spool is freed (the manager ended the runs)."""

@@ -113,6 +113,8 @@ def detect_format(raw: Any) -> str:
     tests = raw.get("tests")
     if (_OUR_ONLY_SUITE_KEYS - {"name"}) & keys or not isinstance(tests, list):
         return FORMAT_OURS
+    if {"prompts", "providers", "defaultTest"} & keys:  # a promptfoo config: our strict errors say
+        return FORMAT_OURS                              # where each of its keys lives here
     dicts = [t for t in tests if isinstance(t, dict)]
     fixture_like = any(FIXTURE_TEST_KEYS & set(t) for t in dicts) or (
         "name" in keys and dicts and all("id" not in t for t in dicts))

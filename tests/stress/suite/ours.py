@@ -280,6 +280,15 @@ def _validate(raw: dict[str, Any], file: Path) -> SuiteSpec:
 # Problems, in words a suite's author reads
 
 
+_PROMPTFOO_KEYS = {
+    "defaultTest": " (promptfoo's defaultTest: here defaults, e.g. defaults.assert)",
+    "prompts": " (promptfoo's prompts: here each test has its own prompt; a matrix is its vars)",
+    "providers": ' (promptfoo\'s providers: here defaults.claude_command, e.g. "--model", "{{model}}")',
+    "options": " (promptfoo's options: here a test's keys, e.g. threshold, repeat)",
+}
+"""What a promptfoo user moving over writes out of habit, and where it lives here."""
+
+
 def _pydantic_problems(err: ValidationError) -> list[Located]:
     """Pydantic's errors, reworded: a close known key for a typo, a JSON-ish word for a type."""
     out = []
@@ -291,7 +300,8 @@ def _pydantic_problems(err: ValidationError) -> list[Located]:
         elif kind == "extra_forbidden":
             key = str(loc[-1])
             close = difflib.get_close_matches(key, _KNOWN_KEYS, n=1, cutoff=0.75)
-            msg = f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            msg = f"unknown key {key!r}" + (_PROMPTFOO_KEYS.get(key) or
+                                            (f" (did you mean {close[0]!r}?)" if close else ""))
         elif kind in _TYPE_WORDS:
             msg = f"{_TYPE_WORDS[kind]}, got {describe_json(got)}"
         elif kind in ("too_short", "string_too_short"):
