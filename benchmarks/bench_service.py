@@ -74,6 +74,43 @@ class Marks:
     end: float = 0.0
 
 
+class OursReader:
+    """What both of our raw-protocol clients do with each message: time the marks, check and
+    hash stdout, keep the completion. `feed(text)` returns the completion's params once it came."""
+
+    def __init__(self, m: Marks, t0: float):
+        self.m, self.t0 = m, t0
+        self.h = hashlib.sha256()
+        self.n = 0
+
+    def feed(self, text: str | bytes) -> dict | None:
+        m, msg = self.m, json.loads(text)
+        method = msg.get("method")
+        if method == "process.output":
+            p = msg["params"]
+            if not m.first:
+                m.first = perf() - self.t0
+            if p["type"] != "stdout":
+                raise WrongOutput(f"stderr: {p['data'][:200]!r}")
+            if p["offset"] != self.n:
+                raise WrongOutput(f"offset {p['offset']} where {self.n} bytes had arrived")
+            b64 = p.get("data_base64")
+            data = base64.b64decode(b64) if b64 is not None else p["data"].encode()
+            self.h.update(data)
+            self.n += len(data)
+        elif method == "process.completed":
+            return msg["params"]
+        elif method == "process.started":
+            m.started = perf() - self.t0
+        elif method == "connected":
+            m.connected = perf() - self.t0
+        elif "result" in msg:
+            m.reply = perf() - self.t0
+        elif "error" in msg:
+            raise WrongOutput(f"execute refused: {msg['error']}")
+        return None
+
+
 async def ours_raw(url: str, want: common.Payload) -> Marks:
     """The minimal client (`common.MiniWs`) speaking our protocol: the server's cost, with the
     least client work that still parses every notification and checks every byte.
@@ -82,10 +119,9 @@ async def ours_raw(url: str, want: common.Payload) -> Marks:
     (the server reads it after sending `connected`): one round trip less than a client that
     waits, as a latency-minded client would do."""
     m = Marks()
-    h = hashlib.sha256()
-    n = 0
     end = None
     t0 = perf()
+    reader = OursReader(m, t0)
     ws = await common.MiniWs.connect(url)
     try:
         m.open = perf() - t0
@@ -96,37 +132,15 @@ async def ours_raw(url: str, want: common.Payload) -> Marks:
             if not batch:
                 raise WrongOutput("the server closed the connection before the completion")
             for frame in batch:
-                msg = json.loads(frame)
-                method = msg.get("method")
-                if method == "process.output":
-                    p = msg["params"]
-                    if not m.first:
-                        m.first = perf() - t0
-                    if p["type"] != "stdout":
-                        raise WrongOutput(f"stderr: {p['data'][:200]!r}")
-                    if p["offset"] != n:
-                        raise WrongOutput(f"offset {p['offset']} where {n} bytes had arrived")
-                    b64 = p.get("data_base64")
-                    data = base64.b64decode(b64) if b64 is not None else p["data"].encode()
-                    h.update(data)
-                    n += len(data)
-                elif method == "process.completed":
-                    end = msg["params"]
+                end = reader.feed(frame)
+                if end is not None:
                     break
-                elif method == "process.started":
-                    m.started = perf() - t0
-                elif method == "connected":
-                    m.connected = perf() - t0
-                elif "result" in msg:
-                    m.reply = perf() - t0
-                elif "error" in msg:
-                    raise WrongOutput(f"execute refused: {msg['error']}")
         m.end = perf() - t0
     finally:
         ws.close()
     if end["exit_code"] != 0:
         raise WrongOutput(f"ended without success: {end}")
-    _check("ours (raw)", n, h.hexdigest(), want)
+    _check("ours (raw)", reader.n, reader.h.hexdigest(), want)
     return m
 
 
@@ -192,39 +206,19 @@ async def ours_websockets(url: str, want: common.Payload) -> Marks:
     answered, every notification parsed, the completion ends the run (the close handshake is
     not timed: the job is over and its output in hand)."""
     m = Marks()
-    h = hashlib.sha256()
-    n = 0
     end = None
     t0 = perf()
+    reader = OursReader(m, t0)
     async with ws_connect(url, compression=None, max_size=None) as ws:
         m.open = perf() - t0
         await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "execute",
                                   "params": {"args": want.argv}}))
         while end is None:
-            msg = json.loads(await ws.recv())
-            method = msg.get("method")
-            if method == "process.output":
-                p = msg["params"]
-                if not m.first:
-                    m.first = perf() - t0
-                b64 = p.get("data_base64")
-                data = base64.b64decode(b64) if b64 is not None else p["data"].encode()
-                h.update(data)
-                n += len(data)
-            elif method == "process.completed":
-                end = msg["params"]
-            elif method == "process.started":
-                m.started = perf() - t0
-            elif method == "connected":
-                m.connected = perf() - t0
-            elif "result" in msg:
-                m.reply = perf() - t0
-            elif "error" in msg:
-                raise WrongOutput(f"execute refused: {msg['error']}")
+            end = reader.feed(await ws.recv())
         m.end = perf() - t0
     if end["exit_code"] != 0:
         raise WrongOutput(f"ended without success: {end}")
-    _check("ours (websockets)", n, h.hexdigest(), want)
+    _check("ours (websockets)", reader.n, reader.h.hexdigest(), want)
     return m
 
 

@@ -12,8 +12,9 @@ import time
 
 
 def read(path: str) -> str:
+    """The file's text ("" when it cannot be read: a cgroup removed meanwhile)."""
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             return f.read()
     except OSError:
         return ""

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from . import cgfs
+
 
 @dataclass(frozen=True)
 class Hierarchies:
@@ -30,14 +32,6 @@ class Hierarchies:
 
 
 V1_CONTROLLERS = ("memory", "pids")
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def own_paths(text: str) -> dict[str, str]:
@@ -98,8 +92,8 @@ def _join(mount: tuple[str, str], path: str) -> str | None:
 def find(proc_cgroup: str = "/proc/self/cgroup",
          proc_mountinfo: str = "/proc/self/mountinfo") -> Hierarchies:
     """Our cgroup directories, in the hierarchies that are mounted and reachable."""
-    paths = own_paths(_read(proc_cgroup))
-    mnt = mounts(_read(proc_mountinfo))
+    paths = own_paths(cgfs.read(proc_cgroup))
+    mnt = mounts(cgfs.read(proc_mountinfo))
     v2 = None
     if "" in paths and "" in mnt:
         d = _join(mnt[""], paths[""])

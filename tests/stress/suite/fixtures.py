@@ -17,11 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stress.suite.model import DEFAULT_TIMEOUT, FORMAT_FIXTURES, Suite, SuiteTest
-from stress.suite.older import OlderContext, read_older_test
+from stress.suite.model import DEFAULT_TIMEOUT, FORMAT_FIXTURES, Suite
+from stress.suite.older import OlderContext, read_older_tests
 from stress.suite.problems import ProblemCollector
 from stress.suite.task_list import suite_name
-from stress.suite.verdict import MATCH_ALL, describe_json
+from stress.suite.verdict import MATCH_ALL
 
 FIXTURE_TEST_KEYS = frozenset({"params", "json_mode", "stream"})
 """Keys only a fixture test has: one of them marks a file as this format."""
@@ -36,12 +36,7 @@ def load_fixtures(raw: dict[str, Any], file: Path, timestamp: str) -> Suite:
     if isinstance(raw.get("tests"), list) and not raw["tests"]:
         ck.add(("tests",), "must contain at least one test")
     ctx = OlderContext(file, timestamp, ck, float(timeout), MATCH_ALL)
-    tests: list[SuiteTest] = []
-    for i, t in enumerate(tests_raw):
-        if not isinstance(t, dict):
-            ck.add(("tests", i), f"a test must be an object, got {describe_json(t)}")
-            continue
-        tests += read_older_test(t, ("tests", i), ctx)
+    tests = read_older_tests(tests_raw, ctx)
     ck.raise_if_any(file)
     extra = ck.warn_unknown(raw, (), _SUITE_KEYS)
     desc = raw.get("description") if isinstance(raw.get("description"), str) else ""

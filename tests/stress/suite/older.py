@@ -82,6 +82,17 @@ def derive_id(name: str, seen: dict[str, tuple]) -> str:
     return tid
 
 
+def read_older_tests(tests_raw: list, ctx: OlderContext) -> list[SuiteTest]:
+    """Every test of an older file's `tests` list (a non-object entry is a problem naming it)."""
+    tests: list[SuiteTest] = []
+    for i, t in enumerate(tests_raw):
+        if not isinstance(t, dict):
+            ctx.ck.add(("tests", i), f"a test must be an object, got {describe_json(t)}")
+            continue
+        tests += read_older_test(t, ("tests", i), ctx)
+    return tests
+
+
 def read_older_test(t: dict[str, Any], loc: tuple, ctx: OlderContext) -> list[SuiteTest]:
     """The cases of one older test (one per combination of its `params`); every problem is
     recorded in `ctx.ck`, and nothing is returned for a test without a usable id or run."""

@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stress.suite.model import DEFAULT_TIMEOUT, FORMAT_TASK_LIST, Suite, SuiteTest
-from stress.suite.older import OlderContext, read_older_test
+from stress.suite.model import DEFAULT_TIMEOUT, FORMAT_TASK_LIST, Suite
+from stress.suite.older import OlderContext, read_older_tests
 from stress.suite.problems import ProblemCollector
-from stress.suite.verdict import MATCH_ALL, MatchRule, describe_json
+from stress.suite.verdict import MATCH_ALL, MatchRule
 
 COMPLEX_MIN_RATIO = 0.8
 """Seed 002's complex runner passed a test at >= 80% of its patterns."""
@@ -49,12 +49,7 @@ def load_task_list(raw: dict[str, Any], file: Path, timestamp: str, complex_suit
     name = suite_name(raw, file)
     ctx = OlderContext(file, timestamp, ck, float(timeout), match,
                        tags=(raw["task_list_id"],) if isinstance(raw.get("task_list_id"), str) else ())
-    tests: list[SuiteTest] = []
-    for i, t in enumerate(tests_raw):
-        if not isinstance(t, dict):
-            ck.add(("tests", i), f"a test must be an object, got {describe_json(t)}")
-            continue
-        tests += read_older_test(t, ("tests", i), ctx)
+    tests = read_older_tests(tests_raw, ctx)
     ck.raise_if_any(file)
     desc = raw.get("description") if isinstance(raw.get("description"), str) else ""
     ck.warn_unknown(raw, (), _TASK_LIST_SUITE_KEYS)
