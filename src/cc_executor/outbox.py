@@ -32,9 +32,24 @@ class Outbox:
     def __init__(self, limit: int = DEFAULT_LIMIT):
         self._queue: asyncio.Queue[Entry | None] = asyncio.Queue(maxsize=limit)
         self._task = asyncio.get_running_loop().create_task(self._run())
+        self._busy = False  # the task is running an entry
 
-    async def put(self, entry: Entry) -> None:
-        """Queue `entry`; returns at once unless `limit` entries already wait."""
+    async def put(self, entry: Entry, *, inline: bool = False) -> None:
+        """Queue `entry`; returns at once unless `limit` entries already wait.
+
+        `inline`: the caller knows the send cannot wait behind output (the connection has no
+        job streaming yet), so when nothing is queued or running the entry runs right here,
+        before whatever else this loop turn holds (a registry write, the event log): the
+        reply to a first `execute` leaves a loop turn sooner, in order all the same."""
+        if inline and not self._busy and self._queue.empty():
+            self._busy = True
+            try:
+                await entry()
+            except Exception:  # a bug of ours: the next replies must still go out
+                log.exception("reply entry failed")
+            finally:
+                self._busy = False
+            return
         await self._queue.put(entry)
 
     async def _run(self) -> None:
@@ -42,10 +57,13 @@ class Outbox:
             entry = await self._queue.get()
             if entry is None:
                 return
+            self._busy = True
             try:
                 await entry()
             except Exception:  # a bug of ours: the next replies must still go out
                 log.exception("reply entry failed")
+            finally:
+                self._busy = False
 
     async def close(self, timeout: float) -> None:
         """Run what is queued (sends on a closed connection fail fast, their follow-ups still

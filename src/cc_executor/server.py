@@ -499,7 +499,7 @@ run once that response is out (a started job's announcement)."""
 
 
 async def handle_frame(service: Service, conn: Connection, frame: str | bytes,
-                       post: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]]) -> None:
+                       post: Callable[..., Awaitable[None]]) -> None:
     """Decode one frame and carry it out now; hand its reply to `post` (the connection's
     outbox), which sends it in order. Never raises: a bad frame gets an error, nothing more.
 
@@ -516,7 +516,11 @@ async def handle_frame(service: Service, conn: Connection, frame: str | bytes,
         reply, after = await answer(service, conn, parsed)
         afters = [after] if after is not None else []
     if reply is not None or afters:
-        await post(lambda: _send_then(conn, reply, afters))
+        # Inline when none of the connection's jobs streams yet: nothing of ours can be
+        # backed up in front of this reply, so sending it here never holds the frame loop.
+        streaming = service.jobs is not None and any(
+            j.announced for j in service.jobs.owner_jobs(conn))
+        await post(lambda: _send_then(conn, reply, afters), inline=not streaming)
 
 
 async def _send_then(conn: Connection, text: str | None,
