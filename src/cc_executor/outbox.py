@@ -42,13 +42,7 @@ class Outbox:
         before whatever else this loop turn holds (a registry write, the event log): the
         reply to a first `execute` leaves a loop turn sooner, in order all the same."""
         if inline and not self._busy and self._queue.empty():
-            self._busy = True
-            try:
-                await entry()
-            except Exception:  # a bug of ours: the next replies must still go out
-                log.exception("reply entry failed")
-            finally:
-                self._busy = False
+            await self._run_one(entry)
             return
         await self._queue.put(entry)
 
@@ -57,13 +51,16 @@ class Outbox:
             entry = await self._queue.get()
             if entry is None:
                 return
-            self._busy = True
-            try:
-                await entry()
-            except Exception:  # a bug of ours: the next replies must still go out
-                log.exception("reply entry failed")
-            finally:
-                self._busy = False
+            await self._run_one(entry)
+
+    async def _run_one(self, entry: Entry) -> None:
+        self._busy = True
+        try:
+            await entry()
+        except Exception:  # a bug of ours: the next replies must still go out
+            log.exception("reply entry failed")
+        finally:
+            self._busy = False
 
     async def close(self, timeout: float) -> None:
         """Run what is queued (sends on a closed connection fail fast, their follow-ups still
