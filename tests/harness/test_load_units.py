@@ -12,7 +12,7 @@ import statistics
 
 import pytest
 from conftest import REPO
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from stress.cli import main
 from stress.exits import EarlyStop, exit_status
@@ -77,6 +77,7 @@ stage_lists = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 12)), min_si
 
 @settings(max_examples=150, deadline=None)
 @given(stage_lists, st.floats(0, 1))
+@example([(1, 1), (0, 0), (1, 0)], 0.0)  # a ramp's step undone by a 0 s jump at the same moment
 def test_next_change_is_where_the_target_changes(spec, frac):
     stages = Stages(tuple(Stage(d / 4, n) for d, n in spec))
     if stages.duration == 0:

@@ -130,7 +130,21 @@ class Stages:
         return self.stages[-1].target  # pragma: no cover - t < duration always finds a segment
 
     def next_change(self, t: float) -> float | None:
-        """The first moment after `t` at which `target` changes; None when it never will."""
+        """The first moment after `t` at which `target` changes; None when it never will.
+
+        A ramp's next step can fall where a 0 s stage jumps back to the same count (`1s:1,0s:0`
+        from 0): no change there, so the search goes on from it (bounded: each step moves on)."""
+        now = self.target(t)
+        for _ in range(10_000):
+            at = self._next_step(t)
+            if at is None or at >= self.duration or self.target(at) != now:
+                return at
+            t = at
+        return None  # pragma: no cover - more steps than any profile can have
+
+    def _next_step(self, t: float) -> float | None:
+        """The next moment after `t` at which a stage would move the target (a ramp's step or a
+        jump), whether or not the stage after it undoes that."""
         for t0, d, a, b in self._segments():
             if a == b or t0 + d <= t:
                 continue  # a constant stage, or one already over
