@@ -439,3 +439,29 @@ async def test_a_crashed_fallback_services_adopted_daemon_is_ended_by_the_next(
 def pid_ticks(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[19])
+
+
+def test_a_job_cgroup_the_spawner_is_still_in_is_never_killed_or_removed():
+    """The guard behind the bare path: were the service ever left inside a job's cgroup (a
+    failed `leave`), neither the job's kill nor its removal may take the service with it. Here
+    the test process steps in on purpose and its way home is broken; both calls spare it."""
+    from cc_executor.containment import Containment
+    from cc_executor.containment.limits import Limits
+
+    containment = Containment("auto")
+    if containment.v2 is None:
+        pytest.skip("no writable cgroup v2 tree here")
+    home = containment.home
+    box = containment.box("guard-test", Limits())
+    try:
+        box.enter()
+        box.home = os.path.join(box.v2, "no-such-cgroup")  # `leave` cannot succeed
+        box.kill()
+        assert box.remove() is False  # refused, and we are alive to see it
+        assert "/job-guard-test" in cgroup_v2_of("self")  # still inside, and alive
+    finally:
+        box.home = home
+        assert box.leave()
+        box.remove()
+        containment.close()
+    assert "/job-guard-test" not in cgroup_v2_of("self")

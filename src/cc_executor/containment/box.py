@@ -142,8 +142,13 @@ class JobBox:
             return cgfs.populated(self.v2, True)
         return any(cgfs.populated(d, False) for d in self.v1.values())
 
+    def _service_inside(self) -> bool:
+        """Whether the service is (still) in this job's v2 cgroup: only after a failed `leave`."""
+        return self.home is not None and self.v2 is not None and \
+            os.getpid() in cgfs.procs(self.v2)
+
     def kill(self) -> None:
-        if self.home is not None and self.v2 is not None and os.getpid() in cgfs.procs(self.v2):
+        if self._service_inside():
             # Never kill ourselves: a spawn from inside could not `leave`. Try again; if the
             # service is still inside, signal the job's other members one by one instead.
             if not self.leave():
@@ -185,7 +190,11 @@ class JobBox:
     # ---- the end ------------------------------------------------------------------------------
 
     def remove(self) -> bool:
-        """rmdir every cgroup of the job (killing stragglers). Returns whether all are gone."""
+        """rmdir every cgroup of the job (killing stragglers). Returns whether all are gone.
+        Never while the service itself is inside (the stragglers' kill would take it too)."""
+        if self._service_inside() and not self.leave():
+            log.error("not removing job cgroup %s: the service could not leave it", self.v2)
+            return False
         ok = True
         for d in self.dirs():
             ok = cgfs.remove(d, d == self.v2) and ok
