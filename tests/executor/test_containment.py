@@ -279,11 +279,13 @@ async def test_health_and_log_name_the_mechanism_and_cgroups_are_removed(service
     logged = [e for e in svc.event_log() if e["event"] == "containment"]
     assert logged and logged[0]["mechanism"] == health["mechanism"]
     for d in [health["cgroup_v2"], *health["cgroup_v1"].values()]:
-        if d:  # every job's cgroup was removed when its job ended
+        if d:  # every job's own cgroup was removed when its job ended; slots are kept empty
             assert os.path.isdir(d)
             assert await asyncio.to_thread(
                 wait_until, lambda d=d: not [e for e in os.listdir(d) if e.startswith("job-")],
                 5.0)
+            slots = [e.path for e in os.scandir(d) if e.name.startswith("slot-")]
+            assert all(not open(os.path.join(s, "cgroup.procs")).read() for s in slots)
     assert services["fallback"].health()["containment"]["mechanism"] == "fallback"
 
 
@@ -388,7 +390,9 @@ def test_a_job_without_limits_is_born_in_its_cgroup_with_no_wrapper():
         procs.append(proc)
         out = proc.stdout.read().decode()
         assert proc.args == argv  # exec'd as given
-        assert f"0::{home.rstrip('/')}/" in out and "/job-bare-test" in out, out
+        slot = os.path.basename(box.v2)  # a job without limits gets a reusable slot
+        assert slot.startswith("slot-") and f"0::{home.rstrip('/')}/" in out, out
+        assert out.strip().endswith(f"/{slot}"), out
         assert cgroup_v2_of("self") == home
         wrapped, _ = spawn(spec, argv, build_env(spec, "wrapped-test"), limited)
         procs.append(wrapped)
@@ -403,6 +407,45 @@ def test_a_job_without_limits_is_born_in_its_cgroup_with_no_wrapper():
             if b is not None:
                 b.remove()
         containment.close()
+
+
+def test_an_empty_slot_serves_the_next_job_and_one_with_a_survivor_is_never_reused():
+    """Jobs without limits share cgroups one at a time: an empty slot goes back (`recycle`) and
+    the next such job gets the same one; a slot something still runs in is refused, so it is
+    removed (its survivor killed) and never handed out; a job with limits has its own."""
+    from cc_executor.containment import Containment
+    from cc_executor.containment.limits import Limits
+
+    containment = Containment("auto")
+    if containment.v2 is None:
+        pytest.skip("no writable cgroup v2 tree here")
+    survivor = None
+    try:
+        first = containment.box("one", Limits())
+        assert first.recycle() and containment.slots.idle == 1
+        second = containment.box("two", Limits())
+        assert second.v2 == first.v2 and containment.slots.idle == 0
+        limited = containment.box("three", Limits(processes=50))
+        assert limited.slots is None and limited.v2.endswith("/job-three")
+        assert not limited.recycle()
+        assert limited.remove()
+        second.enter()
+        try:
+            survivor = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        finally:
+            assert second.leave()
+        assert not second.recycle() and containment.slots.idle == 0
+        assert second.remove() and not os.path.exists(second.v2)
+        assert survivor.wait(10) == -9  # the removal killed what was left in it
+        third = containment.box("four", Limits())
+        assert third.v2 != second.v2  # a slot number is never reused
+        assert third.recycle()
+    finally:
+        if survivor is not None and survivor.poll() is None:
+            survivor.kill()
+            survivor.wait(10)
+        containment.close()
+    assert not os.path.exists(containment.v2)
 
 
 async def test_a_crashed_fallback_services_adopted_daemon_is_ended_by_the_next(
@@ -453,15 +496,18 @@ def test_a_job_cgroup_the_spawner_is_still_in_is_never_killed_or_removed():
         pytest.skip("no writable cgroup v2 tree here")
     home = containment.home
     box = containment.box("guard-test", Limits())
+    slot = os.path.basename(box.v2)
     try:
         box.enter()
+        home_fd, box.home_fd = box.home_fd, -1
         box.home = os.path.join(box.v2, "no-such-cgroup")  # `leave` cannot succeed
         box.kill()
         assert box.remove() is False  # refused, and we are alive to see it
-        assert "/job-guard-test" in cgroup_v2_of("self")  # still inside, and alive
+        assert not box.recycle()  # nor handed to another job
+        assert cgroup_v2_of("self").endswith(f"/{slot}")  # still inside, and alive
     finally:
-        box.home = home
+        box.home, box.home_fd = home, home_fd
         assert box.leave()
         box.remove()
         containment.close()
-    assert "/job-guard-test" not in cgroup_v2_of("self")
+    assert not cgroup_v2_of("self").endswith(f"/{slot}")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from . import cgfs
 from .limits import Limits
+from .slots import Slots
 
 _MB = 1024 * 1024
 log = logging.getLogger("cc_executor.containment")
@@ -39,6 +40,12 @@ class JobBox:
     cpu_base: int = 0
     home: str | None = None
     """The service's own v2 cgroup, where it returns after spawning from inside (`leave`)."""
+    home_fd: int = -1
+    """`home`'s `cgroup.procs`, opened once by `Containment`: `leave` is then one write."""
+    slots: Slots | None = None
+    """Where `v2` came from and goes back to (`recycle`), for a job without limits."""
+    inside: bool = False
+    """The service is in `v2` now: between `enter` and a successful `leave`."""
 
     # ---- creation -----------------------------------------------------------------------------
 
@@ -111,13 +118,18 @@ class JobBox:
     def enter(self) -> None:
         """Move the service into the job's v2 cgroup (for one spawn). Raises OSError."""
         cgfs.write(os.path.join(self.v2, "cgroup.procs"), "0")
+        self.inside = True
 
     def leave(self) -> bool:
         """Move the service back home; True when it is. Tried twice: staying inside would put
         the service in the way of the job's kill (`kill` checks)."""
         for _ in range(2):
             try:
-                cgfs.write(os.path.join(self.home, "cgroup.procs"), "0")
+                if self.home_fd >= 0:
+                    os.write(self.home_fd, b"0")
+                else:
+                    cgfs.write(os.path.join(self.home, "cgroup.procs"), "0")
+                self.inside = False
                 return True
             except OSError as e:
                 err = e
@@ -188,6 +200,13 @@ class JobBox:
         return None
 
     # ---- the end ------------------------------------------------------------------------------
+
+    def recycle(self) -> bool:
+        """Hand a slot back for the next job without limits, on the loop (one read: is it
+        empty?). False when this box has no slot, or the slot cannot be kept: `remove` it."""
+        if self.slots is None or self.v2 is None or self.inside:
+            return False
+        return self.slots.give(self.v2)
 
     def remove(self) -> bool:
         """rmdir every cgroup of the job (killing stragglers). Returns whether all are gone.

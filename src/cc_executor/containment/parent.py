@@ -23,6 +23,7 @@ from . import cgfs
 from .box import JobBox
 from .detect import Hierarchies, find
 from .limits import Limits
+from .slots import Slots
 
 log = logging.getLogger("cc_executor.containment")
 
@@ -47,6 +48,8 @@ class Containment:
         self.v2_controllers: frozenset[str] = frozenset()
         self.v1: dict[str, str] = {}
         self.cleaned = 0
+        self.slots: Slots | None = None
+        self._home_fd = -1
         if mode != "fallback":
             self._setup(hierarchies if hierarchies is not None else find())
         if mode == "cgroup" and self.v2 is None:
@@ -70,6 +73,12 @@ class Containment:
             if d is not None:
                 self.v2, self.home = d, h.v2
                 self.v2_controllers = _delegate(d)
+                self.slots = Slots(d)
+                try:
+                    self._home_fd = os.open(os.path.join(h.v2, "cgroup.procs"),
+                                            os.O_WRONLY | os.O_CLOEXEC)
+                except OSError:
+                    pass  # `leave` writes by path
         for c, own in h.v1.items():
             if c in self.v2_controllers:
                 continue  # v2 enforces it: no v1 cgroup needed
@@ -102,6 +111,9 @@ class Containment:
                      self.v2_controllers, v1, home=self.home)
         if not box.needs_wrap:
             return None
+        if box.bare and self.slots is not None:
+            box.v2, box.slots, box.home_fd = self.slots.take(), self.slots, self._home_fd
+            return box
         box.create()
         return box
 
@@ -113,6 +125,9 @@ class Containment:
 
     def close(self) -> None:
         """Remove our cgroups (jobs' first). Called once every job has ended."""
+        if self._home_fd >= 0:
+            os.close(self._home_fd)
+            self._home_fd = -1
         for d, v2 in [(self.v2, True)] + [(d, False) for d in self.v1.values()]:
             if d is not None and not cgfs.remove(d, v2):
                 log.warning("could not remove cgroup %s", d)

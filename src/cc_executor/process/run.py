@@ -80,7 +80,7 @@ class Run:
         try:
             self._proc, files = spawn(spec, self.argv, build_env(spec, self.run_id), self.box)
         except BaseException:
-            if self.box is not None:
+            if self.box is not None and not self.box.recycle():
                 self.box.remove()
             raise
         proc = self._proc
@@ -311,9 +311,11 @@ class Run:
             if self._limit_hit is None and self._end_request is None:
                 hit = self.box.hit()  # an OOM kill may have taken the leader itself
                 self._limit_hit = EndReason(hit) if hit else None
-            # Off the loop, whatever happens: removing a cgroup waits for the kernel to retire
-            # it (~0.3 ms an rmdir here), which the job's completion need not wait for.
-            self._loop.run_in_executor(None, self.box.remove)
+            # A slot goes back for the next job (one read, here); anything else is removed off
+            # the loop: an rmdir waits for the kernel to retire the cgroup (~0.3 ms here),
+            # which the job's completion need not wait for.
+            if not self.box.recycle():
+                self._loop.run_in_executor(None, self.box.remove)
         if self._watchdog_handle is not None:
             self._watchdog_handle.cancel()
             self._watchdog_handle = None
