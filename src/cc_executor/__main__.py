@@ -49,31 +49,34 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def port_problem(host: str, port: int) -> str | None:
-    """One line saying why `host:port` cannot be bound (in use, not allowed), or None.
+def bind_listener(host: str, port: int) -> socket.socket | str:
+    """The service's listening socket, bound (SO_REUSEADDR, as uvicorn would), or one line
+    saying why it cannot be (in use, not allowed) naming the flag to change, rather than a
+    traceback from inside the server's start-up.
 
-    Checked by binding a probe socket the way uvicorn will (SO_REUSEADDR), so a taken port is one
-    clear line naming the flag to change, not a traceback from inside the server's start-up."""
-    if port == 0:
-        return None
+    Bound here, not by `loop.create_server(host=...)`: uvloop resolves the host on libuv's
+    thread pool, whose four threads then stay in the service for good, and every thread makes
+    each job's spawn dearer (the service steps into the job's cgroup for it, and a process
+    moves between cgroups with all its threads: ~7 us a thread, twice a job)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as e:
         return f"cannot resolve --host {host!r}: {e}"
-    for family, kind, proto, _, addr in infos[:1]:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(addr)
-            except OSError as e:
-                if e.errno == errno.EADDRINUSE:
-                    return (f"port {port} on {host} is already in use: choose another with "
-                            f"--port N (or CC_EXECUTOR_PORT); --port 0 picks a free one")
-                if e.errno == errno.EACCES:
-                    return (f"not allowed to listen on port {port} on {host}: choose a port "
-                            f"above 1023 with --port N")
-                return f"cannot listen on {host}:{port} (--host, --port): {e.strerror}"
-    return None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            return (f"port {port} on {host} is already in use: choose another with "
+                    f"--port N (or CC_EXECUTOR_PORT); --port 0 picks a free one")
+        if e.errno == errno.EACCES:
+            return (f"not allowed to listen on port {port} on {host}: choose a port "
+                    f"above 1023 with --port N")
+        return f"cannot listen on {host}:{port} (--host, --port): {e.strerror}"
+    return sock
 
 
 def setup_console_log(level: str) -> None:
@@ -192,7 +195,8 @@ def reload_on_sighup(app, reload: Callable[[], Settings]) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
 
 
-async def serve(settings: Settings, reload: Callable[[], Settings] | None = None) -> int:
+async def serve(settings: Settings, listener: socket.socket,
+                reload: Callable[[], Settings] | None = None) -> int:
     from .server import create_app  # noqa: PLC0415 - keep `--help` fast
 
     app = create_app(settings)
@@ -210,7 +214,7 @@ async def serve(settings: Settings, reload: Callable[[], Settings] | None = None
         timeout_graceful_shutdown=settings.kill_grace + 15,
     )
     server = _Server(config, app)
-    task = asyncio.ensure_future(server.serve())
+    task = asyncio.ensure_future(server.serve(sockets=[listener]))
     while not server.started and not task.done():
         await asyncio.wait({task}, timeout=0.01)
     if task.done():
@@ -248,12 +252,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cc_executor: refusing to listen on non-loopback host {settings.host!r} without a "
               "token; set --token or CC_EXECUTOR_TOKEN", file=sys.stderr)
         return 2
-    problem = port_problem(settings.host, settings.port)
-    if problem:
-        print(f"cc_executor: {problem}", file=sys.stderr)
+    listener = bind_listener(settings.host, settings.port)
+    if isinstance(listener, str):
+        print(f"cc_executor: {listener}", file=sys.stderr)
         return 2
     problem = containment_preflight(settings)
     if problem:
+        listener.close()
         print(f"cc_executor: refusing to start: {problem}", file=sys.stderr)
         return 2
     setup_console_log(settings.log_level)
@@ -264,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    return runner(serve(settings, lambda: build_settings(ns)))
+    return runner(serve(settings, listener, lambda: build_settings(ns)))
 
 
 if __name__ == "__main__":

@@ -50,9 +50,10 @@ def is_subreaper() -> bool:
     return _subreaper
 
 
-def _read(path: str) -> bytes | None:
-    """A /proc file's content with the fewest syscalls (open, read until empty, close): the
-    end of every run scans a few of these, on the path to `process.completed`."""
+def read_small(path: str) -> bytes | None:
+    """A /proc (or cgroup) file's content with the fewest syscalls (open, read until empty,
+    close), or None: the end of every run reads a few of these, on the path to
+    `process.completed`."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -70,7 +71,7 @@ def _read(path: str) -> bytes | None:
 
 def stat_fields(pid: int) -> tuple[str, int, int, int] | None:
     """(state, ppid, pgrp, starttime) from /proc/<pid>/stat, or None when gone."""
-    raw = _read(f"/proc/{pid}/stat")
+    raw = read_small(f"/proc/{pid}/stat")
     if raw is None:
         return None
     # The command name may contain spaces and parentheses: split after the last ')'.
@@ -94,7 +95,7 @@ def children(pid: int) -> list[int]:
     except OSError:
         return out
     for tid in tids:
-        raw = _read(f"/proc/{pid}/task/{tid}/children")
+        raw = read_small(f"/proc/{pid}/task/{tid}/children")
         if raw:
             out.extend(int(x) for x in raw.split())
     return out
@@ -105,7 +106,7 @@ def own_children() -> list[int]:
     its first live thread, the main one, so one /proc file is enough (`children(os.getpid())`
     reads one per thread)."""
     pid = os.getpid()
-    raw = _read(f"/proc/{pid}/task/{pid}/children")
+    raw = read_small(f"/proc/{pid}/task/{pid}/children")
     return [int(x) for x in raw.split()] if raw else []
 
 
@@ -143,7 +144,7 @@ def with_env(var: str, value: str, pids: Iterable[int] | None = None) -> set[int
     for pid in _all_pids() if pids is None else pids:
         if pid == me:
             continue
-        env = _read(f"/proc/{pid}/environ")
+        env = read_small(f"/proc/{pid}/environ")
         if env and needle in env.split(b"\0") and is_alive(pid):
             found.add(pid)
     return found
@@ -161,7 +162,7 @@ def marked_any(markers: Collection[str]) -> set[int]:
     for pid in _all_pids():
         if pid == me:
             continue
-        env = _read(f"/proc/{pid}/environ")
+        env = read_small(f"/proc/{pid}/environ")
         if env and prefix in env and not wanted.isdisjoint(env.split(b"\0")) and is_alive(pid):
             found.add(pid)
     return found
@@ -176,13 +177,13 @@ def run_markers(pid: int) -> list[str]:
     """The run markers (`CC_EXECUTOR_RUN` values) in a process's environment: none when it
     cleared its environment, or we may not read it."""
     prefix = f"{MARKER_VAR}=".encode()
-    env = _read(f"/proc/{pid}/environ") or b""
+    env = read_small(f"/proc/{pid}/environ") or b""
     return [v[len(prefix):].decode(errors="replace") for v in env.split(b"\0")
             if v.startswith(prefix)]
 
 
 def command_line(pid: int) -> str:
-    raw = _read(f"/proc/{pid}/cmdline") or b""
+    raw = read_small(f"/proc/{pid}/cmdline") or b""
     return raw.replace(b"\0", b" ").decode(errors="replace").strip()
 
 

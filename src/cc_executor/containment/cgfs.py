@@ -10,14 +10,14 @@ import os
 import signal
 import time
 
+from ..tree import read_small
+
 
 def read(path: str) -> str:
-    """The file's text ("" when it cannot be read: a cgroup removed meanwhile)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
+    """The file's text ("" when it cannot be read: a cgroup removed meanwhile). Raw reads, not
+    a text file object: `cgroup.events` is read on the way to every job's completion."""
+    raw = read_small(path)
+    return raw.decode("utf-8", "replace") if raw else ""
 
 
 def write(path: str, text: str) -> None:
