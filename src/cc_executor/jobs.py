@@ -16,15 +16,16 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from . import defaults, protocol
 from .claude_cli import adapt_claude_argv
 from .detach import Resumer
+from .job import Job, Sink
 from .load import Decision
 from .policy import AllowList, check_detach, check_env, grant_limits
-from .process import OutputBatch, ProcessRunner, Run, RunEnd, RunSpec, SpawnError
+from .process import OutputBatch, ProcessRunner, RunEnd, RunSpec, SpawnError
 from .protocol import (
     INVALID_PARAMS,
     JOB_NOT_RUNNING,
@@ -38,53 +39,9 @@ from .settings import Settings
 from .telemetry import claude_telemetry_env
 from .timing import stretch_timeouts
 
-Sink = Callable[[str], Awaitable[None]]
 AdmissionCheck = Callable[[], Decision]
 
 log = logging.getLogger("cc_executor.jobs")
-
-
-@dataclass
-class Job:
-    job_id: str
-    owner: Any
-    sink: Sink
-    argv: list[str]
-    spec: RunSpec
-    is_claude: bool
-    state: str = "queued"  # queued -> running -> ended
-    run: Run | None = None
-    queued_at: float = field(default_factory=time.monotonic)
-    queue_reason: str = ""
-    queue_decision: Decision | None = None  # why it waits, with the signal that holds it
-    started_at: float | None = None
-    completed: bool = False
-    sink_broken: bool = False
-    pump: asyncio.Task | None = None
-    # Set once the execute reply is out, for a job spawned by `submit`: its pump exists from
-    # the spawn on (so nothing can leak its slot) but sends nothing before the reply.
-    gate: asyncio.Event | None = None
-    announced: bool = False  # process.started sent (or being sent): exactly once
-    # Keepalive bookkeeping (`process.progress`): when a frame of this job last went out, when
-    # the job last said something (started/output), sends in flight, the timer and the send.
-    last_sent: float = field(default_factory=time.monotonic)
-    last_output: float = field(default_factory=time.monotonic)
-    sending: int = 0
-    keepalive_timer: asyncio.TimerHandle | None = None
-    keepalive: asyncio.Task | None = None  # a progress frame being sent
-    timeout_factor: float = 1.0  # the load stretch applied to spec's limits when it started
-    relay: Any = None  # a resumable job's output path (`detach.Relay`); None: straight to sink
-    resume_token: str | None = None
-
-    def describe(self, position: int = 0) -> protocol.JobInfo:
-        """This job's row of the `jobs` result; `position` counts for queued jobs only."""
-        run = self.run
-        state = "paused" if run is not None and run.paused else self.state
-        return protocol.JobInfo(
-            job_id=self.job_id, state=state, argv=self.argv,
-            pid=run.pid if run else None, pgid=run.pgid if run else None,
-            started_at=run.started_at if run else None,
-            position=position if self.state == "queued" else None)
 
 
 class JobManager:
@@ -110,10 +67,12 @@ class JobManager:
 
     # ---- building a job ------------------------------------------------------------------
 
-    def prepare(self, params: protocol.ExecuteParams) -> tuple[list[str], RunSpec, bool]:
+    def prepare(self, params: protocol.ExecuteParams
+                ) -> tuple[list[str], RunSpec, bool, dict[str, dict]]:
+        """(argv, the run's spec, whether it is a Claude job, `limits_enforced`)."""
         s = self.settings
         check_env(params.env)  # before the program's checks: a bad param, whatever the program
-        limits, _ = grant_limits(params.limits, s, self.runner.containment)
+        limits, enforced = grant_limits(params.limits, s, self.runner.containment)
         check_detach(params.detach_timeout, s)
         shell = None
         if params.command is not None and s.shell:
@@ -148,7 +107,7 @@ class JobManager:
             capture_to="file" if is_claude and s.claude_capture == "file" else "pipe",
             limits=limits,
         )
-        return argv, spec, is_claude
+        return argv, spec, is_claude, enforced
 
     def owner_jobs(self, owner: Any) -> list[Job]:
         return [j for j in self.jobs.values() if j.owner is owner]
@@ -158,14 +117,15 @@ class JobManager:
         if self._closing:
             raise RpcError.because(TOO_MANY_JOBS, ErrorReason.SHUTTING_DOWN,
                                    protocol.SHUTTING_DOWN_MESSAGE)
-        argv, spec, is_claude = self.prepare(params)
+        argv, spec, is_claude, enforced = self.prepare(params)
         mine = len(self.owner_jobs(owner))
         if mine >= self.settings.max_jobs_per_connection:
             raise RpcError.because(TOO_MANY_JOBS, ErrorReason.CONNECTION_LIMIT,
                                    f"too many jobs on this connection ({mine}, limit "
                                    f"{self.settings.max_jobs_per_connection})",
                                    limit=self.settings.max_jobs_per_connection)
-        job = Job(uuid.uuid4().hex[:12], owner, sink, argv, spec, is_claude)
+        job = Job(uuid.uuid4().hex[:12], owner, sink, argv, spec, is_claude,
+                  limits_enforced=enforced or None)
         decision = self._may_start()
         ok, reason = decision.may_start, decision.reason
         if not ok and len(self.queue) >= self.settings.max_queue:
@@ -199,8 +159,7 @@ class JobManager:
     def _limits(self, job: Job) -> dict[str, Any]:
         return {"timeout": job.spec.timeout, "stall_timeout": job.spec.stall_timeout,
                 "timeout_factor": job.timeout_factor,
-                "limits_enforced": grant_limits(job.spec.limits, self.settings,
-                                                self.runner.containment)[1] or None}
+                "limits_enforced": job.limits_enforced}
 
     def _stretch(self, job: Job) -> None:
         """Stretch the job's limits by the load factor of the moment it starts (not when it

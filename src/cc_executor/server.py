@@ -172,6 +172,8 @@ class Service:
         self.admission = Admission(settings.slow_start)
         self.usage = UsageRates()  # each running job's CPU rate and RSS, by process group
         self._cores = os.cpu_count() or 1  # read once: glibc reads /sys for each call
+        self._limits_cache: tuple[Settings, Limits] | None = None
+        self._connected: tuple[tuple, Callable[[str], str]] | None = None
         self._usable_cores = hardware.usable_cores()
         self._counting: asyncio.Task | None = None
         self.gpus: list[protocol.Gpu] | None = None  # read once at start (hardware.detect_gpus)
@@ -205,12 +207,20 @@ class Service:
         self._counting = asyncio.get_running_loop().create_task(self._count_processes())
 
     def _limits(self) -> Limits:
+        """Admission's thresholds from the settings, built once per settings object (a reload
+        replaces it): every `execute` asks, and building them costs more than deciding."""
         s = self.settings
-        return Limits(max_load=s.max_load_value(), min_free_mem=s.min_free_mem,
-                      cpu_pressure=s.cpu_pressure_limit, memory_pressure=s.memory_pressure_limit,
-                      io_pressure=s.io_pressure_limit, slow_start=s.slow_start,
-                      job_load=s.job_load, job_cpu_share=s.job_cpu_share,
-                      cores=self._cores, settle=min(s.sample_interval / 2, FIRST_DEMAND_AGE))
+        cached = self._limits_cache
+        if cached is not None and cached[0] is s:
+            return cached[1]
+        limits = Limits(max_load=s.max_load_value(self._cores), min_free_mem=s.min_free_mem,
+                        cpu_pressure=s.cpu_pressure_limit,
+                        memory_pressure=s.memory_pressure_limit,
+                        io_pressure=s.io_pressure_limit, slow_start=s.slow_start,
+                        job_load=s.job_load, job_cpu_share=s.job_cpu_share,
+                        cores=self._cores, settle=min(s.sample_interval / 2, FIRST_DEMAND_AGE))
+        self._limits_cache = (s, limits)
+        return limits
 
     def _admission(self) -> Decision:
         """May a job start now? The rule is `admission.Admission`'s; this gathers its inputs."""
@@ -352,6 +362,21 @@ class Service:
             body["admission"] = self.admission.describe()
         return body
 
+    def connected(self, session_id: str) -> str:
+        """The `connected` notification of a new connection. Encoded once per load sample and
+        settings (its hardware figures change with the sample), then only the id is filled in."""
+        s = self.settings
+        key = (s, self.monitor.seq if self.monitor is not None else -1)
+        if self._connected is None or self._connected[0] != key:
+            params = protocol.ConnectedParams(
+                session_id="", version=__version__,
+                capabilities=protocol.Capabilities(shell=s.shell, allow=s.allow,
+                                                   max_frame=s.max_frame,
+                                                   batch_bytes=s.batch_bytes),
+                hardware=self.hardware(), model=s.model)
+            self._connected = (key, protocol.per_session(params))
+        return self._connected[1](session_id)
+
     def hardware(self) -> protocol.Hardware:
         reading = self.monitor.latest if self.monitor is not None else None
         if reading is None:
@@ -466,12 +491,7 @@ async def serve_connection(service: Service, websocket: WebSocket) -> None:
     outbox = Outbox()  # replies leave in order without holding up the reading of frames
     clean = False
     try:
-        await conn.send(protocol.notify(protocol.ConnectedParams(
-            session_id=conn.id, version=__version__,
-            capabilities=protocol.Capabilities(shell=s.shell, allow=s.allow,
-                                               max_frame=s.max_frame, batch_bytes=s.batch_bytes),
-            hardware=service.hardware(),
-            model=s.model)))
+        await conn.send(service.connected(conn.id))
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":

@@ -567,6 +567,18 @@ def test_connected_notification():
         "model": "real"}}
 
 
+def test_connected_encoded_once_per_session_is_the_same_text():
+    """`per_session` fills the id into a notification encoded once: byte for byte what
+    `notify` gives for that id, whatever the other fields hold (a "session_id" in them too)."""
+    caps = Capabilities(shell=True, allow=['"session_id":""', "é"], max_frame=1 << 20,
+                        batch_bytes=4096)
+    params = ConnectedParams(session_id="", version="0.1.0", capabilities=caps, model="simulated")
+    fill = p.per_session(params)
+    for sid in ("abc123def456", "", 'quote"and\\back'):
+        assert fill(sid) == p.notify(params.model_copy(update={"session_id": sid}))
+        assert json.loads(fill(sid))["params"]["session_id"] == sid
+
+
 def test_queued_and_started_notifications():
     q = json.loads(notification_json(p.PROCESS_QUEUED, QueuedParams(
         job_id="j", position=2, reason="2 jobs running, limit 2")))

@@ -109,7 +109,12 @@ class RunSpec:
 
 def _server_env() -> dict[bytes, bytes]:
     """This process's environment in the bytes form exec takes, so a start never decodes and
-    re-encodes every variable (`dict(os.environ)` does both)."""
+    re-encodes every variable (`dict(os.environ)` does both). On POSIX `os.environ` keeps
+    exactly that form in its `_data` dict, which copies in one C call (`dict(os.environb)`
+    looks each variable up through Python code: ~40 us a start with 40 variables)."""
+    data = getattr(os.environ, "_data", None)
+    if isinstance(data, dict):
+        return dict(data)
     return dict(os.environb)
 
 

@@ -36,6 +36,7 @@ from .encoding import (
     error_json,
     notification_json,
     notify,
+    per_session,
     request_json,
     result_json,
 )
@@ -127,6 +128,6 @@ __all__ = [
     "REASONS", "Reason", "Request", "RequestId", "RpcError", "SHELL", "SHUTTING_DOWN_MESSAGE",
     "SPAWN_FAILED", "StartedParams", "Status", "Stream", "TOO_MANY_JOBS", "UNAUTHORIZED",
     "batch_json", "completion_status", "decode_frame", "encode_output", "error_json",
-    "notification_json", "notify", "output_bytes", "params_error", "parse_notification",
+    "notification_json", "notify", "per_session", "output_bytes", "params_error", "parse_notification",
     "request_json", "result_json", "split_command",
 ]

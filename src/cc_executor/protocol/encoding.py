@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from json.encoder import (
     encode_basestring as _json_string,  # C escaper, non-ASCII kept as is
 )
@@ -72,6 +72,18 @@ def notify(params: _Wire) -> str:
     """The notification whose params are `params`: its method is the model's `METHOD`, so a
     message can never go out under another notification's name."""
     return notification_json(params.METHOD, params)  # type: ignore[attr-defined]
+
+
+def per_session(params: _Wire) -> Callable[[str], str]:
+    """`notify(params)` with its `session_id` filled in per connection, encoded once.
+
+    The `connected` notification is the same for every connection but for the session id, and
+    is sent before a connection's first request is read: building it for each connection (three
+    nested models and their JSON) delayed every client's first `execute`."""
+    text = notify(params.model_copy(update={"session_id": ""}))
+    blank = text.index('"session_id":""') + len('"session_id":')
+    head, tail = text[:blank], text[blank + 2:]
+    return lambda session_id: head + _dumps(session_id) + tail
 
 
 def batch_json(responses: Iterable[str]) -> str | None:
