@@ -536,7 +536,12 @@ class JobManager:
             self._record(event, fields)
 
     def _record(self, event: str, fields: dict) -> None:
-        self.event_log.info(event, extra={"job_event": fields})
+        # makeRecord, not .info(): no caller lookup (a walk up the stack) for a line whose
+        # caller is always this one.
+        logger = self.event_log
+        if logger.isEnabledFor(logging.INFO):
+            logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, event, (),
+                                            None, extra={"job_event": fields}))
 
 
 def _held_by(job: Job) -> dict[str, Any]:

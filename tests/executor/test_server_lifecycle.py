@@ -314,3 +314,25 @@ def test_env_example_is_generated_from_the_settings():
     assert "CC_EXECUTOR_PROGRESS_INTERVAL=5.0" in env_example()
     ns = parse_args(["--env-file", "/nonexistent/.env", "--progress-interval", "0"])
     assert build_settings(ns).progress_interval == 0
+
+
+def test_the_event_log_rotates_by_size_looking_every_64_records(tmp_path):
+    """The event file's size is looked at every 64 records, not before each: it rotates, and a
+    file passes its size by at most those records (here 300 records of ~100 bytes, 2 KB max)."""
+    import logging
+
+    from cc_executor.server import _EventFile, _JsonLines
+
+    handler = _EventFile(tmp_path / "events.jsonl", maxBytes=2048, backupCount=50)
+    handler.setFormatter(_JsonLines())
+    try:
+        for i in range(300):
+            handler.handle(logging.makeLogRecord(
+                {"msg": "e", "job_event": {"event": "started", "job_id": f"{i:060d}"}}))
+    finally:
+        handler.close()
+    files = sorted(tmp_path.iterdir())
+    lines = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    assert len(lines) == 300 and len(files) >= 4  # nothing lost, and it did rotate
+    one = len((files[0].read_text().splitlines() or [""])[0]) + 1
+    assert all(f.stat().st_size <= 2048 + 64 * one for f in files)

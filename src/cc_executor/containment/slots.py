@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import os
 
-from . import cgfs
-
 KEEP = 64
 """Empty slots kept at most: the peak of concurrent jobs without limits, up to this."""
 
@@ -40,9 +38,9 @@ class Slots:
         return d
 
     def give(self, d: str) -> bool:
-        """Keep `d` for a later job if it is empty and there is room; False otherwise (the
-        caller removes it)."""
-        if len(self._idle) >= self.keep or cgfs.populated(d, True):
+        """Keep the empty slot `d` for a later job if there is room; False otherwise (the
+        caller removes it). The caller has seen it empty (`JobBox.populated`)."""
+        if len(self._idle) >= self.keep:
             return False
         self._idle.append(d)
         return True
