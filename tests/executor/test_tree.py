@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from cc_executor import tree
+from cc_executor import registry, tree
+from cc_executor.registry import Registry
 from cc_executor.process import EndReason, ProcessRunner, RunSpec, start
 from test_process import BOTH_LOOPS, MiB, PY, Reader, assert_gone
 
@@ -239,7 +240,8 @@ async def test_unmarked_pipe_holder_ends_run_with_leftover_pipe():
 
 SUBREAPER_OWNER = r"""
 import asyncio, json, sys
-from cc_executor import tree
+from cc_executor import registry, tree
+from cc_executor.registry import Registry
 from cc_executor.process import RunSpec, start
 
 pidfile = sys.argv[1]
@@ -289,8 +291,10 @@ async def test_subreaper_catches_double_forked_daemon(tmp_path):
 async def test_registry_record_lives_exactly_as_long_as_the_run(tmp_path):
     runner = ProcessRunner(tmp_path)
     run = await runner.start(RunSpec(argv=["sleep", "30"], cwd=str(tmp_path)))
-    path = tmp_path / "runs" / f"{run.run_id}.json"
-    record = json.loads(path.read_text())
+    (journal,) = (tmp_path / "runs").iterdir()
+    assert journal.name == f"{os.getpid()}-{tree.stat_fields(os.getpid())[3]}.jsonl"
+    record = json.loads(journal.read_text())
+    assert [r.__dict__ for r in Registry(tmp_path).records()] == [record]
     assert record == {
         "run_id": run.run_id, "pid": run.pid, "pgid": run.pgid,
         "started_at": record["started_at"],
@@ -303,7 +307,49 @@ async def test_registry_record_lives_exactly_as_long_as_the_run(tmp_path):
     assert tree.is_alive(run.pid)
     run.cancel()
     await asyncio.wait_for(run.wait(), 10)
-    assert list((tmp_path / "runs").iterdir()) == []
+    await asyncio.sleep(0)  # the record's end is written on the loop turn after the run's
+    assert Registry(tmp_path).records() == []
+    await runner.shutdown()
+    assert list((tmp_path / "runs").iterdir()) == []  # a clean shutdown leaves no journal
+
+
+def test_registry_journal_is_compacted_to_its_live_runs(tmp_path, monkeypatch):
+    """Each start and end is one appended line; past COMPACT_AT bytes the journal is rewritten
+    with the live runs only, and a torn last line (a crash mid-write) is skipped."""
+    monkeypatch.setattr(registry, "COMPACT_AT", 4096)
+    reg = Registry(tmp_path)
+    for i in range(200):
+        reg.add(f"run{i}", 100000 + i, ["echo", str(i)], None, f"run{i}")
+        if i % 10:
+            reg.remove(f"run{i}")
+    live = sorted(r.run_id for r in reg.records())
+    assert live == sorted(f"run{i}" for i in range(0, 200, 10))
+    assert reg.path.stat().st_size < 2 * 4096 + 2 * sum(
+        len(line) for line in reg.path.read_bytes().splitlines(keepends=True)[:20])
+    with open(reg.path, "ab") as f:
+        f.write(b'{"run_id": "torn", "pid"')
+    assert sorted(r.run_id for r in Registry(tmp_path).records()) == live
+
+
+async def test_an_earlier_format_record_of_a_dead_owner_is_still_reaped(tmp_path):
+    """A `<run_id>.json` left by a crashed service of the earlier format: its run is ended."""
+    orphan = await start(RunSpec(argv=["sleep", "60"]))
+    dead = await start(RunSpec(argv=["true"]))
+    await dead.wait()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "oldrun.json").write_text(json.dumps({
+        "run_id": "oldrun", "pid": orphan.pid, "pgid": orphan.pgid, "started_at": time.time(),
+        "argv": ["sleep", "60"], "cwd": None, "owner_pid": dead.pid,
+        "owner_start_ticks": 1, "marker": orphan.run_id}))
+    try:
+        runner = ProcessRunner(tmp_path)
+        assert [(x["run_id"], x["pid"], x["signalled"]) for x in runner.reaped] == [
+            ("oldrun", orphan.pid, 1)]
+        await asyncio.wait_for(orphan.wait(), 10)  # (its status went to the reaper's waitpid)
+        assert list((tmp_path / "runs").iterdir()) == []
+    finally:
+        orphan.cancel()
+        await orphan.wait()
 
 
 CRASHING_OWNER = r"""
@@ -331,7 +377,7 @@ async def test_stale_record_of_crashed_owner_is_reaped(tmp_path, where):
     end = await r.finish(10)
     assert end.reason is EndReason.SIGNALLED
     assert tree.is_alive(orphan)
-    assert (tmp_path / "runs" / f"{run_id.decode()}.json").exists()
+    assert [r.run_id for r in Registry(tmp_path).records()] == [run_id.decode()]
     try:
         if where == "in_event_loop":
             runner = ProcessRunner(tmp_path)

@@ -75,3 +75,6 @@ class ProcessRunner:
             await asyncio.wait(set(self._sweeps), timeout=timeout)
         if self.reaper is not None:
             await self.reaper.end_all()
+        if self.registry is not None and not self.runs:
+            await asyncio.sleep(0)  # the ended runs' removals (queued by their ends) first
+            self.registry.close()
