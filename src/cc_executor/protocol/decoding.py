@@ -173,6 +173,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Built once: `json.loads` with hooks builds a new decoder (and scanner) for every call.
+_strict_json = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def _utf8_longer_than(text: str, limit: int) -> bool:
     n = len(text)
     if n > limit:
@@ -256,7 +260,7 @@ def _decode(frame: Any, max_frame: int, max_batch: int) -> Request | ErrorReply 
         )
 
     try:
-        obj = json.loads(frame, parse_constant=_reject_constant, parse_float=_finite_float)
+        obj = _strict_json.decode(frame)
     except RecursionError:
         return _reply(None, PARSE_ERROR, "parse error: JSON nested too deeply")
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, huge numbers
