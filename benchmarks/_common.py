@@ -103,6 +103,23 @@ def service(allow: list[str], workdir: Path, *extra: str) -> Iterator[Server]:
         err.close()
 
 
+@contextlib.contextmanager
+def stack_floor(workdir: Path) -> Iterator[Server]:
+    """`stack_floor.py`: our protocol's least on our stack, none of our machinery (see there)."""
+    err = open(workdir / "stack_floor.stderr", "wb")
+    proc = subprocess.Popen([PYTHON, str(Path(__file__).with_name("stack_floor.py"))],
+                            stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                            cwd=workdir)
+    try:
+        url = _first_line(proc, 30.0)
+        if not url.startswith("ws://"):
+            raise RuntimeError(f"stack_floor.py printed {url!r}; see {err.name}")
+        yield Server(proc, url)
+    finally:
+        stop(proc)
+        err.close()
+
+
 def _first_line(proc: subprocess.Popen, timeout: float) -> str:
     box: list[bytes] = []
     t = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)

@@ -347,11 +347,12 @@ def _rotate(items: list, i: int) -> list:
 
 
 async def figure_echo(report: Report, service: common.Server, wsd_srv: common.Server | None,
-                      rounds: int, payload: common.Payload) -> None:
+                      rounds: int, payload: common.Payload, floor: common.Server) -> None:
     sides: dict[str, tuple[Side, str, int | None]] = {
         "ours (raw)": (ours_raw, service.url, service.pid),
         "ours (client)": (ours_client, service.url, service.pid),
         "ours (websockets)": (ours_websockets, service.url, service.pid),
+        "stack floor (websockets)": (ours_websockets, floor.url, floor.pid),
         "plain": (plain, "", None)}
     if wsd_srv:
         sides["websocketd"] = (wsd, wsd_srv.url, wsd_srv.pid)
@@ -384,6 +385,16 @@ async def figure_echo(report: Report, service: common.Server, wsd_srv: common.Se
             ok = None if base is None or label != "p50" else ours <= 1.3 * base
             report.rows.append(Row(f"echo hi, connect -> end, {label}, {variant}", "ms",
                                    ours, base, q("plain", qq), target, ok))
+    # The same protocol on the same stack without our machinery (`stack_floor.py`): what the
+    # stack and the protocol cost by themselves, and what the service adds to them.
+    for label, qq in (("p50", 0.5), ("p90", 0.9)):
+        report.rows.append(Row(f"echo hi, connect -> end, {label}, stack floor (websockets)",
+                               "ms", q("stack floor (websockets)", qq),
+                               q("websocketd (websockets)", qq), q("plain", qq), "-", None))
+    ours, floor_p50 = q("ours (websockets)", 0.5), q("stack floor (websockets)", 0.5)
+    report.details.append(
+        f"Ours (websockets) against the stack floor, p50: {ours:.2f} / {floor_p50:.2f} ms = "
+        f"{ours / floor_p50:.2f}x; the floor against websocketd is the row above.")
 
     def part(name: str, start: str, stop: str) -> str:
         ms = [getattr(m, stop) - (getattr(m, start) if start else 0.0) for m in marks[name]]
@@ -396,12 +407,12 @@ async def figure_echo(report: Report, service: common.Server, wsd_srv: common.Se
              "server CPU is the server process alone, children excluded):", "",
              "| side | handshake | -> execute reply (spawn) | -> first output | -> end "
              "| total | server CPU per run |", "|---|---|---|---|---|---|---|"]
-    for name in ("ours (websockets)", "ours (raw)", "ours (client)", "websocketd (websockets)",
-                 "websocketd", "plain"):
+    for name in ("ours (websockets)", "ours (raw)", "ours (client)", "stack floor (websockets)",
+                 "websocketd (websockets)", "websocketd", "plain"):
         if name not in marks:
             continue
         server_cpu = "-" if sides[name][2] is None else f"{cpu[name] / rounds * 1e3:.2f}"
-        if name.startswith("ours"):
+        if name.startswith(("ours", "stack floor")):
             cells = [part(name, "", "open"), part(name, "open", "reply"),
                      part(name, "reply", "first"), part(name, "first", "end")]
         elif name.startswith("websocketd"):
@@ -566,8 +577,10 @@ async def run(ns: argparse.Namespace) -> Report:
 
             steps = []
             if 1 in figures:
-                steps.append(("1 echo", echo, lambda w: figure_echo(
-                    report, srv, w, ns.echo_rounds, echo)))
+                async def echo_figure(w: common.Server | None) -> None:
+                    with common.stack_floor(tmp) as floor:
+                        await figure_echo(report, srv, w, ns.echo_rounds, echo, floor)
+                steps.append(("1 echo", echo, echo_figure))
             if 2 in figures:
                 lines = common.b64_lines(tmp, ns.mib)
                 wsd_lines = lines if ns.wsd_mib >= ns.mib else common.b64_lines(tmp, ns.wsd_mib)
