@@ -9,9 +9,7 @@ replies and notifications one at a time per connection.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import logging.handlers
 import os
 import secrets
 import time
@@ -29,6 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from . import __version__, aio, dashboard, hardware, protocol, tree
 from .admission import QUICK_SAMPLE, Admission, Limits, RunningJob
 from .containment.service import ServiceContainment
+from .event_log import setup_event_log
 from .jobs import JobManager
 from .load import Decision, LoadMonitor
 from .observe import Observation, install_metrics_route
@@ -46,91 +45,6 @@ THROTTLE_FIELDS = ("throttle", "max_load", "min_free_mem", "queue_timeout", "job
                    "cpu_pressure_limit", "memory_pressure_limit", "io_pressure_limit",
                    "slow_start", "job_cpu_share")
 BEARER_PREFIX = "bearer."
-
-
-class _JsonLines(logging.Formatter):
-    """One JSON object per job event. Only fields we put there: never env values or tokens."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        event = getattr(record, "job_event", None) or {"event": record.getMessage()}
-        return json.dumps({"ts": round(record.created, 3), **event}, default=str)
-
-
-class _LoopBatchHandler(logging.Handler):
-    """Collect records and write them in one go on the next event-loop turn.
-
-    Why not a QueueHandler: waking a listener thread per record made every job pay for GIL
-    hand-overs (~0.25 ms a record measured). Why not the file handler directly: the write would
-    sit on the request path before the reply. Here a job event costs a list append; the write
-    happens right after the current step (the reply has been handed to the socket by then)."""
-
-    def __init__(self, target: logging.Handler):
-        super().__init__()
-        self.target = target
-        self._buffer: list[logging.LogRecord] = []
-        self._scheduled = False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._buffer.append(record)
-        if self._scheduled:
-            return
-        try:
-            asyncio.get_running_loop().call_soon(self.flush)
-            self._scheduled = True
-        except RuntimeError:  # no loop (start-up, shutdown): write now
-            self.flush()
-
-    def flush(self) -> None:
-        self._scheduled = False
-        records, self._buffer = self._buffer, []
-        for record in records:
-            self.target.handle(record)
-        self.target.flush()
-
-    def close(self) -> None:
-        self.flush()
-        self.target.close()
-        super().close()
-
-
-class _EventFile(logging.handlers.RotatingFileHandler):
-    """The event log's file, rotated by size. The size is looked at every `CHECK_EVERY`
-    records rather than before each one: RotatingFileHandler's look stats the path twice and
-    formats the record a second time, ~30 us on each of a job's events. A file may then pass
-    `maxBytes` by that many records (~20 KB of 10 MiB) before it rotates."""
-
-    CHECK_EVERY = 64
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._unchecked = self.CHECK_EVERY  # the first record checks (a file left nearly full)
-
-    def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802 - the base's name
-        self._unchecked += 1
-        if self._unchecked < self.CHECK_EVERY:
-            return False
-        self._unchecked = 0
-        return bool(super().shouldRollover(record))
-
-
-def setup_event_log(log_dir: Path) -> logging.Handler | None:
-    try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        handler = _EventFile(
-            log_dir / "cc_executor.jsonl", maxBytes=10 * 1024**2, backupCount=5)
-    except OSError as e:
-        log.warning("event log disabled: %s", e)
-        return None
-    handler.setFormatter(_JsonLines())
-    batched = _LoopBatchHandler(handler)
-    events = logging.getLogger("cc_executor.events")
-    events.setLevel(logging.INFO)
-    events.propagate = False
-    for old in list(events.handlers):
-        events.removeHandler(old)
-        old.close()
-    events.addHandler(batched)
-    return batched
 
 
 class _QuietRefusals(logging.Filter):

@@ -321,7 +321,7 @@ def test_the_event_log_rotates_by_size_looking_every_64_records(tmp_path):
     file passes its size by at most those records (here 300 records of ~100 bytes, 2 KB max)."""
     import logging
 
-    from cc_executor.server import _EventFile, _JsonLines
+    from cc_executor.event_log import _EventFile, _JsonLines
 
     handler = _EventFile(tmp_path / "events.jsonl", maxBytes=2048, backupCount=50)
     handler.setFormatter(_JsonLines())
