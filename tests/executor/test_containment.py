@@ -448,6 +448,57 @@ def test_an_empty_slot_serves_the_next_job_and_one_with_a_survivor_is_never_reus
     assert not os.path.exists(containment.v2)
 
 
+def test_a_slot_its_job_changed_is_never_handed_out_again():
+    """A slot is kept only as it was made: one its job left frozen (the service steps into a
+    slot to spawn, and would freeze itself), one with a cgroup below it, or one frozen while it
+    waited, is never handed to the next job."""
+    from cc_executor.containment import Containment, cgfs
+    from cc_executor.containment.limits import Limits
+
+    containment = Containment("auto")
+    if containment.slots is None:
+        pytest.skip("no slots here (no writable cgroup v2 tree, or controllers delegated)")
+    try:
+        frozen = containment.box("frozen", Limits())
+        cgfs.write(os.path.join(frozen.v2, "cgroup.freeze"), "1")
+        assert not frozen.recycle()
+        cgfs.write(os.path.join(frozen.v2, "cgroup.freeze"), "0")
+        assert frozen.remove()
+        nested = containment.box("nested", Limits())
+        os.mkdir(os.path.join(nested.v2, "below"))
+        assert not nested.recycle() and nested.remove()
+        kept = containment.box("kept", Limits())
+        assert kept.recycle() and containment.slots.idle == 1
+        cgfs.write(os.path.join(kept.v2, "cgroup.freeze"), "1")  # frozen while it waited
+        later = containment.box("later", Limits())
+        assert later.v2 not in (kept.v2, frozen.v2, nested.v2)
+        cgfs.write(os.path.join(kept.v2, "cgroup.freeze"), "0")
+        assert later.recycle()
+    finally:
+        containment.close()
+    assert not os.path.exists(containment.v2)
+
+
+FREEZE_MYSELF = ('echo 1 > "$1/$(basename "$(sed -n "s/^0:://p" /proc/self/cgroup)")'
+                 '/cgroup.freeze"; sleep 30')
+
+
+async def test_a_job_that_froze_its_cgroup_leaves_the_next_job_and_the_service_unharmed(
+        services):
+    """Review: a job froze its own cgroup (a slot) and was ended by its timeout; the next job
+    without limits got the same slot, and the service, stepping into it to spawn, froze. Now
+    the frozen slot is never handed out again: the next job runs, the service answers."""
+    svc = service(services, "cgroup")
+    mine = svc.health()["containment"]["cgroup_v2"]
+    async with await ExecutorClient.connect(svc.url) as c:
+        frozen = await c.execute(args=["sh", "-c", FREEZE_MYSELF, "sh", mine], timeout=1)
+        assert frozen.reason == "timeout"
+        for _ in range(3):
+            done = await asyncio.wait_for(c.execute(args=["sh", "-c", "echo hi"]), 10)
+            assert done.ok and done.stdout == b"hi\n"
+    assert svc.health()["status"] == "ok"
+
+
 async def test_a_crashed_fallback_services_adopted_daemon_is_ended_by_the_next(
         executor_service, tmp_path):
     """Review: fallback, an env-cleared daemon adopted by the service (kept: a running job may
@@ -499,14 +550,14 @@ def test_a_job_cgroup_the_spawner_is_still_in_is_never_killed_or_removed():
     slot = os.path.basename(box.v2)
     try:
         box.enter()
-        home_fd, box.home_fd = box.home_fd, -1
+        home_fd, box.slots.home_fd = box.slots.home_fd, -1
         box.home = os.path.join(box.v2, "no-such-cgroup")  # `leave` cannot succeed
         box.kill()
         assert box.remove() is False  # refused, and we are alive to see it
         assert not box.recycle()  # nor handed to another job
         assert cgroup_v2_of("self").endswith(f"/{slot}")  # still inside, and alive
     finally:
-        box.home, box.home_fd = home, home_fd
+        box.home, box.slots.home_fd = home, home_fd
         assert box.leave()
         box.remove()
         containment.close()

@@ -40,14 +40,10 @@ class JobBox:
     cpu_base: int = 0
     home: str | None = None
     """The service's own v2 cgroup, where it returns after spawning from inside (`leave`)."""
-    home_fd: int = -1
-    """`home`'s `cgroup.procs`, opened once by `Containment`: `leave` is then one write."""
     slots: Slots | None = None
     """Where `v2` came from and goes back to (`recycle`), for a job without limits."""
     inside: bool = False
     """The service is in `v2` now: between `enter` and a successful `leave`."""
-    emptied: bool = False
-    """A slot seen empty by `populated` since the last `enter`: it stays empty."""
 
     # ---- creation -----------------------------------------------------------------------------
 
@@ -119,7 +115,6 @@ class JobBox:
 
     def enter(self) -> None:
         """Move the service into the job's v2 cgroup (for one spawn). Raises OSError."""
-        self.emptied = False
         cgfs.write(os.path.join(self.v2, "cgroup.procs"), "0")
         self.inside = True
 
@@ -128,8 +123,8 @@ class JobBox:
         the service in the way of the job's kill (`kill` checks)."""
         for _ in range(2):
             try:
-                if self.home_fd >= 0:
-                    os.write(self.home_fd, b"0")
+                if self.slots is not None and self.slots.home_fd >= 0:
+                    os.write(self.slots.home_fd, b"0")
                 else:
                     cgfs.write(os.path.join(self.home, "cgroup.procs"), "0")
                 self.inside = False
@@ -153,18 +148,9 @@ class JobBox:
         return out
 
     def populated(self) -> bool:
-        """Whether a process is in the job's cgroups. A slot seen empty stays so (its child
-        was born inside, so nothing joins it later but by `enter`), and the answer is kept: the
-        end of a job asks twice (`leftovers`, then `recycle`), on the way to its completion.
-        Not so with the wrapper, which joins by itself some time after the spawn."""
-        if self.emptied:
-            return False
         if self.v2 is not None:
-            full = cgfs.populated(self.v2, True)
-        else:
-            full = any(cgfs.populated(d, False) for d in self.v1.values())
-        self.emptied = not full and self.slots is not None
-        return full
+            return cgfs.populated(self.v2, True)
+        return any(cgfs.populated(d, False) for d in self.v1.values())
 
     def _service_inside(self) -> bool:
         """Whether the service is (still) in this job's v2 cgroup: only after a failed `leave`."""
@@ -214,9 +200,10 @@ class JobBox:
     # ---- the end ------------------------------------------------------------------------------
 
     def recycle(self) -> bool:
-        """Hand a slot back for the next job without limits, on the loop (one read: is it
-        empty?). False when this box has no slot, or the slot cannot be kept: `remove` it."""
-        if self.slots is None or self.v2 is None or self.inside or self.populated():
+        """Hand a slot back for the next job without limits, on the loop (a few small reads:
+        is it as it was made?). False when this box has no slot, or the slot cannot be kept:
+        `remove` it."""
+        if self.slots is None or self.v2 is None or self.inside:
             return False
         return self.slots.give(self.v2)
 

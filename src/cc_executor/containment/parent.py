@@ -49,7 +49,6 @@ class Containment:
         self.v1: dict[str, str] = {}
         self.cleaned = 0
         self.slots: Slots | None = None
-        self._home_fd = -1
         if mode != "fallback":
             self._setup(hierarchies if hierarchies is not None else find())
         if mode == "cgroup" and self.v2 is None:
@@ -73,12 +72,8 @@ class Containment:
             if d is not None:
                 self.v2, self.home = d, h.v2
                 self.v2_controllers = _delegate(d)
-                self.slots = Slots(d)
-                try:
-                    self._home_fd = os.open(os.path.join(h.v2, "cgroup.procs"),
-                                            os.O_WRONLY | os.O_CLOEXEC)
-                except OSError:
-                    pass  # `leave` writes by path
+                if not self.v2_controllers:  # no limit files a job could leave set in one
+                    self.slots = Slots(d, h.v2)
         for c, own in h.v1.items():
             if c in self.v2_controllers:
                 continue  # v2 enforces it: no v1 cgroup needed
@@ -112,7 +107,7 @@ class Containment:
         if not box.needs_wrap:
             return None
         if box.bare and self.slots is not None:
-            box.v2, box.slots, box.home_fd = self.slots.take(), self.slots, self._home_fd
+            box.v2, box.slots = self.slots.take(), self.slots
             return box
         box.create()
         return box
@@ -125,9 +120,8 @@ class Containment:
 
     def close(self) -> None:
         """Remove our cgroups (jobs' first). Called once every job has ended."""
-        if self._home_fd >= 0:
-            os.close(self._home_fd)
-            self._home_fd = -1
+        if self.slots is not None:
+            self.slots.close()
         for d, v2 in [(self.v2, True)] + [(d, False) for d in self.v1.values()]:
             if d is not None and not cgfs.remove(d, v2):
                 log.warning("could not remove cgroup %s", d)
