@@ -49,26 +49,41 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def bind_listener(host: str, port: int) -> socket.socket | str:
-    """The service's listening socket, bound (SO_REUSEADDR, as uvicorn would), or one line
-    saying why it cannot be (in use, not allowed) naming the flag to change, rather than a
-    traceback from inside the server's start-up.
+def bind_listener(host: str, port: int) -> list[socket.socket] | str:
+    """The service's listening sockets, bound and listening (SO_REUSEADDR, as uvicorn would),
+    one per address `host` resolves to (`localhost`: `::1` and `127.0.0.1` where both exist),
+    all on one port; or one line saying why they cannot be (in use, not allowed) naming the
+    flag to change, rather than a traceback from inside the server's start-up.
 
     Bound here, not by `loop.create_server(host=...)`: uvloop resolves the host on libuv's
     thread pool, whose four threads then stay in the service for good, and every thread makes
     each job's spawn dearer (the service steps into the job's cgroup for it, and a process
-    moves between cgroups with all its threads: ~7 us a thread, twice a job)."""
+    moves between cgroups with all its threads: ~7 us a thread, twice a job). Listening at
+    once also makes a port taken meanwhile fail here (two sockets may bind one port with
+    SO_REUSEADDR; only one may listen)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as e:
         return f"cannot resolve --host {host!r}: {e}"
-    family, kind, proto, _, addr = infos[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    socks: list[socket.socket] = []
+    seen = set()
     try:
-        sock.bind(addr)
+        for family, kind, proto, _, addr in infos:
+            if (family, addr[0]) in seen:
+                continue
+            seen.add((family, addr[0]))
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # this address only, as asyncio's create_server does
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if len(socks) > 1:  # port 0: every address on the port the first one got
+                addr = (addr[0], socks[0].getsockname()[1], *addr[2:])
+            sock.bind(addr)
+            sock.listen(2048)
     except OSError as e:
-        sock.close()
+        for sock in socks:
+            sock.close()
         if e.errno == errno.EADDRINUSE:
             return (f"port {port} on {host} is already in use: choose another with "
                     f"--port N (or CC_EXECUTOR_PORT); --port 0 picks a free one")
@@ -76,7 +91,7 @@ def bind_listener(host: str, port: int) -> socket.socket | str:
             return (f"not allowed to listen on port {port} on {host}: choose a port "
                     f"above 1023 with --port N")
         return f"cannot listen on {host}:{port} (--host, --port): {e.strerror}"
-    return sock
+    return socks
 
 
 def setup_console_log(level: str) -> None:
@@ -195,7 +210,7 @@ def reload_on_sighup(app, reload: Callable[[], Settings]) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
 
 
-async def serve(settings: Settings, listener: socket.socket,
+async def serve(settings: Settings, listeners: list[socket.socket],
                 reload: Callable[[], Settings] | None = None) -> int:
     from .server import create_app  # noqa: PLC0415 - keep `--help` fast
 
@@ -214,7 +229,7 @@ async def serve(settings: Settings, listener: socket.socket,
         timeout_graceful_shutdown=settings.kill_grace + 15,
     )
     server = _Server(config, app)
-    task = asyncio.ensure_future(server.serve(sockets=[listener]))
+    task = asyncio.ensure_future(server.serve(sockets=listeners))
     while not server.started and not task.done():
         await asyncio.wait({task}, timeout=0.01)
     if task.done():
@@ -252,13 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cc_executor: refusing to listen on non-loopback host {settings.host!r} without a "
               "token; set --token or CC_EXECUTOR_TOKEN", file=sys.stderr)
         return 2
-    listener = bind_listener(settings.host, settings.port)
-    if isinstance(listener, str):
-        print(f"cc_executor: {listener}", file=sys.stderr)
+    listeners = bind_listener(settings.host, settings.port)
+    if isinstance(listeners, str):
+        print(f"cc_executor: {listeners}", file=sys.stderr)
         return 2
     problem = containment_preflight(settings)
     if problem:
-        listener.close()
+        for sock in listeners:
+            sock.close()
         print(f"cc_executor: refusing to start: {problem}", file=sys.stderr)
         return 2
     setup_console_log(settings.log_level)
@@ -269,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    return runner(serve(settings, listener, lambda: build_settings(ns)))
+    return runner(serve(settings, listeners, lambda: build_settings(ns)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """A journal of live runs, so that whatever a crashed server left running can be found and ended.
 
 Format (documented in docs/process.md): one file per runner, `<run_dir>/runs/<owner_pid>-
-<owner_start_ticks>.jsonl`, one JSON object a line, appended as runs start and end:
+<owner_start_ticks>-<n>.jsonl`, one JSON object a line, appended as runs start and end:
 
     {"run_id": "...", "pid": 1234, "pgid": 1234, "started_at": 1700000000.123,
      "argv": ["claude", "-p", "..."], "cwd": "/...", "owner_pid": 999,
@@ -21,6 +21,7 @@ still carries `CC_EXECUTOR_RUN=<marker>`, and the owner only while its start tim
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import tree
+
+_instances = itertools.count(1)
 
 COMPACT_AT = 1 << 20
 """Journal bytes past which it is rewritten with the live runs only (~3,500 runs' lines), once
@@ -73,6 +76,12 @@ def _replay(path: Path) -> dict[str, dict]:
     return live
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class Registry:
     """The live-run journal of one runner. Cheap: one append per run start and one per end."""
 
@@ -86,14 +95,17 @@ class Registry:
         self._live_bytes = 0
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self.path = self.dir / f"{self._owner_pid}-{self._owner_ticks}.jsonl"
+            # One journal per runner, also when a process has several (a harness, tests):
+            # one runner's compaction or clean shutdown must never touch another's lines.
+            self.path = self.dir / (f"{self._owner_pid}-{self._owner_ticks}-"
+                                    f"{next(_instances)}.jsonl")
 
     def _append(self, line: bytes) -> None:
         if self._fd < 0:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                                0o600)
             self._size = os.fstat(self._fd).st_size
-        os.write(self._fd, line)
+        _write_all(self._fd, line)
         self._size += len(line)
         if self._size > COMPACT_AT and self._size > 2 * self._live_bytes:
             self._compact()  # at most every time the journal doubles: O(1) a line, amortised
@@ -105,12 +117,12 @@ class Registry:
         data = b"".join(self._live.values())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, data)
+            _write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        old, self._fd = self._fd, -1  # the next append reopens, should this close fail
+        os.close(old)
         self._size = len(data)
 
     def add(self, run_id: str, pid: int, argv: list[str], cwd: str | None, marker: str) -> None:
@@ -145,9 +157,11 @@ class Registry:
                 pass
 
     def _files(self) -> list[Path]:
+        """Journals, earlier-format records, and compactions a crash left half done."""
         if self.dir is None:
             return []
-        return sorted([*self.dir.glob("*.jsonl"), *self.dir.glob("*.json")])
+        return sorted([*self.dir.glob("*.jsonl"), *self.dir.glob("*.json"),
+                       *self.dir.glob("*.tmp")])
 
     def records(self) -> list[RunRecord]:
         """Every live run of every journal in the directory (ours and other runners')."""
@@ -167,7 +181,8 @@ class Registry:
         for path in self._files():
             if path == getattr(self, "path", None) or _owner_alive(path):
                 continue
-            for entry in _replay(path).values():
+            live = {} if path.suffix == ".tmp" else _replay(path)  # its journal holds it all
+            for entry in live.values():
                 try:
                     done.append(self._reap(RunRecord(**entry), grace))
                 except TypeError:
@@ -190,9 +205,10 @@ class Registry:
 
 def _owner_alive(path: Path) -> bool:
     """Whether the runner that wrote `path` still runs: named by a journal's file name
-    (`<pid>-<ticks>.jsonl`), or inside an earlier-format record."""
-    if path.suffix == ".jsonl":
-        pid_text, _, ticks_text = path.stem.partition("-")
+    (`<pid>-<ticks>-<n>.jsonl`, or its compaction's `.tmp`), or inside an earlier-format
+    record."""
+    if path.suffix in (".jsonl", ".tmp"):
+        pid_text, ticks_text = (path.stem.split("-") + ["", ""])[:2]
         try:
             pid, ticks = int(pid_text), int(ticks_text)
         except ValueError:

@@ -90,6 +90,29 @@ async def test_origin_is_checked_before_the_token(executor_service):
 
 # ---- bind address --------------------------------------------------------------------------
 
+def test_the_listener_takes_every_address_of_its_host_on_one_port_and_listens_at_once():
+    """The service binds its own sockets (not uvloop's resolver: its thread pool stays): one per
+    address the host resolves to, all on one port, listening before start-up goes on, so a port
+    that another socket took meanwhile is one clear line, not a traceback later."""
+    from cc_executor.__main__ import bind_listener
+
+    addresses = {info[4][0] for info in socket.getaddrinfo(
+        "localhost", 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)}
+    socks = bind_listener("localhost", 0)
+    assert not isinstance(socks, str), socks
+    try:
+        assert {s.getsockname()[0] for s in socks} == addresses
+        assert len({s.getsockname()[1] for s in socks}) == 1
+        port = socks[0].getsockname()[1]
+        assert port_listening(port)
+        # SO_REUSEADDR lets a second socket bind a port nobody listens on; listening tells.
+        taken = bind_listener("127.0.0.1", port)
+        assert isinstance(taken, str) and "already in use" in taken and "--port" in taken
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_non_loopback_host_without_token_binds_nothing(tmp_path):
     # Hold a port ourselves: a server that tried to bind it would say "address already in use";
     # ours must refuse before binding anything, naming the cause.

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from cc_executor import registry, tree
-from cc_executor.registry import Registry
 from cc_executor.process import EndReason, ProcessRunner, RunSpec, start
+from cc_executor.registry import Registry
 from test_process import BOTH_LOOPS, MiB, PY, Reader, assert_gone
 
 pytestmark = pytest.mark.anyio
@@ -292,7 +292,8 @@ async def test_registry_record_lives_exactly_as_long_as_the_run(tmp_path):
     runner = ProcessRunner(tmp_path)
     run = await runner.start(RunSpec(argv=["sleep", "30"], cwd=str(tmp_path)))
     (journal,) = (tmp_path / "runs").iterdir()
-    assert journal.name == f"{os.getpid()}-{tree.stat_fields(os.getpid())[3]}.jsonl"
+    assert journal.name.startswith(f"{os.getpid()}-{tree.stat_fields(os.getpid())[3]}-")
+    assert journal.suffix == ".jsonl"
     record = json.loads(journal.read_text())
     assert [r.__dict__ for r in Registry(tmp_path).records()] == [record]
     assert record == {
@@ -329,6 +330,28 @@ def test_registry_journal_is_compacted_to_its_live_runs(tmp_path, monkeypatch):
     with open(reg.path, "ab") as f:
         f.write(b'{"run_id": "torn", "pid"')
     assert sorted(r.run_id for r in Registry(tmp_path).records()) == live
+
+
+def test_two_runners_of_one_process_keep_journals_of_their_own(tmp_path, monkeypatch):
+    """Review: two runners of one process on one directory shared a journal, so one's clean
+    shutdown deleted the other's live records. Each has its own now; and a compaction a crash
+    left half done (a `.tmp` of a dead owner) is cleaned up with the dead owner's journal."""
+    monkeypatch.setattr(registry, "COMPACT_AT", 256)
+    a, b = Registry(tmp_path), Registry(tmp_path)
+    assert a.path != b.path
+    b.add("b-run", 2**22 + 1, ["sleep", "9"], None, "b-run")
+    for i in range(10):
+        a.add(f"a{i}", 2**22 + 2, ["echo"], None, f"a{i}")
+        a.remove(f"a{i}")
+    a.close()
+    assert not a.path.exists()
+    assert [r.run_id for r in Registry(tmp_path).records()] == ["b-run"]
+    b.remove("b-run")
+    b.close()
+    stale = tmp_path / "runs" / f"{2**22 + 7}-1-1.tmp"  # past any pid: a dead owner
+    stale.write_text("half a compaction")
+    assert Registry(tmp_path).reap_stale() == []
+    assert list((tmp_path / "runs").iterdir()) == []
 
 
 async def test_an_earlier_format_record_of_a_dead_owner_is_still_reaped(tmp_path):

@@ -286,8 +286,8 @@ class Run:
         first, then the files are read to their end at the consumer's pace (the backlog waits on
         disk, not in memory)."""
         reader = self._reader
-        if not reader.streams or reader.eof.is_set():
-            return  # nothing, or everything, was read already (most runs by their leader's end)
+        if not reader.streams or (reader.eof.is_set() and not reader.tails_files):
+            return  # nothing, or every pipe to its end, was read already (most runs by now)
         if reader.tails_files:
             if self._ender.box is None or self._ender.box.v2 is None:
                 await self._ender.end_marked()  # in a v2 cgroup, nothing escaped the kill
