@@ -90,30 +90,28 @@ def service(allow: list[str], workdir: Path, *extra: str) -> Iterator[Server]:
             "--env-file", str(workdir / "no.env"), *extra]
     for name in allow:
         argv += ["--allow", name]
-    err = open(workdir / "service.stderr", "wb")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                            cwd=workdir)
-    try:
-        url = _first_line(proc, 30.0)
-        if not url.startswith("ws://"):
-            raise RuntimeError(f"service printed {url!r}, not its URL; see {err.name}")
-        yield Server(proc, url)
-    finally:
-        stop(proc)
-        err.close()
+    with _url_server(argv, workdir, "service") as server:
+        yield server
 
 
 @contextlib.contextmanager
 def stack_floor(workdir: Path) -> Iterator[Server]:
     """`stack_floor.py`: our protocol's least on our stack, none of our machinery (see there)."""
-    err = open(workdir / "stack_floor.stderr", "wb")
-    proc = subprocess.Popen([PYTHON, str(Path(__file__).with_name("stack_floor.py"))],
-                            stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+    argv = [PYTHON, str(Path(__file__).with_name("stack_floor.py"))]
+    with _url_server(argv, workdir, "stack_floor") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _url_server(argv: list[str], workdir: Path, name: str) -> Iterator[Server]:
+    """Start a server that prints its ws:// URL first; stop it (by pid) on the way out."""
+    err = open(workdir / f"{name}.stderr", "wb")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                             cwd=workdir)
     try:
         url = _first_line(proc, 30.0)
         if not url.startswith("ws://"):
-            raise RuntimeError(f"stack_floor.py printed {url!r}; see {err.name}")
+            raise RuntimeError(f"{name} printed {url!r}, not its URL; see {err.name}")
         yield Server(proc, url)
     finally:
         stop(proc)
