@@ -11,8 +11,9 @@ Format (documented in docs/process.md): one file per runner, `<run_dir>/runs/<ow
 The live runs of a journal are the started ones not ended since. Why a journal and not a file
 per run (as before): a run then cost four filesystem operations (create, write, rename, and an
 unlink at its end: ~0.1 ms of CPU a run); an append is one `write`. The journal is rewritten
-with only the live runs past `COMPACT_AT` bytes, and removed at a clean shutdown. A torn last line (a crash
-mid-write) is skipped. Files `<run_id>.json` of the earlier format are still read and reaped.
+with only the live runs past `COMPACT_AT` bytes, and removed at a clean shutdown. A torn last
+line (a crash mid-write) is skipped. Files `<run_id>.json` of the earlier format are still
+read and reaped.
 
 A recycled pid is never mistaken for ours: the leader counts as ours only while its environment
 still carries `CC_EXECUTOR_RUN=<marker>`, and the owner only while its start time (field 22 of

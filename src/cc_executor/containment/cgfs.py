@@ -29,16 +29,21 @@ def write(path: str, text: str) -> None:
         os.close(fd)
 
 
-def keyed(path: str, key: str) -> int:
-    """A counter from a `key value` file (memory.events, pids.events, cpu.stat...); 0 if absent."""
+def fields(path: str) -> dict[str, str]:
+    """A `key value` file (cgroup.events, cgroup.stat, memory.events...) as a dict."""
+    out = {}
     for line in read(path).splitlines():
         k, _, v = line.partition(" ")
-        if k == key:
-            try:
-                return int(v)
-            except ValueError:
-                return 0
-    return 0
+        out[k] = v.strip()
+    return out
+
+
+def keyed(path: str, key: str) -> int:
+    """A counter from a `key value` file (memory.events, pids.events, cpu.stat...); 0 if absent."""
+    try:
+        return int(fields(path).get(key, 0))
+    except ValueError:
+        return 0
 
 
 def procs(d: str) -> set[int]:

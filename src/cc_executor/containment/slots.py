@@ -32,18 +32,9 @@ KEEP = 64
 """Slots kept at most: the peak of concurrent jobs without limits, up to this."""
 
 
-def _fields(path: str) -> dict[str, str]:
-    """A `key value` file (cgroup.events, cgroup.stat) as a dict."""
-    out = {}
-    for line in cgfs.read(path).splitlines():
-        key, _, value = line.partition(" ")
-        out[key] = value.strip()
-    return out
-
-
 def _idle(d: str) -> bool:
     """Empty and not frozen (a `cgroup.events` that cannot be read is neither)."""
-    events = _fields(os.path.join(d, "cgroup.events"))
+    events = cgfs.fields(os.path.join(d, "cgroup.events"))
     return events.get("populated") == "0" and events.get("frozen", "0") == "0"
 
 
@@ -51,7 +42,7 @@ def pristine(d: str) -> bool:
     """Whether slot `d` is as it was made (see the module's docstring)."""
     if not _idle(d):
         return False
-    stat = _fields(os.path.join(d, "cgroup.stat"))
+    stat = cgfs.fields(os.path.join(d, "cgroup.stat"))
     if stat.get("nr_descendants", "0") != "0" or stat.get("nr_dying_descendants", "0") != "0":
         return False
     if cgfs.read(os.path.join(d, "cgroup.subtree_control")).strip():
